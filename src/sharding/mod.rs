@@ -1,0 +1,21 @@
+//! Sharding: the device mesh built from the `ici_*` / `dcn_*` parallelism keys, MaxText's logical-axis
+//! rules resolved to per-dim mesh axes, and host-side splitting of whole arrays into per-partition shards
+//! (and back).
+//!
+//! Conventions shared with `crate::ir` and the emitter: a [`Mesh`] lists named axes in `mesh_axes` order;
+//! partition `p` is the row-major position in that mesh (the last axis varies fastest), and partition `p`
+//! runs on the `p`-th addressable device. A [`Sharding`] lists, per tensor dim, the mesh axes it is split
+//! over, major to minor; mesh axes not named by any dim replicate the tensor.
+
+mod host;
+mod mesh;
+mod rules;
+
+pub use crate::ir::{Mesh, Sharding};
+pub use host::{assemble, partition_coords, shard_dims, shard_offsets, split};
+pub use crate::config::fill_unspecified;
+pub use mesh::{build_mesh, device_mesh, drop_size_one_axes};
+pub use rules::{resolve, LogicalAxisRules};
+
+/// A mesh that cannot be built from the parallelism keys (the message names the keys and the numbers).
+pub use crate::config::MeshError as ShardingError;
