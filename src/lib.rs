@@ -1,12 +1,16 @@
 //! maxtext-rs: MaxText's Qwen3-Next support rebuilt in Rust.
 //!
 //! The modules follow the data flow of DESIGN.md, top to bottom; a module imports only modules above it:
-//! config -> ir -> emit / sharding -> pjrt -> compile -> runtime.
+//! config -> ir -> nn -> model -> program -> emit / sharding -> pjrt -> compile -> runtime.
 
 pub mod config;
 pub mod ir;
+pub mod nn;
+pub mod model;
+pub mod program;
 pub mod emit;
 pub mod sharding;
 pub mod pjrt;
 pub mod compile;
 pub mod runtime;
+pub mod checkpoint;

@@ -1,10 +1,10 @@
 //! `maxtext`: the command line. MaxText style: a subcommand, a base yml, then `key=value` overrides.
 
-use anyhow::{Context, Result};
+mod commands;
+
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use maxtext::config::{self, Config};
-use maxtext::pjrt::{self, open_client};
-use std::path::{Path, PathBuf};
+use commands::setup;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -51,9 +51,9 @@ fn main() -> ExitCode {
         Command::Train(_) => not_built("train", "the training issue (autodiff, AdamW, data pipeline)"),
         Command::Convert(_) => not_built("convert", "the Orbax checkpoint issue"),
         Command::Decode(_) => not_built("decode", "the decode issue"),
-        Command::CheckLogits(_) => not_built("check-logits", "the forward-pass issue"),
+        Command::CheckLogits(a) => commands::check_logits::run(&a.args),
         Command::Compile(_) => not_built("compile", "the TPU AOT work"),
-        Command::ExportHlo(_) => not_built("export-hlo", "the forward-pass issue"),
+        Command::ExportHlo(a) => commands::export_hlo::run(&a.args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,31 +68,8 @@ fn not_built(name: &str, lands_with: &str) -> Result<()> {
     anyhow::bail!("`maxtext {name}` is not built yet in this version; it lands with {lands_with}")
 }
 
-/// The base yml: the first argument when it names a yml, else `configs/base.yml` here or in the source tree.
-fn load_config(args: &[String]) -> Result<Config> {
-    if args.first().is_some_and(|a| a.ends_with(".yml") || a.ends_with(".yaml")) {
-        return Ok(Config::from_args(args)?);
-    }
-    let candidates = [PathBuf::from("configs/base.yml"), Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/base.yml")];
-    let base = candidates.iter().find(|p| p.is_file()).context(
-        "no base config given and configs/base.yml not found: pass the path of base.yml as the first argument",
-    )?;
-    Ok(Config::load(base, args)?)
-}
-
-fn plugin_hardware(h: config::Hardware) -> pjrt::Hardware {
-    match h {
-        config::Hardware::Cpu => pjrt::Hardware::Cpu,
-        config::Hardware::Gpu => pjrt::Hardware::Gpu,
-        config::Hardware::Tpu => pjrt::Hardware::Tpu,
-    }
-}
-
 fn devices(args: &[String]) -> Result<()> {
-    let cfg = load_config(args)?;
-    let hw = plugin_hardware(cfg.run.hardware);
-    let count = (hw == pjrt::Hardware::Cpu).then_some(cfg.run.cpu_device_count as i64);
-    let client = open_client(hw, cfg.run.pjrt_plugin_path.as_deref(), count)?;
-    println!("{}", client.describe());
+    let cfg = setup::load_config(args)?;
+    println!("{}", setup::client(&cfg)?.describe());
     Ok(())
 }

@@ -219,6 +219,13 @@ impl Emitter {
                 None => return vec![ins[0].clone()],
             },
             Op::OptimizationBarrier => simple("stablehlo.optimization_barrier", String::new()),
+            Op::TriangularSolve { left_side, lower, unit_diagonal, transpose_a } => simple(
+                "stablehlo.triangular_solve",
+                format!(
+                    "left_side = {left_side}, lower = {lower}, transpose_a = #stablehlo<transpose {}>, unit_diagonal = {unit_diagonal}",
+                    if *transpose_a { "TRANSPOSE" } else { "NO_TRANSPOSE" }
+                ),
+            ),
         };
         self.out.push_str(&line);
         self.push_loc(node);

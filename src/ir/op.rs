@@ -177,6 +177,8 @@ pub enum Op {
     ShardingConstraint(Sharding),
     /// keeps XLA from moving computation across this point (used by remat)
     OptimizationBarrier,
+    /// inputs: a (batched square matrices), b; solves `op(a) x = b` (left side) or `x op(a) = b`
+    TriangularSolve { left_side: bool, lower: bool, unit_diagonal: bool, transpose_a: bool },
 }
 
 impl Op {
@@ -214,6 +216,7 @@ impl Op {
             Op::RngBitGenerator { .. } => "rng_bit_generator",
             Op::ShardingConstraint(_) => "sharding_constraint",
             Op::OptimizationBarrier => "optimization_barrier",
+            Op::TriangularSolve { .. } => "triangular_solve",
         }
     }
 }

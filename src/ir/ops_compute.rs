@@ -108,6 +108,19 @@ impl Tensor {
         (out.pop().unwrap(), i)
     }
 
+    /// `stablehlo.triangular_solve` with `self` the batched square matrix `a` ([..., n, n]) and `b`
+    /// ([..., n, m] for the left side): solves `a x = b` (or `aᵀ x = b` with `transpose_a`).
+    pub fn triangular_solve(&self, b: &Tensor, left_side: bool, lower: bool, unit_diagonal: bool, transpose_a: bool) -> Tensor {
+        let r = self.rank();
+        assert!(r >= 2 && self.dims()[r - 1] == self.dims()[r - 2], "triangular_solve: a {:?} is not square", self.ty);
+        assert!(b.rank() == r && b.dtype() == self.dtype(), "triangular_solve: a {:?} b {:?}", self.ty, b.ty);
+        let n = self.dims()[r - 1];
+        let bn = if left_side { b.dims()[r - 2] } else { b.dims()[r - 1] };
+        assert!(bn == n && b.dims()[..r - 2] == self.dims()[..r - 2], "triangular_solve: a {:?} b {:?}", self.ty, b.ty);
+        let op = Op::TriangularSolve { left_side, lower, unit_diagonal, transpose_a };
+        Graph::innermost(&[self, b]).push(op, &[self, b], vec![b.ty.clone()]).remove(0)
+    }
+
     /// Annotates the tensor with a sharding (`sdy.sharding_constraint`).
     pub fn with_sharding(&self, sharding: Sharding) -> Tensor {
         assert_eq!(sharding.dims.len(), self.rank(), "sharding {sharding:?} for {:?}", self.ty);

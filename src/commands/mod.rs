@@ -1,0 +1,5 @@
+//! The subcommands' bodies (the CLI's edge: `anyhow` errors, printing).
+
+pub mod check_logits;
+pub mod export_hlo;
+pub mod setup;

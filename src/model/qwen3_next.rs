@@ -1,0 +1,114 @@
+//! Qwen3-Next: embedding, 48 pre-norm decoder layers (3 Gated DeltaNet then 1 gated full attention,
+//! repeated; every layer with a sparse MoE), final norm, lm head (reference §2.1–2.2).
+//!
+//! With `scan_layers=true` the layers run as MaxText 0.2.5 scans them: a `while` over blocks of
+//! `inhomogeneous_layer_cycle_interval` layers, whose GDN layers (`local_layers`) run in an inner `while`
+//! and whose last layer is the full-attention `global_layer`; parameters are stacked on axis 1. Trace and
+//! compile time therefore do not grow with depth.
+
+use crate::config::ModelConfig;
+use crate::ir::{DType, Tensor};
+use crate::nn::{GatedAttention, GatedDeltaNet, Init, ParamBuilder, RmsNormOffset, SparseMoe};
+
+enum Mixer {
+    Linear(GatedDeltaNet),
+    Full(GatedAttention),
+}
+
+/// One pre-norm decoder layer: `h = x + mixer(norm(x)); y = h + moe(norm(h))`.
+pub struct DecoderLayer {
+    input_norm: RmsNormOffset,
+    mixer: Mixer,
+    post_norm: RmsNormOffset,
+    moe: SparseMoe,
+}
+
+/// Per-token inputs of a forward pass, all [batch, seq].
+pub struct ForwardInputs {
+    pub tokens: Tensor,
+    pub positions: Tensor,
+    /// Segment ids (0 = padding) for packed or padded batches; `None` = one segment per row.
+    pub segment_ids: Option<Tensor>,
+}
+
+impl DecoderLayer {
+    pub fn new(cfg: &ModelConfig, pb: &mut ParamBuilder, full_attention: bool) -> DecoderLayer {
+        let (e, eps) = (cfg.emb_dim as i64, cfg.normalization_layer_epsilon);
+        let input_norm = RmsNormOffset::new(pb, "input_layernorm", e, "embed", eps);
+        let mixer = if full_attention {
+            Mixer::Full(pb.scope("attention", |pb| GatedAttention::new(cfg, pb)))
+        } else {
+            Mixer::Linear(GatedDeltaNet::new(cfg, pb))
+        };
+        let post_norm = RmsNormOffset::new(pb, "post_attention_layernorm", e, "embed", eps);
+        let moe = SparseMoe::new(cfg, pb);
+        DecoderLayer { input_norm, mixer, post_norm, moe }
+    }
+
+    /// x [batch, seq, embed] -> [batch, seq, embed].
+    pub fn forward(&self, x: &Tensor, inputs: &ForwardInputs) -> Tensor {
+        let a = self.input_norm.forward(x);
+        let seg = inputs.segment_ids.as_ref();
+        let a = match &self.mixer {
+            Mixer::Linear(gdn) => gdn.forward(&a, seg),
+            Mixer::Full(attn) => attn.forward(&a, &inputs.positions, seg),
+        };
+        let h = x + &a;
+        &h + &self.moe.forward(&self.post_norm.forward(&h))
+    }
+}
+
+/// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`.
+fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, scan: bool) -> Tensor {
+    let interval = cfg.inhomogeneous_layer_cycle_interval;
+    let layers = cfg.num_decoder_layers;
+    if !scan {
+        let mut x = x;
+        for l in 0..layers {
+            let full = cfg.is_full_attention(l);
+            let layer = pb.scope(&format!("layers_{l}"), |pb| DecoderLayer::new(cfg, pb, full));
+            x = layer.forward(&x, inputs);
+        }
+        return x;
+    }
+    assert!(interval >= 1 && layers % interval == 0, "scan_layers needs num_decoder_layers ({layers}) divisible by {interval}");
+    let blocks = (layers / interval) as i64;
+    let locals = (interval - 1) as i64;
+    let g = x.graph();
+    pb.scope("layers", |pb| {
+        g.fori_loop(0, blocks, &[x], |_, block, carry| {
+            let mut x = carry[0].clone();
+            if locals > 0 {
+                x = pb.scope("local_layers", |pb| {
+                    x.graph().fori_loop(0, locals, &[x.clone()], |_, local, c| {
+                        let layer = pb.stacked("layers", blocks, block, |pb| {
+                            pb.stacked("local_layers", locals, local, |pb| DecoderLayer::new(cfg, pb, false))
+                        });
+                        vec![layer.forward(&c[0], inputs)]
+                    })[0]
+                        .clone()
+                });
+            }
+            let layer = pb.scope("global_layer", |pb| pb.stacked("layers", blocks, block, |pb| DecoderLayer::new(cfg, pb, true)));
+            vec![layer.forward(&x, inputs)]
+        })[0]
+            .clone()
+    })
+}
+
+/// tokens -> logits [batch, seq, vocab] (f32). Declares every parameter on `pb`.
+pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> Tensor {
+    let (e, v) = (cfg.emb_dim as i64, cfg.vocab_size as i64);
+    let embedding = pb.scope("token_embedder", |pb| {
+        pb.param("embedding", &[v, e], &["vocab", "embed"], &[Some("vocab"), Some("embed")], Init::Normal { stddev: 1.0 })
+    });
+    let x = embedding.take_rows(&inputs.tokens).named(&["batch", "seq", "embed"]);
+    pb.scope("decoder", |pb| {
+        let x = decoder_layers(cfg, pb, x, inputs, scan);
+        let norm = RmsNormOffset::new(pb, "decoder_norm", e, "embed", cfg.normalization_layer_epsilon);
+        let head = pb.scope("logits_dense", |pb| {
+            pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
+        });
+        norm.forward(&x).dot(&head, &["embed"]).convert(DType::F32)
+    })
+}

@@ -1,0 +1,129 @@
+//! Gated full attention of Qwen3-Next (reference §2.5): per-head [query | gate] projection, q/k
+//! zero-centred RMSNorm, partial RoPE, GQA, causal + segment mask, sigmoid output gate.
+
+use super::norm::RmsNormOffset;
+use super::params::{Init, ParamBuilder};
+use super::rope::apply_partial_rope;
+use crate::config::ModelConfig;
+use crate::ir::{DType, Tensor};
+
+/// MaxText's `DEFAULT_MASK_VALUE`: masked logits are replaced by this (not -inf, so a fully masked row
+/// stays finite).
+pub const MASK_VALUE: f64 = -0.7 * f32::MAX as f64;
+
+pub struct GatedAttention {
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    q_norm: RmsNormOffset,
+    k_norm: RmsNormOffset,
+    num_kv_heads: i64,
+    head_dim: i64,
+    rotary_dim: i64,
+    theta: f64,
+}
+
+/// Projected attention inputs of a chunk of tokens.
+pub struct Projected {
+    /// [batch, seq, kv_heads, group, head_dim], scaled by 1/sqrt(head_dim), RoPE applied.
+    pub q: Tensor,
+    /// [batch, seq, kv_heads, head_dim], RoPE applied.
+    pub k: Tensor,
+    pub v: Tensor,
+    /// [batch, seq, attn_out]
+    pub gate: Tensor,
+}
+
+impl GatedAttention {
+    pub fn new(cfg: &ModelConfig, pb: &mut ParamBuilder) -> GatedAttention {
+        let (e, hq, hkv, dh) = (cfg.emb_dim as i64, cfg.num_query_heads as i64, cfg.num_kv_heads as i64, cfg.head_dim as i64);
+        let eps = cfg.normalization_layer_epsilon;
+        let std = 1.0 / (e as f64).sqrt();
+        pb.scope("attention", |pb| {
+            let kernel = |pb: &mut ParamBuilder, name: &str, dims: &[i64], axes: &[&'static str], logical: &[Option<&'static str>], std: f64| {
+                pb.scope(name, |pb| pb.param("kernel", dims, axes, logical, Init::Normal { stddev: std }))
+            };
+            let wq = kernel(pb, "query", &[e, hq, 2 * dh], &["embed", "heads", "qg"], &[Some("embed"), Some("q_heads"), Some("kv")], std);
+            let kv_logical = [Some("embed"), Some("kv_heads"), Some("kv_head_dim")];
+            let wk = kernel(pb, "key", &[e, hkv, dh], &["embed", "kv_heads", "head_dim"], &kv_logical, std);
+            let wv = kernel(pb, "value", &[e, hkv, dh], &["embed", "kv_heads", "head_dim"], &kv_logical, std);
+            let out_std = 1.0 / ((hq * dh) as f64).sqrt();
+            let wo = kernel(pb, "out", &[hq * dh, e], &["attn_out", "embed"], &[Some("mlp"), Some("embed")], out_std);
+            let q_norm = RmsNormOffset::new(pb, "query_norm", dh, "head_dim", eps);
+            let k_norm = RmsNormOffset::new(pb, "key_norm", dh, "head_dim", eps);
+            GatedAttention {
+                wq,
+                wk,
+                wv,
+                wo,
+                q_norm,
+                k_norm,
+                num_kv_heads: hkv,
+                head_dim: dh,
+                rotary_dim: cfg.rotary_dim() as i64,
+                theta: cfg.rope.max_timescale,
+            }
+        })
+    }
+
+    /// x [batch, seq, embed], positions [batch, seq] -> q, k, v, gate.
+    pub fn project(&self, x: &Tensor, positions: &Tensor) -> Projected {
+        let dh = self.head_dim;
+        let qg = x.dot(&self.wq, &["embed"]); // [batch, seq, heads, qg]
+        let qg_axis = qg.axis("qg");
+        let q = qg.slice_dim(qg_axis, 0, dh).rename("qg", "head_dim");
+        let gate = qg.slice_dim(qg_axis, dh, dh).rename("qg", "head_dim").merge_axes(&["heads", "head_dim"], "attn_out");
+        let k = x.dot(&self.wk, &["embed"]);
+        let v = x.dot(&self.wv, &["embed"]);
+        let q = apply_partial_rope(&self.q_norm.forward(&q), positions, self.rotary_dim, self.theta);
+        let k = apply_partial_rope(&self.k_norm.forward(&k), positions, self.rotary_dim, self.theta);
+        let q = q.mul_scalar(1.0 / (dh as f64).sqrt());
+        let group = q.dim("heads") / self.num_kv_heads;
+        let q = q.split_axis("heads", &[("kv_heads", self.num_kv_heads), ("group", group)]);
+        Projected { q, k, v, gate }
+    }
+
+    /// softmax(q kᵀ + mask) v. q [batch, seq, kv_heads, group, head_dim]; k, v [batch, kv_seq, kv_heads,
+    /// head_dim]; mask [batch, seq, kv_seq] (pred, true = attend) -> [batch, seq, attn_out].
+    pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
+        let dtype = q.dtype();
+        let scores = q.dot(k, &["head_dim"]); // [batch, kv_heads, seq, group, kv_seq]
+        let mask = mask.broadcast_like(&scores.ty().with_dtype(DType::Pred));
+        let scores = mask.select(&scores, &scores.full_like(MASK_VALUE)).convert(DType::F32);
+        let max = scores.max_over(&["kv_seq"]);
+        let e = scores.zip_named(&max, |s, m| (s - m).exp());
+        let p = e.zip_named(&e.sum_over(&["kv_seq"]), |a, b| a / b).convert(dtype);
+        let o = p.dot(v, &["kv_seq"]); // [batch, kv_heads, seq, group, head_dim]
+        o.transpose_to(&["batch", "seq", "kv_heads", "group", "head_dim"])
+            .merge_axes(&["kv_heads", "group"], "heads")
+            .merge_axes(&["heads", "head_dim"], "attn_out")
+    }
+
+    /// o [batch, seq, attn_out] gated by sigmoid(gate), projected to [batch, seq, embed].
+    pub fn output(&self, o: &Tensor, gate: &Tensor) -> Tensor {
+        (o * &gate.sigmoid()).dot(&self.wo, &["attn_out"])
+    }
+
+    /// Full-sequence attention: x [batch, seq, embed], positions and segment ids [batch, seq] (segment 0 =
+    /// padding). Causal by position within equal segments.
+    pub fn forward(&self, x: &Tensor, positions: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
+        let p = self.project(x, positions);
+        let k = p.k.rename("seq", "kv_seq");
+        let v = p.v.rename("seq", "kv_seq");
+        let mask = causal_mask(positions, positions, segment_ids, segment_ids);
+        self.output(&Self::attend(&p.q, &k, &v, &mask), &p.gate)
+    }
+}
+
+/// [batch, seq, kv_seq] pred: kv position <= query position, and (when given) equal segment ids.
+pub fn causal_mask(q_pos: &Tensor, kv_pos: &Tensor, q_seg: Option<&Tensor>, kv_seg: Option<&Tensor>) -> Tensor {
+    let qp = q_pos.named(&["batch", "seq"]);
+    let kp = kv_pos.named(&["batch", "kv_seq"]);
+    let mut mask = qp.zip_named(&kp, |q, k| k.le(q));
+    if let (Some(qs), Some(ks)) = (q_seg, kv_seg) {
+        let same = qs.named(&["batch", "seq"]).zip_named(&ks.named(&["batch", "kv_seq"]), |a, b| a.eq_(b));
+        mask = mask.binary(crate::ir::BinaryOp::And, &same);
+    }
+    mask
+}

@@ -1,0 +1,154 @@
+//! Gated DeltaNet, Qwen3-Next's linear attention (reference §2.4): fused projections in the per-key-head
+//! grouped layout, causal depthwise conv + SiLU, L2-normed q/k, gates, the gated delta rule, gated
+//! RMSNorm and the output projection.
+
+use super::delta_rule::chunked_delta_rule;
+use super::norm::{l2norm, silu, softplus, RmsNormGated};
+use super::params::{Init, ParamBuilder};
+use crate::config::ModelConfig;
+use crate::ir::{DType, Tensor};
+
+pub struct GatedDeltaNet {
+    w_qkvz: Tensor,
+    w_ba: Tensor,
+    conv: Tensor,
+    a_log: Tensor,
+    dt_bias: Tensor,
+    norm: RmsNormGated,
+    w_out: Tensor,
+    k_heads: i64,
+    v_heads: i64,
+    dk: i64,
+    dv: i64,
+    kernel: i64,
+    chunk: i64,
+}
+
+/// The projections of a chunk of tokens before the conv.
+struct Projected {
+    /// [batch, seq, conv]: q, k, v flattened and concatenated (the conv input).
+    qkv: Tensor,
+    /// [batch, seq, v_heads, dv]
+    z: Tensor,
+    /// [batch, seq, v_heads]
+    b: Tensor,
+    a: Tensor,
+}
+
+impl GatedDeltaNet {
+    pub fn new(cfg: &ModelConfig, pb: &mut ParamBuilder) -> GatedDeltaNet {
+        let gdn = &cfg.gdn;
+        let e = cfg.emb_dim as i64;
+        let (hk, hv, dk, dv) = (gdn.num_key_heads as i64, gdn.num_value_heads as i64, gdn.key_head_dim as i64, gdn.value_head_dim as i64);
+        let kc = gdn.conv_kernel_dim as i64;
+        let conv_dim = gdn.conv_dim() as i64;
+        let std = 1.0 / (e as f64).sqrt();
+        let logical = [Some("embed"), Some("gdn_head")];
+        let dense = |pb: &mut ParamBuilder, name: &str, dims: &[i64], axes: &[&'static str], logical: &[Option<&'static str>], std: f64| {
+            pb.scope(name, |pb| pb.param("kernel", dims, axes, logical, Init::Normal { stddev: std }))
+        };
+        pb.scope("attention", |pb| {
+            let w_qkvz = dense(pb, "in_proj_qkvz", &[e, 2 * hk * dk + 2 * hv * dv], &["embed", "qkvz"], &logical, std);
+            let w_ba = dense(pb, "in_proj_ba", &[e, 2 * hv], &["embed", "ba"], &logical, std);
+            let conv_std = 1.0 / (kc as f64).sqrt();
+            let conv = dense(pb, "conv1d", &[kc, 1, conv_dim], &["kc", "one", "conv"], &[None, None, None], conv_std);
+            let a_log = pb.param("A_log", &[hv], &["v_heads"], &[None], Init::LogUniform { lo: 1.0, hi: 16.0 });
+            let dt_bias = pb.param("dt_bias", &[hv], &["v_heads"], &[None], Init::Ones);
+            let norm = RmsNormGated::new(pb, dv, "dv", cfg.normalization_layer_epsilon);
+            let out_std = 1.0 / ((hv * dv) as f64).sqrt();
+            let w_out = dense(pb, "out_proj", &[hv * dv, e], &["value", "embed"], &[Some("gdn_head"), Some("embed")], out_std);
+            GatedDeltaNet { w_qkvz, w_ba, conv, a_log, dt_bias, norm, w_out, k_heads: hk, v_heads: hv, dk, dv, kernel: kc, chunk: gdn.chunk_size as i64 }
+        })
+    }
+
+    /// x [batch, seq, embed] -> the grouped projections, re-laid-out by head (HF's
+    /// `fix_query_key_value_ordering`): key head g holds [q_g | k_g | v_g (r heads) | z_g (r heads)].
+    fn project(&self, x: &Tensor) -> Projected {
+        let (hk, dk, dv) = (self.k_heads, self.dk, self.dv);
+        let r = self.v_heads / hk;
+        let p = x.dot(&self.w_qkvz, &["embed"]).split_axis("qkvz", &[("k_heads", hk), ("grp", 2 * dk + 2 * r * dv)]);
+        let part = |start: i64, len: i64| p.slice_dim(p.axis("grp"), start, len);
+        let q = part(0, dk).merge_axes(&["k_heads", "grp"], "qk");
+        let k = part(dk, dk).merge_axes(&["k_heads", "grp"], "qk");
+        let v = part(2 * dk, r * dv).merge_axes(&["k_heads", "grp"], "vz");
+        let z = part(2 * dk + r * dv, r * dv).split_axis("grp", &[("rep", r), ("dv", dv)]).merge_axes(&["k_heads", "rep"], "v_heads");
+        let g = x.graph();
+        let qkv = g.concatenate(&[q.rename("qk", "conv"), k.rename("qk", "conv"), v.rename("vz", "conv")], 2);
+        let ba = x.dot(&self.w_ba, &["embed"]).split_axis("ba", &[("k_heads", hk), ("grp", 2 * r)]);
+        let half = |start: i64| ba.slice_dim(ba.axis("grp"), start, r).merge_axes(&["k_heads", "grp"], "v_heads");
+        Projected { qkv: qkv.named(&["batch", "seq", "conv"]), z, b: half(0), a: half(r) }
+    }
+
+    /// Causal depthwise conv over seq: `c[t] = Σ_j W[j] u[t−(K−1)+j]`, with `state` ([batch, K−1, conv], the
+    /// inputs before this chunk) or zeros in front. Returns (silu(c) in u's dtype, the new state).
+    fn causal_conv(&self, u: &Tensor, state: Option<&Tensor>) -> (Tensor, Tensor) {
+        let (kc, t) = (self.kernel, u.dim("seq"));
+        let g = u.graph();
+        let padded = match state {
+            Some(s) => g.concatenate(&[s.named(&["batch", "seq", "conv"]), u.clone()], 1),
+            None => {
+                let zero = g.scalar(0.0, u.dtype());
+                u.pad(&zero, &[0, kc - 1, 0], &[0, 0, 0], &[0, 0, 0]).with_axes(&u.ty().axes)
+            }
+        };
+        let mut acc: Option<Tensor> = None;
+        for j in 0..kc {
+            let w = self.conv.slice_dim(0, j, 1).reshape(&[self.conv.dims()[2]]).named(&["conv"]);
+            let term = padded.slice_dim(1, j, t).zip_named(&w, |a, b| a * b);
+            acc = Some(match acc {
+                None => term,
+                Some(a) => &a + &term,
+            });
+        }
+        let c = silu(&acc.unwrap().convert(DType::F32)).convert(u.dtype());
+        let new_state = padded.slice_dim(1, t, kc - 1);
+        (c, new_state)
+    }
+
+    /// x [batch, seq, embed] -> [batch, seq, embed]. `segment_ids` [batch, seq]: segment 0 = padding, whose
+    /// k, v and g are zeroed (MaxText). Also returns the final (conv state, recurrent state).
+    pub fn forward_with_state(&self, x: &Tensor, segment_ids: Option<&Tensor>) -> (Tensor, Tensor, Tensor) {
+        let dtype = x.dtype();
+        let (hk, hv, dk, dv) = (self.k_heads, self.v_heads, self.dk, self.dv);
+        let p = self.project(x);
+        let (u, conv_state) = self.causal_conv(&p.qkv, None);
+        let part = |start: i64, len: i64| u.slice_dim(2, start, len);
+        let q = part(0, hk * dk).split_axis("conv", &[("k_heads", hk), ("dk", dk)]);
+        let mut k = part(hk * dk, hk * dk).split_axis("conv", &[("k_heads", hk), ("dk", dk)]);
+        let mut v = part(2 * hk * dk, hv * dv).split_axis("conv", &[("v_heads", hv), ("dv", dv)]);
+        let beta = p.b.sigmoid();
+        // g = −exp(A_log) · softplus(a + dt_bias), per value head.
+        let a = p.a.zip_named(&self.dt_bias, |a, b| a + b);
+        let mut g = softplus(&a).zip_named(&self.a_log.exp().neg(), |s, m| s * m);
+        if let Some(seg) = segment_ids {
+            let keep = seg.named(&["batch", "seq"]).ne_(&seg.full_like(0.0));
+            let zero_where = |t: &Tensor| {
+                let m = keep.broadcast_like(&t.ty().with_dtype(DType::Pred));
+                m.select(t, &t.full_like(0.0))
+            };
+            k = zero_where(&k);
+            v = zero_where(&v);
+            g = zero_where(&g);
+        }
+        // Value head h reads key head floor(h / r) (jnp.repeat / torch.repeat_interleave).
+        let r = hv / hk;
+        let repeat = |t: &Tensor| {
+            let mut ty = t.ty().clone();
+            ty.dims.insert(3, r);
+            ty.axes.insert(3, Some("rep"));
+            t.broadcast_like(&ty).merge_axes(&["k_heads", "rep"], "v_heads")
+        };
+        let eps = 1e-6;
+        let q = repeat(&l2norm(&q, "dk", eps)).mul_scalar(1.0 / (dk as f64).sqrt());
+        let k = repeat(&l2norm(&k, "dk", eps));
+        let rename = |t: &Tensor| t.rename("v_heads", "heads");
+        let (o, state) = chunked_delta_rule(&rename(&q), &rename(&k), &rename(&v), &rename(&g), &rename(&beta), None, self.chunk);
+        let o = o.rename("heads", "v_heads");
+        let y = self.norm.forward(&o, &p.z).convert(dtype).merge_axes(&["v_heads", "dv"], "value");
+        (y.dot(&self.w_out, &["value"]), conv_state, state)
+    }
+
+    pub fn forward(&self, x: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
+        self.forward_with_state(x, segment_ids).0
+    }
+}

@@ -1,0 +1,105 @@
+//! Sparse MoE block of Qwen3-Next (reference §2.6): router, top-k, softmax over the k, SwiGLU experts,
+//! shared expert with a sigmoid gate. Routed experts are computed densely over all experts for now
+//! (MaxText's `sparse_matmul=false` path): the combine weights are zero for unselected experts.
+
+use super::norm::silu;
+use super::params::{Init, ParamBuilder};
+use crate::config::ModelConfig;
+use crate::ir::{DType, Tensor};
+
+pub struct SparseMoe {
+    router: Tensor,
+    wi_0: Tensor,
+    wi_1: Tensor,
+    wo: Tensor,
+    shared_wi_0: Tensor,
+    shared_wi_1: Tensor,
+    shared_wo: Tensor,
+    shared_gate: Tensor,
+    top_k: i64,
+    norm_topk_prob: bool,
+}
+
+impl SparseMoe {
+    pub fn new(cfg: &ModelConfig, pb: &mut ParamBuilder) -> SparseMoe {
+        let (e, x, i, s) = (cfg.emb_dim as i64, cfg.num_experts as i64, cfg.moe_mlp_dim as i64, cfg.shared_expert_mlp_dim as i64);
+        let std_e = 1.0 / (e as f64).sqrt();
+        pb.scope("mlp", |pb| {
+            let (router, wi_0, wi_1, wo) = pb.scope("routed_experts", |pb| {
+                let router = pb.scope("gate", |pb| pb.param("kernel", &[e, x], &["embed", "exp"], &[Some("embed"), None], Init::Normal { stddev: std_e }));
+                let w_in = [Some("exp"), Some("embed_moe"), Some("mlp_moe")];
+                let wi_0 = pb.param("wi_0", &[x, e, i], &["exp", "embed", "mlp_moe"], &w_in, Init::Normal { stddev: std_e });
+                let wi_1 = pb.param("wi_1", &[x, e, i], &["exp", "embed", "mlp_moe"], &w_in, Init::Normal { stddev: std_e });
+                let w_out = [Some("exp"), Some("mlp_moe"), Some("embed_moe")];
+                let wo = pb.param("wo", &[x, i, e], &["exp", "mlp_moe", "embed"], &w_out, Init::Normal { stddev: 1.0 / (i as f64).sqrt() });
+                (router, wi_0, wi_1, wo)
+            });
+            let (shared_wi_0, shared_wi_1, shared_wo) = pb.scope("shared_expert", |pb| {
+                let k = |pb: &mut ParamBuilder, name: &str, dims: &[i64], axes: &[&'static str], logical: &[Option<&'static str>], std: f64| {
+                    pb.scope(name, |pb| pb.param("kernel", dims, axes, logical, Init::Normal { stddev: std }))
+                };
+                let a = k(pb, "wi_0", &[e, s], &["embed", "mlp"], &[Some("embed"), Some("mlp")], std_e);
+                let b = k(pb, "wi_1", &[e, s], &["embed", "mlp"], &[Some("embed"), Some("mlp")], std_e);
+                let o = k(pb, "wo", &[s, e], &["mlp", "embed"], &[Some("mlp"), Some("embed")], 1.0 / (s as f64).sqrt());
+                (a, b, o)
+            });
+            // MaxText creates this DenseGeneral without weight_dtype: it is always stored as f32.
+            let shared_gate = pb.scope("shared_expert_gate", |pb| {
+                pb.param_stored_as("kernel", &[e, 1], &["embed", "one"], &[Some("embed"), None], Init::Normal { stddev: std_e }, DType::F32)
+            });
+            SparseMoe {
+                router,
+                wi_0,
+                wi_1,
+                wo,
+                shared_wi_0,
+                shared_wi_1,
+                shared_wo,
+                shared_gate,
+                top_k: cfg.num_experts_per_tok as i64,
+                norm_topk_prob: cfg.norm_topk_prob,
+            }
+        })
+    }
+
+    /// Router: top-k of the raw logits, softmax over the k (f32), optionally renormalised. Returns the dense
+    /// combine weights [batch, seq, exp] (zero for unselected experts) and the router logits.
+    pub fn route(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let dtype = x.dtype();
+        let logits = x.dot(&self.router, &["embed"]); // [batch, seq, exp]
+        let (vals, idx) = logits.top_k(self.top_k);
+        let vals = vals.convert(DType::F32).rename("exp", "k");
+        let m = vals.max_over(&["k"]);
+        let e = vals.zip_named(&m, |v, m| (v - m).exp());
+        let mut w = e.zip_named(&e.sum_over(&["k"]), |a, b| a / b).convert(dtype);
+        if self.norm_topk_prob {
+            w = w.zip_named(&w.sum_over(&["k"]), |a, b| a / b);
+        }
+        // Scatter the k weights onto the expert axis: onehot(idx) · w, summed over k.
+        let g = x.graph();
+        let num_experts = logits.dim("exp");
+        let idx = idx.rename("exp", "k");
+        let mut ty = idx.ty().clone();
+        ty.dims.push(num_experts);
+        ty.axes.push(Some("exp"));
+        let experts = g.iota(DType::S32, &ty.dims, ty.rank() - 1).with_axes(&ty.axes);
+        let onehot = idx.zip_named(&experts, |i, e| i.eq_(e));
+        let wk = w.broadcast_like(&ty.with_dtype(dtype));
+        let combine = onehot.select(&wk, &wk.full_like(0.0)).sum_over(&["k"]);
+        (combine, logits)
+    }
+
+    /// m [batch, seq, embed] (post-attention norm output) -> [batch, seq, embed].
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let (combine, _) = self.route(x);
+        let h0 = x.dot(&self.wi_0, &["embed"]); // [batch, seq, exp, mlp_moe]
+        let h1 = x.dot(&self.wi_1, &["embed"]);
+        let h = &silu(&h0) * &h1;
+        let hw = h.zip_named(&combine, |a, b| a * b);
+        let routed = hw.dot(&self.wo, &["exp", "mlp_moe"]); // [batch, seq, embed]
+        let shared = (&silu(&x.dot(&self.shared_wi_0, &["embed"])) * &x.dot(&self.shared_wi_1, &["embed"])).dot(&self.shared_wo, &["mlp"]);
+        let gate = x.dot(&self.shared_gate, &["embed"]).sigmoid(); // [batch, seq, one]
+        let gate = gate.reshape(&gate.dims()[..2]).named(&["batch", "seq"]);
+        &routed + &shared.zip_named(&gate, |s, g| s * g)
+    }
+}

@@ -1,0 +1,170 @@
+//! Parameter declarations. Each parameter is declared once, by the layer that uses it, with its path,
+//! shape, axis names, logical (sharding) axes, storage dtype and initializer; that one declaration drives
+//! tracing (it becomes a program argument), loading (HF mapping, Orbax paths), sharding and checkpoint
+//! metadata.
+//!
+//! Scanned layers: while a stack is active (`ParamBuilder::stacked`), every declared parameter gets the
+//! stack's axes inserted at position `min(1, rank)` — MaxText's `param_scan_axis=1` — and the layer receives
+//! the slice at the current loop indices, so the layer code is the same scanned or not.
+
+use crate::ir::{index_const, AxisName, DType, Graph, Tensor, TensorType};
+
+/// How a parameter is initialised when training from scratch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    /// Truncated normal with this standard deviation (MaxText's `nd_dense_init(1.0, "fan_in", "truncated_normal")`
+    /// gives `1/sqrt(fan_in)`; the caller computes it).
+    Normal { stddev: f64 },
+    /// `log(uniform(lo, hi))` (GDN `A_log`).
+    LogUniform { lo: f64, hi: f64 },
+    /// Uniform in `[lo, hi)`.
+    Uniform { lo: f64, hi: f64 },
+}
+
+/// One parameter of the model, as stored (with scan axes included).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamDecl {
+    /// MaxText path below `params/params/`, '/'-joined: `decoder/layers/local_layers/attention/A_log`.
+    pub path: String,
+    pub dims: Vec<i64>,
+    /// Axis names used while tracing (scan axes are `layers` / `local_layers`).
+    pub axes: Vec<AxisName>,
+    /// MaxText logical axis names for the sharding rules (`None` = never sharded).
+    pub logical: Vec<Option<AxisName>>,
+    pub dtype: DType,
+    pub init: Init,
+    /// Number of leading scan axes inserted at position `min(1, rank)` (0 unscanned, 1 or 2).
+    pub scan_axes: usize,
+}
+
+impl ParamDecl {
+    pub fn num_elements(&self) -> i64 {
+        self.dims.iter().product()
+    }
+
+    /// Dims of one layer's slice (scan axes removed).
+    pub fn layer_dims(&self) -> Vec<i64> {
+        let mut d = self.dims.clone();
+        let at = scan_position(d.len() - self.scan_axes);
+        d.drain(at..at + self.scan_axes);
+        d
+    }
+}
+
+/// Where scan axes go: MaxText inserts them at `min(1, rank)` of the unstacked parameter.
+pub fn scan_position(unstacked_rank: usize) -> usize {
+    unstacked_rank.min(1)
+}
+
+struct StackAxis {
+    name: AxisName,
+    size: i64,
+    /// The loop index (i32 scalar, in the loop body's graph).
+    index: Tensor,
+}
+
+/// Declares parameters as program arguments of `root` and hands layers their (sliced, cast) tensors.
+pub struct ParamBuilder {
+    root: Graph,
+    prefix: Vec<String>,
+    stack: Vec<StackAxis>,
+    pub decls: Vec<ParamDecl>,
+    /// Storage dtype of ordinary parameters (`weight_dtype`).
+    pub weight_dtype: DType,
+    /// Dtype parameters are cast to at use (`dtype`).
+    pub compute_dtype: DType,
+}
+
+impl ParamBuilder {
+    pub fn new(root: &Graph, weight_dtype: DType, compute_dtype: DType) -> ParamBuilder {
+        ParamBuilder { root: root.clone(), prefix: Vec::new(), stack: Vec::new(), decls: Vec::new(), weight_dtype, compute_dtype }
+    }
+
+    /// Runs `f` with `name` appended to the path prefix.
+    pub fn scope<R>(&mut self, name: &str, f: impl FnOnce(&mut ParamBuilder) -> R) -> R {
+        self.prefix.push(name.to_string());
+        let r = f(self);
+        self.prefix.pop();
+        r
+    }
+
+    /// Runs `f` with a scan axis `name` of `size` active; `index` is the loop index in the body graph.
+    pub fn stacked<R>(&mut self, name: AxisName, size: i64, index: &Tensor, f: impl FnOnce(&mut ParamBuilder) -> R) -> R {
+        self.stack.push(StackAxis { name, size, index: index.clone() });
+        let r = f(self);
+        self.stack.pop();
+        r
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        let mut p = self.prefix.join("/");
+        if !p.is_empty() {
+            p.push('/');
+        }
+        p.push_str(name);
+        p
+    }
+
+    /// Declares a parameter stored in `weight_dtype`; returns this layer's slice cast to `compute_dtype`.
+    pub fn param(&mut self, name: &str, dims: &[i64], axes: &[AxisName], logical: &[Option<AxisName>], init: Init) -> Tensor {
+        let dtype = self.weight_dtype;
+        self.param_stored_as(name, dims, axes, logical, init, dtype)
+    }
+
+    /// As [`param`](Self::param) with an explicit storage dtype (e.g. the f32 `shared_expert_gate`).
+    pub fn param_stored_as(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        axes: &[AxisName],
+        logical: &[Option<AxisName>],
+        init: Init,
+        dtype: DType,
+    ) -> Tensor {
+        assert!(dims.len() == axes.len() && dims.len() == logical.len(), "param {name}: dims {dims:?} axes {axes:?} logical {logical:?}");
+        let at = scan_position(dims.len());
+        let mut full_dims = dims.to_vec();
+        let mut full_axes = axes.to_vec();
+        let mut full_logical = logical.to_vec();
+        for (k, s) in self.stack.iter().enumerate() {
+            full_dims.insert(at + k, s.size);
+            full_axes.insert(at + k, s.name);
+            full_logical.insert(at + k, None);
+        }
+        let decl = ParamDecl {
+            path: self.path(name),
+            dims: full_dims.clone(),
+            axes: full_axes.clone(),
+            logical: full_logical,
+            dtype,
+            init,
+            scan_axes: self.stack.len(),
+        };
+        assert!(!self.decls.iter().any(|d| d.path == decl.path), "parameter {} declared twice", decl.path);
+        self.decls.push(decl);
+        let stacked = self.root.param(TensorType::named(dtype, &full_dims, &full_axes));
+        let layer = if self.stack.is_empty() {
+            stacked
+        } else {
+            // Slice this iteration's layer out of the stacked parameter (captured into the loop body).
+            let g = self.stack.last().unwrap().index.graph();
+            let zero = index_const(&g, 0);
+            let mut starts = vec![zero; full_dims.len()];
+            let mut sizes = full_dims.clone();
+            for (k, s) in self.stack.iter().enumerate() {
+                starts[at + k] = s.index.clone();
+                sizes[at + k] = 1;
+            }
+            let sliced = stacked.dynamic_slice(&starts, &sizes);
+            sliced.reshape(dims).named(axes)
+        };
+        layer.convert(self.compute_dtype)
+    }
+
+    /// Total parameter count of everything declared so far.
+    pub fn num_params(&self) -> i64 {
+        self.decls.iter().map(|d| d.num_elements()).sum()
+    }
+}

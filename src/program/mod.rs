@@ -1,0 +1,6 @@
+//! Programs: a model traced into one `Program` with its arguments, shardings and donation.
+//! `forward` (tokens -> logits) today; `train_step`, `prefill` and `decode_step` come with their issues.
+
+mod forward;
+
+pub use forward::{forward_program, param_shardings, ForwardProgram};
