@@ -245,7 +245,7 @@ impl RunConfig {
             Some(d) => PathBuf::from(d),
             None => {
                 let dir = std::env::current_dir().unwrap_or_default().join("maxtext_output");
-                tracing::warn!("base_output_directory is not set; using {}", dir.display());
+                tracing::info!("base_output_directory is not set; using {}", dir.display());
                 dir
             }
         };

@@ -64,3 +64,14 @@ pub fn forward_program(cfg: &Config, batch: i64, seq: i64) -> Result<ForwardProg
     }
     Ok(ForwardProgram { program, decls })
 }
+
+/// The model's parameter declarations for `cfg` (traced on a throwaway one-token graph; cheap).
+pub fn param_decls(cfg: &Config) -> Vec<ParamDecl> {
+    let g = Graph::new();
+    let tokens = g.param(TensorType::named(DType::S32, &[1, 1], &["batch", "seq"]));
+    let positions = g.param(TensorType::named(DType::S32, &[1, 1], &["batch", "seq"]));
+    let mut pb = ParamBuilder::new(&g, cfg.compute.weight_dtype, cfg.compute.dtype);
+    let inputs = ForwardInputs { tokens, positions, segment_ids: None };
+    model::forward(&cfg.model, &mut pb, &inputs, cfg.compute.scan_layers);
+    pb.decls
+}

@@ -1,0 +1,139 @@
+//! `maxtext check-logits` and `maxtext export-hlo` end to end, through the real binary and the real XLA
+//! CPU plugin, against the HF golden logits of `../shared/fixtures/hf/qwen3-next-tiny`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FIXTURE: &str = "../shared/fixtures/hf/qwen3-next-tiny";
+
+fn fixture() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    if p.join("model.safetensors").is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: HF fixture not found at {} (the shared fixtures are not checked out)", p.display());
+        None
+    }
+}
+
+/// Runs `maxtext <args>`; returns (success, stdout + stderr).
+fn maxtext(args: &[String]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_maxtext"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running maxtext");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn check_logits(dir: &Path, golden: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "check-logits".to_string(),
+        "configs/base.yml".into(),
+        format!("hf_model_path={}", dir.display()),
+        format!("golden_logits_path={}", golden.display()),
+        "dtype=float32".into(),
+        "weight_dtype=float32".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    maxtext(&args)
+}
+
+/// The `max KL` figure of the summary line.
+fn max_kl(out: &str) -> f64 {
+    let line = out.lines().find(|l| l.starts_with("all ")).unwrap_or_else(|| panic!("no summary line in:\n{out}"));
+    let v = line.split("max KL ").nth(1).unwrap().split_whitespace().next().unwrap();
+    v.parse().unwrap()
+}
+
+fn assert_passes(extra: &[&str]) {
+    let Some(dir) = fixture() else { return };
+    let (ok, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), extra);
+    assert!(ok, "check-logits {extra:?} failed:\n{out}");
+    let kl = max_kl(&out);
+    assert!(kl < 2e-4, "max KL {kl} with {extra:?}");
+    assert!(out.contains("top-1 141/141"), "{out}");
+}
+
+#[test]
+fn f32_scanned_matches_hf() {
+    assert_passes(&["scan_layers=true"]);
+}
+
+#[test]
+fn f32_unscanned_matches_hf() {
+    assert_passes(&["scan_layers=false"]);
+}
+
+#[test]
+fn f32_fsdp_on_4_devices_matches_hf() {
+    assert_passes(&["cpu_device_count=4", "ici_fsdp_parallelism=-1"]);
+}
+
+#[test]
+fn bf16_runs_and_reports() {
+    let Some(dir) = fixture() else { return };
+    let (_, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), &["dtype=bfloat16", "weight_dtype=bfloat16"]);
+    let kl = max_kl(&out);
+    assert!(kl.is_finite() && kl > 0.0, "{out}");
+    assert!(out.contains("dtype=bfloat16"), "{out}");
+}
+
+#[test]
+fn failing_threshold_exits_nonzero() {
+    let Some(dir) = fixture() else { return };
+    let (ok, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), &["max_kl_div=1e-30"]);
+    assert!(!ok && out.contains(">= max_kl_div"), "{out}");
+}
+
+#[test]
+fn token_outside_vocab_is_a_clear_error() {
+    let Some(dir) = fixture() else { return };
+    let tmp = std::env::temp_dir().join(format!("maxtext_golden_bad_{}.jsonl", std::process::id()));
+    std::fs::write(&tmp, "{\"tokens\": [1, 5000], \"logits\": [[0.0], [0.0]]}\n").unwrap();
+    let (ok, out) = check_logits(&dir, &tmp, &[]);
+    std::fs::remove_file(&tmp).ok();
+    assert!(!ok && out.contains("token id 5000 is outside the model's vocabulary (vocab_size=1024)"), "{out}");
+}
+
+#[test]
+fn config_json_that_does_not_match_the_weights() {
+    let Some(dir) = fixture() else { return };
+    let tmp = std::env::temp_dir().join(format!("maxtext_hf_mismatch_{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(dir.join("model.safetensors"), tmp.join("model.safetensors")).unwrap();
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"hidden_size\": 128", "\"hidden_size\": 256");
+    std::fs::write(tmp.join("config.json"), cfg).unwrap();
+    let (ok, out) = check_logits(&tmp, &dir.join("golden_logits.jsonl"), &[]);
+    std::fs::remove_dir_all(&tmp).ok();
+    assert!(!ok, "{out}");
+    assert!(out.contains("128") && out.contains("256"), "the error names both shapes:\n{out}");
+}
+
+#[test]
+fn export_hlo_real_80b_config_shapes_only() {
+    let out_dir = std::env::temp_dir().join(format!("maxtext_export_{}", std::process::id()));
+    let args: Vec<String> = [
+        "export-hlo",
+        "configs/base.yml",
+        "model_name=qwen3-next-80b-a3b",
+        "per_device_batch_size=1",
+        "max_target_length=1024",
+        "scan_layers=true",
+        "program=forward",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("out_dir={}", out_dir.display())])
+    .collect();
+    let (ok, out) = maxtext(&args);
+    assert!(ok, "{out}");
+    assert!(out.contains("(79.67 B)"), "parameter count:\n{out}");
+    let mlir = std::fs::read_to_string(out_dir.join("forward.stablehlo.mlir")).unwrap();
+    assert!(mlir.contains("stablehlo.while") && mlir.contains("func.func public @main"));
+    assert!(out_dir.join("forward.optimized.hlo.txt").is_file());
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("forward.stats.json")).unwrap()).unwrap();
+    assert!(stats["cost_analysis"]["flops"].as_f64().unwrap() > 0.0, "{stats}");
+    std::fs::remove_dir_all(&out_dir).ok();
+}
