@@ -71,6 +71,24 @@ fn f32_fsdp_on_4_devices_matches_hf() {
     assert_passes(&["cpu_device_count=4", "ici_fsdp_parallelism=-1"]);
 }
 
+/// References made with `scripts/make_test_references.sh` (shapes nobody tuned the code to).
+fn assert_passes_reference(name: &str, extra: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
+    let (ok, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), extra);
+    assert!(ok, "check-logits on {name} {extra:?} failed:\n{out}");
+    assert!(max_kl(&out) < 2e-4, "{out}");
+}
+
+#[test]
+fn f32_other_shapes_match_hf() {
+    // 8 layers, GQA 4:1, GDN 4 key / 8 value heads with dk != dv, rotary 0.5, 16 experts top-4.
+    assert_passes_reference("tiny-8layers-gqa4", &["scan_layers=true"]);
+    assert_passes_reference("tiny-8layers-gqa4", &["scan_layers=false"]);
+    // Full attention every 2nd layer, GDN heads 1:1, conv kernel 3, full rotary, norm_topk_prob=false.
+    assert_passes_reference("tiny-interval2-ratio1", &["scan_layers=true"]);
+    assert_passes_reference("tiny-interval2-ratio1", &["scan_layers=false", "cpu_device_count=2", "ici_fsdp_parallelism=-1"]);
+}
+
 #[test]
 fn bf16_runs_and_reports() {
     let Some(dir) = fixture() else { return };

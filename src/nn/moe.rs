@@ -62,19 +62,26 @@ impl SparseMoe {
         })
     }
 
-    /// Router: top-k of the raw logits, softmax over the k (f32), optionally renormalised. Returns the dense
-    /// combine weights [batch, seq, exp] (zero for unselected experts) and the router logits.
+    /// Router: top-k of the raw logits. With `norm_topk_prob` the weights are the softmax over the k (f32)
+    /// — equal to HF's renormalised top-k probabilities; without it they are the top-k entries of the
+    /// softmax over all experts (HF's semantics; MaxText has no such path). Returns the dense combine
+    /// weights [batch, seq, exp] (zero for unselected experts) and the router logits.
     pub fn route(&self, x: &Tensor) -> (Tensor, Tensor) {
         let dtype = x.dtype();
         let logits = x.dot(&self.router, &["embed"]); // [batch, seq, exp]
         let (vals, idx) = logits.top_k(self.top_k);
         let vals = vals.convert(DType::F32).rename("exp", "k");
-        let m = vals.max_over(&["k"]);
-        let e = vals.zip_named(&m, |v, m| (v - m).exp());
-        let mut w = e.zip_named(&e.sum_over(&["k"]), |a, b| a / b).convert(dtype);
-        if self.norm_topk_prob {
-            w = w.zip_named(&w.sum_over(&["k"]), |a, b| a / b);
+        let w = if self.norm_topk_prob {
+            let m = vals.max_over(&["k"]);
+            let e = vals.zip_named(&m, |v, m| (v - m).exp());
+            e.zip_named(&e.sum_over(&["k"]), |a, b| a / b)
+        } else {
+            let all = logits.convert(DType::F32);
+            let m = all.max_over(&["exp"]);
+            let z = all.zip_named(&m, |v, m| (v - m).exp()).sum_over(&["exp"]);
+            vals.zip_named(&m, |v, m| (v - m).exp()).zip_named(&z, |e, z| e / z)
         }
+        .convert(dtype);
         // Scatter the k weights onto the expert axis: onehot(idx) · w, summed over k.
         let g = x.graph();
         let num_experts = logits.dim("exp");
