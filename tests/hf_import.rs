@@ -43,6 +43,14 @@ fn raw_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
+/// The model's own parameter declarations (the one place each parameter is declared).
+fn model_decls(cfg: &Config, scan_layers: bool, weight_dtype: DType) -> Vec<ParamDecl> {
+    let mut c = cfg.clone();
+    c.compute.scan_layers = scan_layers;
+    c.compute.weight_dtype = weight_dtype;
+    maxtext::program::param_decls(&c)
+}
+
 fn param<'a>(decls: &[ParamDecl], params: &'a [HostTensor], path: &str) -> &'a HostTensor {
     let i = decls.iter().position(|d| d.path == path).unwrap_or_else(|| panic!("no decl {path}"));
     &params[i]
@@ -109,7 +117,7 @@ fn scanned_decls_match_a_maxtext_written_checkpoint() {
              num_experts_per_tok=2 shared_experts=1 vocab_size=1024 gdn_key_head_dim=32 gdn_value_head_dim=32 \
              gdn_num_key_heads=2 gdn_num_value_heads=4 weight_dtype=float32";
     let cfg = load_config(&o.split_whitespace().map(String::from).collect::<Vec<_>>());
-    let decls = hf::qwen3_next_decls(&cfg.model, true, cfg.compute.weight_dtype);
+    let decls = model_decls(&cfg, true, cfg.compute.weight_dtype);
     let expected =
         std::fs::read_to_string("../shared/fixtures/orbax/maxtext_qwen3next_tiny/0/items/expected.json").unwrap();
     let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
@@ -145,7 +153,7 @@ fn loads_every_param_in_both_layouts() {
         v[at(&shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), idx)]
     };
 
-    let flat = hf::qwen3_next_decls(&cfg.model, false, DType::F32);
+    let flat = model_decls(&cfg, false, DType::F32);
     let p = hf::load_params(fixture(), &flat, &cfg.model).unwrap();
     assert_eq!(p.len(), flat.len());
     for (d, t) in flat.iter().zip(&p) {
@@ -167,7 +175,7 @@ fn loads_every_param_in_both_layouts() {
         raw_at("model.layers.1.mlp.experts.6.down_proj.weight", &[100, 31])
     );
 
-    let scanned = hf::qwen3_next_decls(&cfg.model, true, DType::F32);
+    let scanned = model_decls(&cfg, true, DType::F32);
     let s = hf::load_params(fixture(), &scanned, &cfg.model).unwrap();
     // Routed experts [experts, blocks, local, E, I]: slice [e, 0, i] is HF layer i's expert e, transposed.
     let wi0 = param(&scanned, &s, "decoder/layers/local_layers/mlp/routed_experts/wi_0");
@@ -223,7 +231,7 @@ fn loads_every_param_in_both_layouts() {
 fn bf16_weights_keep_the_f32_shared_expert_gate() {
     let cfg = fixture_config(&["weight_dtype=bfloat16"]);
     assert_eq!(cfg.compute.weight_dtype, DType::BF16);
-    let decls = hf::qwen3_next_decls(&cfg.model, true, cfg.compute.weight_dtype);
+    let decls = model_decls(&cfg, true, cfg.compute.weight_dtype);
     let p = hf::load_params(fixture(), &decls, &cfg.model).unwrap();
     let raw = raw_tensors();
     let gate = param(&decls, &p, "decoder/layers/global_layer/mlp/shared_expert_gate/kernel");
@@ -241,7 +249,7 @@ fn to_hf_inverts_the_import_bit_for_bit() {
     let cfg = fixture_config(&[]);
     let want: BTreeMap<String, HostTensor> = fixture_hf_tensors().into_iter().collect();
     for scan in [false, true] {
-        let decls = hf::qwen3_next_decls(&cfg.model, scan, DType::F32);
+        let decls = model_decls(&cfg, scan, DType::F32);
         let params = hf::load_params(fixture(), &decls, &cfg.model).unwrap();
         let back: BTreeMap<String, HostTensor> =
             hf::hf_tensors_for(&decls, &params, &cfg.model).unwrap().into_iter().collect();
@@ -255,7 +263,7 @@ fn to_hf_inverts_the_import_bit_for_bit() {
 #[test]
 fn sharded_checkpoint_loads_identically_and_names_a_missing_shard() {
     let cfg = fixture_config(&[]);
-    let decls = hf::qwen3_next_decls(&cfg.model, true, DType::F32);
+    let decls = model_decls(&cfg, true, DType::F32);
     let single = hf::load_params(fixture(), &decls, &cfg.model).unwrap();
 
     let dir = scratch("sharded");
@@ -292,7 +300,7 @@ fn config_that_does_not_match_the_weights_names_tensor_and_shapes() {
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
     let cfg = load_config(&hf::read_config_overrides(&dir).unwrap());
     assert_eq!(cfg.model.emb_dim, 256);
-    let decls = hf::qwen3_next_decls(&cfg.model, true, DType::F32);
+    let decls = model_decls(&cfg, true, DType::F32);
     let err = hf::load_params(&dir, &decls, &cfg.model).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, HfError::ShapeMismatch { .. }), "{msg}");
@@ -307,7 +315,7 @@ fn config_that_does_not_match_the_weights_names_tensor_and_shapes() {
 #[test]
 fn missing_and_unused_tensors_are_named() {
     let cfg = fixture_config(&[]);
-    let decls = hf::qwen3_next_decls(&cfg.model, false, DType::F32);
+    let decls = model_decls(&cfg, false, DType::F32);
     let tensors = fixture_hf_tensors();
 
     // One expert tensor missing: named with the MaxText parameter it belongs to.
@@ -337,8 +345,9 @@ fn missing_and_unused_tensors_are_named() {
 
 #[test]
 fn user_errors_say_what_is_wrong() {
-    let cfg: ModelConfig = fixture_config(&[]).model;
-    let decls = hf::qwen3_next_decls(&cfg, true, DType::F32);
+    let full = fixture_config(&[]);
+    let decls = model_decls(&full, true, DType::F32);
+    let cfg: ModelConfig = full.model;
     let err = hf::load_params(Path::new("/nonexistent/qwen3-next"), &decls, &cfg).unwrap_err();
     assert!(matches!(err, HfError::DirNotFound { .. }), "{err}");
 
@@ -383,7 +392,7 @@ fn real_80b_config_json_agrees_with_maxtexts_model_yml() {
     assert_eq!(load_config(&o).model, from_hf);
     assert_eq!(load_config(&["model_name=qwen3-next-80b-a3b".to_string()]).model, from_hf);
     // The scanned tree has MaxText's 80B shapes (reference §3.3).
-    let decls = hf::qwen3_next_decls(&from_hf, true, DType::BF16);
+    let decls = model_decls(&load_config(&o), true, DType::BF16);
     let dims = |p: &str| decls.iter().find(|d| d.path == p).unwrap().dims.clone();
     assert_eq!(dims("decoder/layers/local_layers/attention/in_proj_qkvz/kernel"), vec![2048, 12, 3, 12288]);
     assert_eq!(dims("decoder/layers/local_layers/mlp/routed_experts/wi_0"), vec![512, 12, 3, 2048, 512]);

@@ -100,14 +100,14 @@ fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &
 pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> Tensor {
     let (e, v) = (cfg.emb_dim as i64, cfg.vocab_size as i64);
     let embedding = pb.scope("token_embedder", |pb| {
-        pb.param("embedding", &[v, e], &["vocab", "embed"], &[Some("vocab"), Some("embed")], Init::Normal { stddev: 1.0 })
+        pb.param("embedding", &[v, e], &["vocab", "embed"], &[Some("vocab"), Some("embed_vocab")], Init::Normal { stddev: 1.0 })
     });
     let x = embedding.take_rows(&inputs.tokens).named(&["batch", "seq", "embed"]);
     pb.scope("decoder", |pb| {
         let x = decoder_layers(cfg, pb, x, inputs, scan);
         let norm = RmsNormOffset::new(pb, "decoder_norm", e, "embed", cfg.normalization_layer_epsilon);
         let head = pb.scope("logits_dense", |pb| {
-            pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
+            pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed_vocab"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
         });
         norm.forward(&x).dot(&head, &["embed"]).convert(DType::F32)
     })

@@ -143,3 +143,20 @@ pub fn chunked_delta_rule(
     let o = take(&o, "seq", 0, seq).transpose_to(&["batch", "seq", "heads", "dv"]).convert(dtype);
     (o, s_final)
 }
+
+/// One recurrent step (decode): q, k [batch, heads, dk] (q scaled), v [batch, heads, dv], g, beta
+/// [batch, heads], state [batch, heads, dk, dv] f32. O(1) in the sequence length.
+///   S ← e^g S;  δ = β (v − Sᵀk);  S ← S + k ⊗ δ;  o = Sᵀ q.
+/// Returns o [batch, heads, dv] (v's dtype) and the new state.
+pub fn recurrent_step(q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor, beta: &Tensor, state: &Tensor) -> (Tensor, Tensor) {
+    let dtype = v.dtype();
+    let f = |t: &Tensor| t.convert(DType::F32);
+    let (q, k, v, g, beta) = (f(q), f(k), f(v), f(g), f(beta));
+    let s = state.convert(DType::F32).named(&["batch", "heads", "dk", "dv"]);
+    let s = s.zip_named(&g.exp(), |a, b| a * b);
+    let kv_mem = s.dot(&k, &["dk"]); // [batch, heads, dv]
+    let delta = (&v - &kv_mem).zip_named(&beta, |a, b| a * b);
+    let s = &s + &k.zip_named(&delta, |a, b| a * b).transpose_to(&["batch", "heads", "dk", "dv"]);
+    let o = s.dot(&q, &["dk"]).convert(dtype);
+    (o, s)
+}

@@ -12,14 +12,13 @@
 //! # use maxtext::checkpoint::hf;
 //! let overrides = hf::read_config_overrides(Path::new("hf_dir"))?;
 //! let cfg = maxtext::config::Config::load(Path::new("configs/base.yml"), &overrides).unwrap();
-//! let decls = hf::qwen3_next_decls(&cfg.model, cfg.compute.scan_layers, cfg.compute.weight_dtype);
+//! let decls = maxtext::program::param_decls(&cfg);
 //! let params = hf::load_params(Path::new("hf_dir"), &decls, &cfg.model)?;
 //! # Ok::<(), hf::HfError>(())
 //! ```
 
 mod config;
 mod convert;
-mod decls;
 mod files;
 mod load;
 mod mapping;
@@ -27,7 +26,6 @@ mod mapping;
 use std::path::PathBuf;
 
 pub use config::{config_overrides, read_config_overrides};
-pub use decls::qwen3_next_decls;
 pub use files::{write_safetensors, HfCheckpoint, TensorMeta};
 pub use load::{hf_tensors_for, load_params, load_params_from};
 pub use mapping::{hf_sources, Source, Transform};
