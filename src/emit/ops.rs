@@ -143,7 +143,7 @@ impl Emitter {
                     ("lhs_contracting_dimensions", &d.lhs_contract),
                     ("rhs_contracting_dimensions", &d.rhs_contract),
                 ]);
-                let p = precision(*p);
+                let p = precision(if *p == Precision::Default { self.matmul_precision } else { *p });
                 simple(
                     "stablehlo.dot_general",
                     format!("dot_dimension_numbers = #stablehlo.dot<{}>, precision_config = [#stablehlo<precision {p}>, #stablehlo<precision {p}>]", f.join(", ")),

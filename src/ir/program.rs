@@ -1,7 +1,7 @@
 //! A traced program: the main function plus what the module needs around it (mesh, argument and result
 //! shardings, donation, names for diagnostics).
 
-use super::{Func, Mesh, Sharding};
+use super::{Func, Mesh, Precision, Sharding};
 
 #[derive(Clone, Debug)]
 pub struct Program {
@@ -16,6 +16,8 @@ pub struct Program {
     pub donations: Vec<Option<usize>>,
     /// Per argument: a name for messages (`params/decoder/...`); empty if unnamed.
     pub arg_names: Vec<String>,
+    /// Precision of every `dot_general` traced with `Precision::Default` (MaxText's `matmul_precision`).
+    pub matmul_precision: Precision,
 }
 
 impl Program {
@@ -31,6 +33,7 @@ impl Program {
             result_shardings: vec![None; r],
             donations: vec![None; n],
             arg_names: vec![String::new(); n],
+            matmul_precision: Precision::Default,
         }
     }
 

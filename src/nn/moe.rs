@@ -18,6 +18,7 @@ pub struct SparseMoe {
     shared_gate: Tensor,
     top_k: i64,
     norm_topk_prob: bool,
+    activations_in_float32: bool,
 }
 
 impl SparseMoe {
@@ -58,6 +59,7 @@ impl SparseMoe {
                 shared_gate,
                 top_k: cfg.num_experts_per_tok as i64,
                 norm_topk_prob: cfg.norm_topk_prob,
+                activations_in_float32: pb.activations_in_float32,
             }
         })
     }
@@ -99,12 +101,15 @@ impl SparseMoe {
     /// m [batch, seq, embed] (post-attention norm output) -> [batch, seq, embed].
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (combine, _) = self.route(x);
-        let h0 = x.dot(&self.wi_0, &["embed"]); // [batch, seq, exp, mlp_moe]
-        let h1 = x.dot(&self.wi_1, &["embed"]);
-        let h = &silu(&h0) * &h1;
+        let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
+        let h0 = act(x.dot(&self.wi_0, &["embed"])); // [batch, seq, exp, mlp_moe]
+        let h1 = act(x.dot(&self.wi_1, &["embed"]));
+        let h = (&silu(&h0) * &h1).convert(x.dtype());
         let hw = h.zip_named(&combine, |a, b| a * b);
         let routed = hw.dot(&self.wo, &["exp", "mlp_moe"]); // [batch, seq, embed]
-        let shared = (&silu(&x.dot(&self.shared_wi_0, &["embed"])) * &x.dot(&self.shared_wi_1, &["embed"])).dot(&self.shared_wo, &["mlp"]);
+        let s0 = act(x.dot(&self.shared_wi_0, &["embed"]));
+        let s1 = act(x.dot(&self.shared_wi_1, &["embed"]));
+        let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]);
         let gate = x.dot(&self.shared_gate, &["embed"]).sigmoid(); // [batch, seq, one]
         let gate = gate.reshape(&gate.dims()[..2]).named(&["batch", "seq"]);
         &routed + &shared.zip_named(&gate, |s, g| s * g)

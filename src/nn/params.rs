@@ -75,11 +75,21 @@ pub struct ParamBuilder {
     pub weight_dtype: DType,
     /// Dtype parameters are cast to at use (`dtype`).
     pub compute_dtype: DType,
+    /// MaxText's `activations_in_float32`: MLP activations are computed in f32.
+    pub activations_in_float32: bool,
 }
 
 impl ParamBuilder {
     pub fn new(root: &Graph, weight_dtype: DType, compute_dtype: DType) -> ParamBuilder {
-        ParamBuilder { root: root.clone(), prefix: Vec::new(), stack: Vec::new(), decls: Vec::new(), weight_dtype, compute_dtype }
+        ParamBuilder {
+            root: root.clone(),
+            prefix: Vec::new(),
+            stack: Vec::new(),
+            decls: Vec::new(),
+            weight_dtype,
+            compute_dtype,
+            activations_in_float32: false,
+        }
     }
 
     /// Runs `f` with `name` appended to the path prefix.

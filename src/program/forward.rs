@@ -1,7 +1,7 @@
 //! The forward program: (tokens, positions, params...) -> logits [batch, seq, vocab] in f32.
 
-use crate::config::Config;
-use crate::ir::{DType, Graph, Mesh, Program, Sharding, TensorType};
+use crate::config::{Config, MatmulPrecision};
+use crate::ir::{DType, Graph, Mesh, Precision, Program, Sharding, TensorType};
 use crate::model::{self, ForwardInputs};
 use crate::nn::{ParamBuilder, ParamDecl};
 use crate::sharding::{device_mesh, LogicalAxisRules, ShardingError};
@@ -22,6 +22,22 @@ impl ForwardProgram {
     }
 }
 
+/// The parameter builder of a program traced for `cfg` (dtypes and activation precision).
+pub fn model_params(g: &Graph, cfg: &Config) -> ParamBuilder {
+    let mut pb = ParamBuilder::new(g, cfg.compute.weight_dtype, cfg.compute.dtype);
+    pb.activations_in_float32 = cfg.compute.activations_in_float32;
+    pb
+}
+
+/// MaxText's `matmul_precision` as the IR's dot precision.
+pub fn matmul_precision(cfg: &Config) -> Precision {
+    match cfg.compute.matmul_precision {
+        MatmulPrecision::Default => Precision::Default,
+        MatmulPrecision::High => Precision::High,
+        MatmulPrecision::Highest => Precision::Highest,
+    }
+}
+
 /// Shardings of parameters from their logical axes and the config's rules.
 pub fn param_shardings(decls: &[ParamDecl], rules: &LogicalAxisRules, mesh: &Mesh) -> Vec<Sharding> {
     decls
@@ -38,7 +54,7 @@ pub fn forward_program(cfg: &Config, batch: i64, seq: i64) -> Result<ForwardProg
     let g = Graph::new();
     let tokens = g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]));
     let positions = g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]));
-    let mut pb = ParamBuilder::new(&g, cfg.compute.weight_dtype, cfg.compute.dtype);
+    let mut pb = model_params(&g, cfg);
     let inputs = ForwardInputs { tokens, positions, segment_ids: None };
     let logits = {
         let _span = tracing::info_span!("trace", program = "forward").entered();
@@ -46,6 +62,7 @@ pub fn forward_program(cfg: &Config, batch: i64, seq: i64) -> Result<ForwardProg
     };
     let decls = pb.decls;
     let mut program = Program::new("forward", g.finish(&[logits]));
+    program.matmul_precision = matmul_precision(cfg);
     program.arg_names[0] = "tokens".into();
     program.arg_names[1] = "positions".into();
     for (i, d) in decls.iter().enumerate() {
@@ -70,7 +87,7 @@ pub fn param_decls(cfg: &Config) -> Vec<ParamDecl> {
     let g = Graph::new();
     let tokens = g.param(TensorType::named(DType::S32, &[1, 1], &["batch", "seq"]));
     let positions = g.param(TensorType::named(DType::S32, &[1, 1], &["batch", "seq"]));
-    let mut pb = ParamBuilder::new(&g, cfg.compute.weight_dtype, cfg.compute.dtype);
+    let mut pb = model_params(&g, cfg);
     let inputs = ForwardInputs { tokens, positions, segment_ids: None };
     model::forward(&cfg.model, &mut pb, &inputs, cfg.compute.scan_layers);
     pb.decls

@@ -3,4 +3,4 @@
 
 mod forward;
 
-pub use forward::{forward_program, param_decls, param_shardings, ForwardProgram};
+pub use forward::{forward_program, matmul_precision, model_params, param_decls, param_shardings, ForwardProgram};
