@@ -10,17 +10,17 @@ use crate::config::ModelConfig;
 use crate::ir::{DType, Tensor};
 use crate::nn::{GatedAttention, GatedDeltaNet, Init, ParamBuilder, RmsNormOffset, SparseMoe};
 
-enum Mixer {
+pub(crate) enum Mixer {
     Linear(GatedDeltaNet),
     Full(GatedAttention),
 }
 
 /// One pre-norm decoder layer: `h = x + mixer(norm(x)); y = h + moe(norm(h))`.
 pub struct DecoderLayer {
-    input_norm: RmsNormOffset,
-    mixer: Mixer,
-    post_norm: RmsNormOffset,
-    moe: SparseMoe,
+    pub(crate) input_norm: RmsNormOffset,
+    pub(crate) mixer: Mixer,
+    pub(crate) post_norm: RmsNormOffset,
+    pub(crate) moe: SparseMoe,
 }
 
 /// Per-token inputs of a forward pass, all [batch, seq].
@@ -53,8 +53,12 @@ impl DecoderLayer {
             Mixer::Linear(gdn) => gdn.forward(&a, seg),
             Mixer::Full(attn) => attn.forward(&a, &inputs.positions, seg),
         };
-        let h = x + &a;
-        &h + &self.moe.forward(&self.post_norm.forward(&h))
+        self.finish(&(x + &a))
+    }
+
+    /// The MoE half of the layer: `h + moe(norm(h))`.
+    pub(crate) fn finish(&self, h: &Tensor) -> Tensor {
+        h + &self.moe.forward(&self.post_norm.forward(h))
     }
 }
 
@@ -96,19 +100,30 @@ fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &
     })
 }
 
-/// tokens -> logits [batch, seq, vocab] (f32). Declares every parameter on `pb`.
-pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> Tensor {
+/// `token_embedder/embedding`: tokens [batch, seq] -> [batch, seq, embed].
+pub(crate) fn token_embed(cfg: &ModelConfig, pb: &mut ParamBuilder, tokens: &Tensor) -> Tensor {
     let (e, v) = (cfg.emb_dim as i64, cfg.vocab_size as i64);
     let embedding = pb.scope("token_embedder", |pb| {
         pb.param("embedding", &[v, e], &["vocab", "embed"], &[Some("vocab"), Some("embed_vocab")], Init::Normal { stddev: 1.0 })
     });
-    let x = embedding.take_rows(&inputs.tokens).named(&["batch", "seq", "embed"]);
+    embedding.take_rows(tokens).named(&["batch", "seq", "embed"])
+}
+
+/// `decoder/decoder_norm` + `decoder/logits_dense`: [batch, seq, embed] -> logits [batch, seq, vocab] (f32).
+pub(crate) fn lm_head(cfg: &ModelConfig, pb: &mut ParamBuilder, x: &Tensor) -> Tensor {
+    let (e, v) = (cfg.emb_dim as i64, cfg.vocab_size as i64);
+    let norm = RmsNormOffset::new(pb, "decoder_norm", e, "embed", cfg.normalization_layer_epsilon);
+    let kernel = pb.scope("logits_dense", |pb| {
+        pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed_vocab"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
+    });
+    norm.forward(x).dot(&kernel, &["embed"]).convert(DType::F32)
+}
+
+/// tokens -> logits [batch, seq, vocab] (f32). Declares every parameter on `pb`.
+pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> Tensor {
+    let x = token_embed(cfg, pb, &inputs.tokens);
     pb.scope("decoder", |pb| {
         let x = decoder_layers(cfg, pb, x, inputs, scan);
-        let norm = RmsNormOffset::new(pb, "decoder_norm", e, "embed", cfg.normalization_layer_epsilon);
-        let head = pb.scope("logits_dense", |pb| {
-            pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed_vocab"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
-        });
-        norm.forward(&x).dot(&head, &["embed"]).convert(DType::F32)
+        lm_head(cfg, pb, &x)
     })
 }

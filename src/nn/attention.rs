@@ -116,6 +116,43 @@ impl GatedAttention {
     }
 }
 
+impl GatedAttention {
+    /// Prefill from position 0: full-sequence attention over the prompt (positions, segment ids
+    /// [batch, seq]) that also writes k and v into the caches [batch, kv_seq, kv_heads, head_dim] at
+    /// positions 0..seq.
+    pub fn prefill(&self, x: &Tensor, positions: &Tensor, segment_ids: &Tensor, cache_k: &Tensor, cache_v: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let p = self.project(x, positions);
+        let (k, v) = (p.k.rename("seq", "kv_seq"), p.v.rename("seq", "kv_seq"));
+        let mask = causal_mask(positions, positions, Some(segment_ids), Some(segment_ids));
+        let out = self.output(&Self::attend(&p.q, &k, &v, &mask), &p.gate);
+        let g = x.graph();
+        let zero = crate::ir::index_const(&g, 0);
+        let starts = vec![zero; 4];
+        let write = |cache: &Tensor, new: &Tensor| cache.dynamic_update_slice(&new.convert(cache.dtype()), &starts).with_axes(&cache.ty().axes);
+        (out, write(cache_k, &k), write(cache_v, &v))
+    }
+
+    /// One decode step per row at `positions` [batch, 1]: writes this token's k, v into the caches at each
+    /// row's own position, then attends over the cache up to that position.
+    pub fn decode_step(&self, x: &Tensor, positions: &Tensor, cache_k: &Tensor, cache_v: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let p = self.project(x, positions);
+        let (b, s) = (cache_k.dim("batch"), cache_k.dim("kv_seq"));
+        let g = x.graph();
+        let kv_pos = g.iota(DType::S32, &[b, s], 1).named(&["batch", "kv_seq"]);
+        let here = positions.named(&["batch", "seq"]).reshape(&[b]).named(&["batch"]);
+        let at = here.zip_named(&kv_pos, |h, k| k.eq_(h)); // [batch, kv_seq]
+        let write = |cache: &Tensor, new: &Tensor| {
+            let new = new.convert(cache.dtype()).reshape(&[b, new.dim("kv_heads"), new.dim("head_dim")]).named(&["batch", "kv_heads", "head_dim"]);
+            let m = at.broadcast_like(&cache.ty().with_dtype(DType::Pred));
+            m.select(&new.broadcast_like(cache.ty()), cache)
+        };
+        let (ck, cv) = (write(cache_k, &p.k), write(cache_v, &p.v));
+        let mask = causal_mask(positions, &kv_pos, None, None);
+        let out = self.output(&Self::attend(&p.q, &ck.convert(p.q.dtype()), &cv.convert(p.q.dtype()), &mask), &p.gate);
+        (out, ck, cv)
+    }
+}
+
 /// [batch, seq, kv_seq] pred: kv position <= query position, and (when given) equal segment ids.
 pub fn causal_mask(q_pos: &Tensor, kv_pos: &Tensor, q_seg: Option<&Tensor>, kv_seg: Option<&Tensor>) -> Tensor {
     let qp = q_pos.named(&["batch", "seq"]);

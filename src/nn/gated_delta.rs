@@ -2,7 +2,7 @@
 //! grouped layout, causal depthwise conv + SiLU, L2-normed q/k, gates, the gated delta rule, gated
 //! RMSNorm and the output projection.
 
-use super::delta_rule::chunked_delta_rule;
+use super::delta_rule::{chunked_delta_rule, recurrent_step};
 use super::norm::{l2norm, silu, softplus, RmsNormGated};
 use super::params::{Init, ParamBuilder};
 use crate::config::ModelConfig;
@@ -105,13 +105,11 @@ impl GatedDeltaNet {
         (c, new_state)
     }
 
-    /// x [batch, seq, embed] -> [batch, seq, embed]. `segment_ids` [batch, seq]: segment 0 = padding, whose
-    /// k, v and g are zeroed (MaxText). Also returns the final (conv state, recurrent state).
-    pub fn forward_with_state(&self, x: &Tensor, segment_ids: Option<&Tensor>) -> (Tensor, Tensor, Tensor) {
-        let dtype = x.dtype();
+    /// The delta-rule inputs after the conv: q, k (repeated to the value heads, L2-normed, q scaled), v,
+    /// g, beta, all with a `heads` axis. `segment_ids` [batch, seq]: segment 0 = padding, whose k, v and g
+    /// are zeroed (MaxText), so padding leaves the state untouched.
+    fn heads(&self, u: &Tensor, p: &Projected, segment_ids: Option<&Tensor>) -> [Tensor; 5] {
         let (hk, hv, dk, dv) = (self.k_heads, self.v_heads, self.dk, self.dv);
-        let p = self.project(x);
-        let (u, conv_state) = self.causal_conv(&p.qkv, None);
         let part = |start: i64, len: i64| u.slice_dim(2, start, len);
         let q = part(0, hk * dk).split_axis("conv", &[("k_heads", hk), ("dk", dk)]);
         let mut k = part(hk * dk, hk * dk).split_axis("conv", &[("k_heads", hk), ("dk", dk)]);
@@ -141,14 +139,65 @@ impl GatedDeltaNet {
         let eps = 1e-6;
         let q = repeat(&l2norm(&q, "dk", eps)).mul_scalar(1.0 / (dk as f64).sqrt());
         let k = repeat(&l2norm(&k, "dk", eps));
-        let rename = |t: &Tensor| t.rename("v_heads", "heads");
-        let (o, state) = chunked_delta_rule(&rename(&q), &rename(&k), &rename(&v), &rename(&g), &rename(&beta), None, self.chunk);
-        let o = o.rename("heads", "v_heads");
-        let y = self.norm.forward(&o, &p.z).convert(dtype).merge_axes(&["v_heads", "dv"], "value");
-        (y.dot(&self.w_out, &["value"]), conv_state, state)
+        [q, k, v, g, beta].map(|t| t.rename("v_heads", "heads"))
     }
 
+    /// Gated norm of the delta-rule output and the output projection.
+    fn output(&self, o: &Tensor, p: &Projected) -> Tensor {
+        let o = o.rename("heads", "v_heads");
+        let y = self.norm.forward(&o, &p.z).merge_axes(&["v_heads", "dv"], "value");
+        y.dot(&self.w_out, &["value"])
+    }
+
+    /// Full sequence from an empty state: x [batch, seq, embed] -> [batch, seq, embed].
     pub fn forward(&self, x: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
-        self.forward_with_state(x, segment_ids).0
+        let p = self.project(x);
+        let (u, _) = self.causal_conv(&p.qkv, None);
+        let [q, k, v, g, beta] = self.heads(&u, &p, segment_ids);
+        let (o, _) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, self.chunk);
+        self.output(&o, &p)
+    }
+
+    /// Prefill: like `forward`, and also returns the states after the last real token of each row:
+    /// the conv state (the last K−1 conv inputs before position `lengths[b]`) [batch, K−1, conv] and the
+    /// recurrent state [batch, heads, dk, dv] (f32). Rows are right-padded (segment 0 after `lengths[b]`).
+    pub fn prefill(&self, x: &Tensor, segment_ids: &Tensor, lengths: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let p = self.project(x);
+        let (u, _) = self.causal_conv(&p.qkv, None);
+        let [q, k, v, g, beta] = self.heads(&u, &p, Some(segment_ids));
+        let (o, rec) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, self.chunk);
+        // Conv inputs at positions lengths[b]−(K−1) .. lengths[b]−1, i.e. index lengths[b]+j of the input
+        // left-padded with K−1 zeros: gathered with a one-hot contraction over seq.
+        let (kc, t) = (self.kernel, x.dim("seq"));
+        let g_ = x.graph();
+        let zero = g_.scalar(0.0, p.qkv.dtype());
+        let padded = p.qkv.pad(&zero, &[0, kc - 1, 0], &[0, 0, 0], &[0, 0, 0]).with_axes(&p.qkv.ty().axes);
+        let b = x.dim("batch");
+        let want = lengths.named(&["batch"]).broadcast_in_dim(&[b, kc - 1], &[0]);
+        let want = &want + &g_.iota(DType::S32, &[b, kc - 1], 1);
+        let pos = g_.iota(DType::S32, &[b, kc - 1, t + kc - 1], 2).named(&["batch", "kc", "seq"]);
+        let onehot = want.named(&["batch", "kc"]).zip_named(&pos, |w, p| p.eq_(w));
+        let onehot = onehot.select(&onehot.full_like(1.0).convert(p.qkv.dtype()), &onehot.full_like(0.0).convert(p.qkv.dtype()));
+        let conv_state = onehot.dot(&padded, &["seq"]).rename("kc", "seq");
+        (self.output(&o, &p), conv_state, rec)
+    }
+
+    /// One decode step: x [batch, 1, embed], conv state [batch, K−1, conv], recurrent state [batch, heads,
+    /// dk, dv] -> (out [batch, 1, embed], new conv state, new recurrent state). O(1) in the sequence length.
+    pub fn decode_step(&self, x: &Tensor, conv_state: &Tensor, rec: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let p = self.project(x);
+        let (u, conv_state) = self.causal_conv(&p.qkv, Some(conv_state));
+        let [q, k, v, g, beta] = self.heads(&u, &p, None);
+        let squeeze = |t: &Tensor| {
+            let mut dims = t.dims().to_vec();
+            let mut axes = t.ty().axes.clone();
+            let i = t.axis("seq");
+            dims.remove(i);
+            axes.remove(i);
+            t.reshape(&dims).with_axes(&axes)
+        };
+        let (o, rec) = recurrent_step(&squeeze(&q), &squeeze(&k), &squeeze(&v), &squeeze(&g), &squeeze(&beta), rec);
+        let o = o.split_axis("batch", &[("batch", x.dim("batch")), ("seq", 1)]);
+        (self.output(&o, &p), conv_state, rec)
     }
 }

@@ -1,6 +1,10 @@
 //! Programs: a model traced into one `Program` with its arguments, shardings and donation.
-//! `forward` (tokens -> logits) today; `train_step`, `prefill` and `decode_step` come with their issues.
+//! `forward` (tokens -> logits), `prefill` and `decode_step` (with sampling); `train_step` comes with its issue.
 
+mod decode;
 mod forward;
+mod sampling;
 
 pub use forward::{forward_program, matmul_precision, model_params, param_decls, param_shardings, ForwardProgram};
+pub use decode::{decode_program, prefill_program, DecodeProgram, OUT_LOGITS, OUT_RNG, OUT_STATE, OUT_TOKEN};
+pub use sampling::sample;

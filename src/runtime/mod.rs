@@ -1,7 +1,9 @@
 //! The host runtime: host tensors, running programs on a client, and (later) the train/decode loops.
 
 mod execute;
+mod generate;
 mod host;
 
 pub use execute::{shard_host, unshard_host, RunError, Runtime};
 pub use host::HostTensor;
+pub use generate::{prefill_bucket, GenerateError, Generation, Generator};

@@ -1,0 +1,98 @@
+//! Prefill + decode against HF's greedy decoding (`golden_greedy.jsonl`: 16 new tokens per prompt and the
+//! logits of every step), on the real XLA CPU plugin: batch 1 and batched (different prompt lengths in one
+//! batch), scanned and unscanned, on the shared tiny fixture and on references made with
+//! `scripts/make_test_references.sh`.
+
+use maxtext::checkpoint::hf;
+use maxtext::config::Config;
+use maxtext::pjrt::{open_client, Hardware};
+use maxtext::runtime::{Generator, Runtime};
+use std::path::{Path, PathBuf};
+
+struct Case {
+    tokens: Vec<i64>,
+    new_tokens: Vec<i64>,
+    step_logits: Vec<Vec<f32>>,
+}
+
+fn cases(dir: &Path) -> Vec<Case> {
+    std::fs::read_to_string(dir.join("golden_greedy.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Case {
+                tokens: serde_json::from_value(v["tokens"].clone()).unwrap(),
+                new_tokens: serde_json::from_value(v["new_tokens"].clone()).unwrap(),
+                step_logits: serde_json::from_value(v["step_logits"].clone()).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn config(dir: &Path, extra: &[&str]) -> Config {
+    let mut o = hf::read_config_overrides(dir).unwrap();
+    for kv in ["dtype=float32", "weight_dtype=float32", "max_target_length=160", "max_prefill_predict_length=160"] {
+        o.push(kv.to_string());
+    }
+    o.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(Path::new("configs/base.yml"), &o).unwrap()
+}
+
+/// Greedy-decodes the golden prompts `batch` at a time; tokens must match exactly and each step's logits
+/// within `tol` (absolute).
+fn check(dir: &Path, extra: &[&str], batch: usize, tol: f32) {
+    let per_device = format!("per_device_batch_size={batch}");
+    let mut extra = extra.to_vec();
+    extra.push(&per_device);
+    let cfg = config(dir, &extra);
+    let decls = maxtext::program::param_decls(&cfg);
+    let params = hf::load_params(dir, &decls, &cfg.model).unwrap();
+    let rt = Runtime::new(open_client(Hardware::Cpu, None, Some(cfg.run.cpu_device_count as i64)).unwrap());
+    let gen = Generator::new(&rt, &cfg, &params).unwrap();
+    let all = cases(dir);
+    for group in all.chunks(batch) {
+        let prompts: Vec<Vec<i64>> = group.iter().map(|c| c.tokens.clone()).collect();
+        let out = gen.generate(&prompts, 16, &[], true, |_| {}).unwrap();
+        for (r, case) in group.iter().enumerate() {
+            assert_eq!(out.generated[r], case.new_tokens, "{} prompt of {} tokens {extra:?}", dir.display(), case.tokens.len());
+            for (s, (ours, golden)) in out.logits[r].iter().zip(&case.step_logits).enumerate() {
+                let d = ours.iter().zip(golden).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d < tol, "step {s} logits differ by {d} (prompt of {} tokens, {extra:?})", case.tokens.len());
+            }
+        }
+    }
+}
+
+fn shared_fixture() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: {} not found (shared fixtures not checked out)", p.display());
+        None
+    }
+}
+
+fn own(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+}
+
+#[test]
+fn greedy_matches_hf_batch1_scanned() {
+    let Some(dir) = shared_fixture() else { return };
+    check(&dir, &["scan_layers=true"], 1, 2e-4);
+}
+
+#[test]
+fn greedy_matches_hf_batched_unscanned() {
+    let Some(dir) = shared_fixture() else { return };
+    check(&dir, &["scan_layers=false"], 4, 2e-4);
+}
+
+#[test]
+fn greedy_matches_hf_on_other_shapes() {
+    check(&own("tiny-8layers-gqa4"), &["scan_layers=true"], 4, 5e-4);
+    check(&own("tiny-interval2-ratio1"), &["scan_layers=false"], 2, 5e-4);
+}
