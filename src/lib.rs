@@ -13,4 +13,5 @@ pub mod sharding;
 pub mod pjrt;
 pub mod compile;
 pub mod runtime;
+pub mod data;
 pub mod checkpoint;

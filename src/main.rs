@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Command::Devices(a) => devices(&a.args),
         Command::Train(_) => not_built("train", "the training issue (autodiff, AdamW, data pipeline)"),
         Command::Convert(_) => not_built("convert", "the Orbax checkpoint issue"),
-        Command::Decode(_) => not_built("decode", "the decode issue"),
+        Command::Decode(a) => commands::decode::run(&a.args),
         Command::CheckLogits(a) => commands::check_logits::run(&a.args),
         Command::Compile(_) => not_built("compile", "the TPU AOT work"),
         Command::ExportHlo(a) => commands::export_hlo::run(&a.args),

@@ -1,5 +1,6 @@
 //! The subcommands' bodies (the CLI's edge: `anyhow` errors, printing).
 
 pub mod check_logits;
+pub mod decode;
 pub mod export_hlo;
 pub mod setup;

@@ -66,3 +66,14 @@ pub fn load_params(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>>
     let _span = tracing::info_span!("load", from = %dir.display()).entered();
     Ok(hf::load_params(dir, decls, &cfg.model)?)
 }
+
+/// As [`load_params`], but with no weights configured, random weights from `init_weights_seed` (said on
+/// stderr): what `decode` of a fresh tiny model uses.
+pub fn load_params_or_init(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
+    let has_orbax = cfg.raw().opt_string("load_parameters_path")?.is_some_and(|s| !s.is_empty());
+    if cfg.tools.hf_model_path.is_none() && !has_orbax {
+        eprintln!("no weights given (hf_model_path / load_parameters_path): using random weights from init_weights_seed={}", cfg.train.init_weights_seed);
+        return Ok(maxtext::runtime::init_params(decls, cfg.train.init_weights_seed));
+    }
+    load_params(cfg, decls)
+}

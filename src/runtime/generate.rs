@@ -37,8 +37,9 @@ pub struct Generation {
     pub generated: Vec<Vec<i64>>,
     /// Per row, the logits each generated token was drawn from (when `keep_logits`).
     pub logits: Vec<Vec<Vec<f32>>>,
+    /// Prefill execution (inputs to device, run), compilation excluded.
     pub prefill_time: Duration,
-    /// Time from the start of prefill to the first token on the host.
+    /// Time from the start of prefill to the first token on the host (compilation excluded).
     pub first_token_time: Duration,
     pub decode_time: Duration,
     pub decode_steps: usize,
@@ -141,8 +142,8 @@ impl<'r> Generator<'r> {
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(1);
         let bucket = prefill_bucket(longest, self.cfg.data.max_prefill_predict_length);
         let prefill = prefill_program(&self.cfg, b as i64, bucket as i64, self.max_len as i64)?;
-        let t0 = Instant::now();
         let prefill_exe = self.rt.compile(&prefill.program)?;
+        let t0 = Instant::now();
         // Right-padded prompts; rows beyond the given prompts repeat the first one and are ignored.
         let mut tokens = vec![0i32; b * bucket];
         let mut seg = vec![0i32; b * bucket];

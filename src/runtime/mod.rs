@@ -3,7 +3,9 @@
 mod execute;
 mod generate;
 mod host;
+mod init;
 
 pub use execute::{shard_host, unshard_host, RunError, Runtime};
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};
+pub use init::init_params;

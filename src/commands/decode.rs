@@ -1,0 +1,127 @@
+//! `maxtext decode` (MaxText's `decode`): tokenize `prompt` (or take `prompt_token_ids`), prefill, then
+//! generate until EOS or `max_target_length`, streaming text; prints prefill time, time to first token and
+//! decode tokens/s; `decode_output_path=FILE` writes one JSON line per sequence.
+
+use super::setup::{client, load_config, load_params_or_init};
+use anyhow::{bail, Context, Result};
+use maxtext::config::Config;
+use maxtext::data::Tokenizer;
+use maxtext::runtime::{Generator, Runtime};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The shipped Qwen3 tokenizer (MaxText's `assets/tokenizers/...` convention).
+const SHIPPED_QWEN3: &str = "assets/tokenizers/qwen3-tokenizer";
+
+/// `tokenizer_path` when it is a local path; else the shipped Qwen3 tokenizer for Qwen3-Next models (the
+/// default path is a hub id, and there is no network to fetch it).
+fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
+    let given = cfg.data.tokenizer_path.clone().unwrap_or_default();
+    let local = PathBuf::from(&given);
+    let path = if !given.is_empty() && local.exists() {
+        local
+    } else {
+        let shipped = [PathBuf::from(SHIPPED_QWEN3), Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_QWEN3)];
+        match shipped.into_iter().find(|p| p.is_dir()) {
+            Some(p) => {
+                if !given.is_empty() {
+                    eprintln!("tokenizer_path={given} is not a local path; using the shipped Qwen3 tokenizer {}", p.display());
+                }
+                p
+            }
+            None if given.is_empty() => return Ok(None),
+            None => bail!("tokenizer_path={given} does not exist (give a directory with tokenizer.json)"),
+        }
+    };
+    Ok(Some(Tokenizer::load(&path)?))
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let cfg = load_config(args)?;
+    let tok = tokenizer(&cfg)?;
+    let batch = cfg.batch.global_batch_size_to_load.max(1);
+    let prompts: Vec<Vec<i64>> = if !cfg.decode.prompt_token_ids.is_empty() {
+        vec![cfg.decode.prompt_token_ids.clone()]
+    } else {
+        let tok = tok.as_ref().context("no tokenizer: set tokenizer_path, or give prompt_token_ids")?;
+        // Several prompts in one batch: `prompt="first;second"` (the form of MaxText's golden generator).
+        let texts: Vec<&str> = if batch > 1 { cfg.decode.prompt.split(';').collect() } else { vec![cfg.decode.prompt.as_str()] };
+        texts.iter().map(|t| tok.encode(t, cfg.data.add_bos)).collect::<Result<_, _>>()?
+    };
+    if prompts.iter().any(|p| p.is_empty()) {
+        bail!("the prompt is empty: give prompt=\"...\" or prompt_token_ids=1,2,3");
+    }
+    if prompts.len() > batch {
+        bail!("{} prompts but the batch holds {batch}: raise per_device_batch_size", prompts.len());
+    }
+    // MaxText fills the batch with the prompt; rows past the given prompts repeat the last one.
+    let mut rows = prompts.clone();
+    while rows.len() < batch {
+        rows.push(prompts.last().unwrap().clone());
+    }
+    let decls = maxtext::program::param_decls(&cfg);
+    let params = load_params_or_init(&cfg, &decls)?;
+    let rt = Runtime::new(client(&cfg)?);
+    let gen = Generator::new(&rt, &cfg, &params)?;
+    let eos = tok.as_ref().map(|t| t.eos_ids()).unwrap_or_default();
+    let texts_ok = |ids: &[i64]| tok.as_ref().filter(|t| ids.iter().all(|&i| (i as usize) < t.vocab_size()));
+    let stream = rows.len() == 1;
+    let mut shown = String::new();
+    let mut so_far: Vec<i64> = Vec::new();
+    if stream {
+        if let Some(t) = texts_ok(&rows[0]) {
+            print!("{}", t.decode(&rows[0])?);
+        }
+    }
+    let out = gen.generate(&rows, usize::MAX, &eos, false, |step| {
+        if !stream {
+            return;
+        }
+        if let Some(id) = step[0] {
+            so_far.push(id);
+            if let Some(t) = texts_ok(&so_far) {
+                if let Ok(text) = t.decode(&so_far) {
+                    if text.len() > shown.len() && text.starts_with(&shown) {
+                        print!("{}", &text[shown.len()..]);
+                        let _ = std::io::stdout().flush();
+                        shown = text;
+                    }
+                }
+            }
+        }
+    })?;
+    if stream {
+        println!();
+    } else {
+        for (r, g) in out.generated.iter().enumerate().take(prompts.len()) {
+            match texts_ok(&rows[r]).zip(texts_ok(g)) {
+                Some((t, _)) => println!("[{r}] {}{}", t.decode(&rows[r])?, t.decode(g)?),
+                None => println!("[{r}] {:?} -> {:?}", rows[r], g),
+            }
+        }
+    }
+    let new_tokens: usize = out.generated.iter().map(|g| g.len()).sum();
+    let decode_s = out.decode_time.as_secs_f64();
+    eprintln!(
+        "prefill {:.1} ms ({} rows, longest prompt {} tokens), time to first token {:.1} ms, decode {} steps: {:.1} tokens/s ({} new tokens)",
+        out.prefill_time.as_secs_f64() * 1e3,
+        rows.len(),
+        rows.iter().map(|r| r.len()).max().unwrap_or(0),
+        out.first_token_time.as_secs_f64() * 1e3,
+        out.decode_steps,
+        if decode_s > 0.0 { (out.decode_steps * rows.len()) as f64 / decode_s } else { 0.0 },
+        new_tokens
+    );
+    if let Some(path) = &cfg.decode.decode_output_path {
+        let mut f = std::fs::File::create(path).with_context(|| format!("creating decode_output_path {}", path.display()))?;
+        for (r, g) in out.generated.iter().enumerate().take(prompts.len()) {
+            let text = match texts_ok(g) {
+                Some(t) => t.decode(g)?,
+                None => String::new(),
+            };
+            let line = serde_json::json!({"prompt_tokens": rows[r], "generated_tokens": g, "text": text});
+            writeln!(f, "{line}")?;
+        }
+    }
+    Ok(())
+}
