@@ -1,0 +1,498 @@
+//! Writing a checkpoint in MaxText's layout, as orbax 0.12.8 writes a `CheckpointManager` save with
+//! `PyTreeCheckpointHandler(use_ocdbt=True, use_zarr3=True)` on one host and one device:
+//!
+//! ```text
+//! <root>/<step>/_CHECKPOINT_METADATA, commit_success.txt
+//! <root>/<step>/items/_METADATA, _sharding, array_metadatas/process_0, commit_success.txt
+//! <root>/<step>/items/ocdbt.process_0/{manifest.ocdbt, d/<hex>}   the process's database: every value
+//! <root>/<step>/items/{manifest.ocdbt, d/<hex>}                   the merged root: small values inline,
+//!                                                                 large ones in ocdbt.process_0/d/<hex>
+//! ```
+//!
+//! Everything goes into `<root>/<step>.orbax-checkpoint-tmp-<id>/` first (a name orbax and our reader both
+//! treat as unfinished); files and directories are fsynced and the directory is renamed to `<root>/<step>`
+//! only when complete. An existing step is never replaced.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::dtype::ZarrDType;
+use super::metadata::{
+    leaf_name, render_sharding, render_tree_metadata, PathKey, PyJson, ARRAY_METADATAS_DIR, CHECKPOINT_METADATA_FILE,
+    COMMIT_FILE, METADATA_FILE, SHARDING_FILE,
+};
+use super::ocdbt::{OcdbtConfig, MANIFEST_FILE};
+use super::ocdbt_write::{encode_manifest, write_tree, EntryValue, FileName, NodeSink, LEAF_ENTRIES};
+use super::zarr::for_each_index;
+use super::zarr3::{encode_orbax_shard, orbax_codecs_json};
+use super::{write_err, OrbaxError, Result, TMP_MARKER};
+use crate::runtime::HostTensor;
+
+const PROCESS_DIR: &str = "ocdbt.process_0";
+const HANDLER: &str = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler";
+
+/// What `_sharding` records for every array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardingRecord {
+    /// `SingleDeviceSharding` on `cpu:0`: byte-identical to orbax on a CPU host. A targetless restore on a
+    /// host without that device fails (restores with a target, as MaxText does, ignore it).
+    SingleDeviceCpu0,
+    /// A 1-device `NamedSharding` on device id 0, fully replicated: restores targetless on any platform.
+    NamedDevice0,
+    /// No `_sharding`; leaves are `np.ndarray` and restore as numpy arrays.
+    NoneNumpy,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    /// `custom_metadata` of the step's `_CHECKPOINT_METADATA` (MaxText: `{"scan_layers": true}`).
+    pub custom_metadata: Value,
+    pub sharding: ShardingRecord,
+    /// orbax `SaveArgs(chunk_byte_size)`: arrays above this are split into chunks (MaxText: 2 GiB).
+    pub chunk_byte_size: u64,
+    /// orbax `ocdbt_target_data_file_size`: a data file is closed once it reaches this (MaxText: 2 GiB).
+    pub target_data_file_size: u64,
+    /// zstd level of the zarr3 chunks (orbax: 3).
+    pub zstd_level: i32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            custom_metadata: Value::Object(Default::default()),
+            sharding: ShardingRecord::SingleDeviceCpu0,
+            chunk_byte_size: 2 << 30,
+            target_data_file_size: 2 << 30,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// A leaf to save: its key path (dict keys and sequence indices) and its value.
+#[derive(Clone, Debug)]
+pub struct WriteLeaf<'a> {
+    pub path: Vec<PathKey>,
+    pub tensor: &'a HostTensor,
+}
+
+/// Saves `leaves` (dotted names, e.g. `params.decoder.layers.mlp.wi_0.kernel`; an all-digit segment is a
+/// sequence index, as in `opt_state.0.mu`) as step `step` under `root`, and returns the step directory
+/// (`<root>/<step>`; the item directory is its `items/`).
+pub fn write_checkpoint(
+    root: &Path,
+    step: u64,
+    leaves: &[(String, HostTensor)],
+    custom_metadata: Value,
+) -> Result<PathBuf> {
+    let leaves = leaves
+        .iter()
+        .map(|(name, tensor)| Ok(WriteLeaf { path: parse_dotted(name)?, tensor }))
+        .collect::<Result<Vec<_>>>()?;
+    let custom_metadata = if custom_metadata.is_null() { Value::Object(Default::default()) } else { custom_metadata };
+    write_checkpoint_with(root, step, &leaves, &WriteOptions { custom_metadata, ..WriteOptions::default() })
+}
+
+fn parse_dotted(name: &str) -> Result<Vec<PathKey>> {
+    if name.is_empty() || name.split('.').any(str::is_empty) {
+        return Err(OrbaxError::BadLeaf {
+            name: name.into(),
+            reason: "a leaf name needs non-empty segments separated by '.'".into(),
+        });
+    }
+    Ok(name
+        .split('.')
+        .map(|s| match s.parse::<usize>() {
+            Ok(i) if s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')) => PathKey::Index(i),
+            _ => PathKey::Key(s.to_string()),
+        })
+        .collect())
+}
+
+/// [`write_checkpoint`] with explicit key paths and options.
+pub fn write_checkpoint_with(root: &Path, step: u64, leaves: &[WriteLeaf], opts: &WriteOptions) -> Result<PathBuf> {
+    let _span = tracing::info_span!("checkpoint", root = %root.display(), step).entered();
+    let mut order: Vec<&WriteLeaf> = leaves.iter().collect();
+    order.sort_by(|a, b| a.path.cmp(&b.path));
+    validate(&order)?;
+    let step_dir = root.join(step.to_string());
+    if step_dir.exists() {
+        return Err(OrbaxError::StepExists { path: step_dir });
+    }
+    std::fs::create_dir_all(root).map_err(write_err(root))?;
+    let tmp = root.join(format!("{step}{TMP_MARKER}-{}", hex(&random_bytes::<8>())));
+    let result = write_tmp(&tmp, &step_dir, &order, opts).and_then(|_| {
+        if step_dir.exists() {
+            return Err(OrbaxError::StepExists { path: step_dir.clone() });
+        }
+        std::fs::rename(&tmp, &step_dir).map_err(write_err(&step_dir))?;
+        sync_dir(root)
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    tracing::info!(leaves = leaves.len(), dir = %step_dir.display(), "saved orbax checkpoint");
+    Ok(step_dir)
+}
+
+fn validate(order: &[&WriteLeaf]) -> Result<()> {
+    for w in order.windows(2) {
+        if w[1].path.starts_with(&w[0].path) {
+            let (a, b) = (leaf_name(&w[0].path), leaf_name(&w[1].path));
+            let reason = if a == b {
+                "two leaves have this name".to_string()
+            } else {
+                format!("it is both a leaf and the parent of {b}")
+            };
+            return Err(OrbaxError::BadLeaf { name: a, reason });
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for l in order {
+        let name = leaf_name(&l.path);
+        if !names.insert(name.clone()) {
+            let reason = "two key paths give this array name (orbax joins keys with '.' without escaping)".into();
+            return Err(OrbaxError::BadLeaf { name, reason });
+        }
+        let t = l.tensor;
+        let n: i64 = t.dims.iter().product();
+        if t.dims.iter().any(|d| *d < 0) || t.data.len() != n as usize * t.dtype.size_bytes() {
+            return Err(OrbaxError::BadLeaf {
+                name: leaf_name(&l.path),
+                reason: format!("{} bytes do not fit {}{:?}", t.data.len(), t.dtype, t.dims),
+            });
+        }
+        if l.path.is_empty() {
+            return Err(OrbaxError::BadLeaf { name: String::new(), reason: "empty key path".into() });
+        }
+    }
+    Ok(())
+}
+
+fn write_tmp(tmp: &Path, step_dir: &Path, order: &[&WriteLeaf], opts: &WriteOptions) -> Result<()> {
+    let items = tmp.join("items");
+    let proc_dir = items.join(PROCESS_DIR);
+    for d in [items.join("d"), proc_dir.join("d"), items.join(ARRAY_METADATAS_DIR)] {
+        std::fs::create_dir_all(&d).map_err(write_err(&d))?;
+    }
+    let init_ns = now_ns();
+    let mut db = DbWriter::new(&proc_dir, opts.target_data_file_size);
+    let mut tree = Vec::with_capacity(order.len());
+    let mut array_metadatas = Vec::with_capacity(order.len());
+    let value_type = if opts.sharding == ShardingRecord::NoneNumpy { "np.ndarray" } else { "jax.Array" };
+    for leaf in order {
+        let name = leaf_name(&leaf.path);
+        let t = leaf.tensor;
+        let dtype = ZarrDType::from_host(t.dtype);
+        let shape: Vec<u64> = t.dims.iter().map(|d| *d as u64).collect();
+        let chunks = choose_chunk_shape(&shape, dtype.size() as u64, opts.chunk_byte_size);
+        db.put(format!("{name}/zarr.json"), zarr_json(&shape, &chunks, dtype, opts.zstd_level).into_bytes())?;
+        let grid: Vec<u64> = shape.iter().zip(&chunks).map(|(s, c)| s.div_ceil(*c)).collect();
+        let mut result = Ok(());
+        for_each_index(&grid, |g| {
+            if result.is_ok() {
+                let key =
+                    std::iter::once("c".to_string()).chain(g.iter().map(u64::to_string)).collect::<Vec<_>>().join("/");
+                let block = extract_block(&t.data, &shape, g, &chunks, dtype.size());
+                result = db.put(format!("{name}/{key}"), encode_orbax_shard(&block, opts.zstd_level));
+            }
+        });
+        result?;
+        tree.push((leaf.path.clone(), value_type, shape.clone()));
+        array_metadatas.push(PyJson::obj([(
+            "array_metadata",
+            PyJson::obj([
+                ("param_name", PyJson::Str(name.clone())),
+                ("write_shape", PyJson::ints(&shape)),
+                ("chunk_shape", PyJson::ints(&chunks)),
+                ("ext_metadata", PyJson::Null),
+            ]),
+        )]));
+    }
+    db.finish(&items)?;
+    write_file(&items.join(METADATA_FILE), render_tree_metadata(&tree, true, &Value::Null).as_bytes())?;
+    let names: Vec<String> = order.iter().map(|l| leaf_name(&l.path)).collect();
+    let sharding = match opts.sharding {
+        ShardingRecord::SingleDeviceCpu0 => Some(PyJson::obj([
+            ("sharding_type", PyJson::Str("SingleDeviceSharding".into())),
+            ("device_str", PyJson::Str("cpu:0".into())),
+        ])),
+        ShardingRecord::NamedDevice0 => Some(PyJson::obj([
+            ("sharding_type", PyJson::Str("NamedSharding".into())),
+            ("shape", PyJson::ints(&[1])),
+            ("axis_names", PyJson::Arr(vec![PyJson::Str("data".into())])),
+            ("partition_spec", PyJson::Arr(vec![])),
+            ("device_mesh", PyJson::obj([("mesh", PyJson::Arr(vec![PyJson::obj([("id", PyJson::Int(0))])]))])),
+        ])),
+        ShardingRecord::NoneNumpy => None,
+    };
+    if let Some(desc) = sharding {
+        write_file(&items.join(SHARDING_FILE), render_sharding(&names, &desc).as_bytes())?;
+    }
+    let am = PyJson::obj([("array_metadatas", PyJson::Arr(array_metadatas))]).render();
+    write_file(&items.join(ARRAY_METADATAS_DIR).join("process_0"), am.as_bytes())?;
+    let commit = |dir: &Path| format!("Checkpoint commit was successful to {}", dir.display());
+    write_file(&items.join(COMMIT_FILE), commit(&step_dir.join("items")).as_bytes())?;
+    let ckpt_md = PyJson::obj([
+        ("item_handlers", PyJson::obj([("items", PyJson::Str(HANDLER.into()))])),
+        ("metrics", PyJson::Obj(vec![])),
+        ("performance_metrics", PyJson::Obj(vec![])),
+        ("init_timestamp_nsecs", PyJson::Int(init_ns as i64)),
+        ("commit_timestamp_nsecs", PyJson::Int(now_ns() as i64)),
+        ("custom_metadata", PyJson::Value(opts.custom_metadata.clone())),
+    ]);
+    write_file(&tmp.join(CHECKPOINT_METADATA_FILE), ckpt_md.render().as_bytes())?;
+    write_file(&tmp.join(COMMIT_FILE), commit(step_dir).as_bytes())?;
+    for d in [items.join("d"), proc_dir.join("d"), proc_dir, items.join(ARRAY_METADATAS_DIR), items, tmp.to_path_buf()]
+    {
+        sync_dir(&d)?;
+    }
+    Ok(())
+}
+
+/// tensorstore's `zarr.json` for orbax's codecs: compact, keys sorted.
+fn zarr_json(shape: &[u64], chunks: &[u64], dtype: ZarrDType, zstd_level: i32) -> String {
+    let fill = match dtype {
+        ZarrDType::Bool => Value::Bool(false),
+        d if d.is_float() => serde_json::json!(0.0),
+        _ => serde_json::json!(0),
+    };
+    serde_json::to_string(&serde_json::json!({
+        "chunk_grid": {"configuration": {"chunk_shape": chunks}, "name": "regular"},
+        "chunk_key_encoding": {"name": "default"},
+        "codecs": orbax_codecs_json(chunks, zstd_level),
+        "data_type": dtype.name(),
+        "fill_value": fill,
+        "node_type": "array",
+        "shape": shape,
+        "zarr_format": 3,
+    }))
+    .expect("JSON")
+}
+
+/// orbax's `choose_chunk_shape` on one device: the whole array, or, above `max_bytes`, repeatedly the
+/// largest dimension cut to its next smaller divisor. Zero-sized dimensions get chunk 1.
+pub fn choose_chunk_shape(shape: &[u64], elem: u64, max_bytes: u64) -> Vec<u64> {
+    let mut chunk: Vec<u64> = shape.iter().map(|d| (*d).max(1)).collect();
+    while chunk.iter().product::<u64>() * elem > max_bytes {
+        let Some((i, _)) =
+            chunk.iter().enumerate().filter(|(_, c)| **c > 1).max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+        else {
+            break;
+        };
+        let full = shape[i].max(1);
+        chunk[i] = (1..chunk[i]).rev().find(|d| full.is_multiple_of(*d)).unwrap_or(1);
+    }
+    chunk
+}
+
+/// Chunk `g` of a C-order array, padded with zeros to the full chunk shape.
+fn extract_block(data: &[u8], shape: &[u64], g: &[u64], chunks: &[u64], elem: usize) -> Vec<u8> {
+    if chunks == shape {
+        return data.to_vec();
+    }
+    let rank = shape.len();
+    let mut out = vec![0u8; chunks.iter().product::<u64>() as usize * elem];
+    let origin: Vec<u64> = g.iter().zip(chunks).map(|(i, c)| i * c).collect();
+    let extent: Vec<u64> = origin.iter().zip(chunks).zip(shape).map(|((o, c), s)| (*c).min(s - o)).collect();
+    let stride = |s: &[u64], d: usize| s[d + 1..].iter().product::<u64>();
+    let run = extent[rank - 1] as usize * elem;
+    for_each_index(&extent[..rank - 1], |idx| {
+        let mut src = origin[rank - 1];
+        let mut dst = 0;
+        for d in 0..rank - 1 {
+            src += (origin[d] + idx[d]) * stride(shape, d);
+            dst += idx[d] * stride(chunks, d);
+        }
+        let (src, dst) = (src as usize * elem, dst as usize * elem);
+        out[dst..dst + run].copy_from_slice(&data[src..src + run]);
+    });
+    out
+}
+
+/// The process database plus the merged top-level root (see the module docs).
+struct DbWriter {
+    dir: PathBuf,
+    target: u64,
+    /// Data files of the process database (`d/<hex>` relative to `dir`), the last one open for appending.
+    files: Vec<String>,
+    current: Option<(BufWriter<File>, u64)>,
+    entries: Vec<(Vec<u8>, EntryValue)>,
+}
+
+impl DbWriter {
+    fn new(dir: &Path, target: u64) -> DbWriter {
+        DbWriter { dir: dir.to_path_buf(), target, files: vec![], current: None, entries: vec![] }
+    }
+
+    fn open_file(&mut self) -> Result<()> {
+        self.close_file()?;
+        let rel = format!("d/{}", hex(&random_bytes::<16>()));
+        let path = self.dir.join(&rel);
+        let f = File::create(&path).map_err(write_err(&path))?;
+        self.files.push(rel);
+        self.current = Some((BufWriter::with_capacity(1 << 20, f), 0));
+        Ok(())
+    }
+
+    fn close_file(&mut self) -> Result<()> {
+        if let Some((w, _)) = self.current.take() {
+            let path = self.dir.join(self.files.last().unwrap());
+            let f = w.into_inner().map_err(|e| OrbaxError::Write { path: path.clone(), source: e.into_error() })?;
+            f.sync_all().map_err(write_err(&path))?;
+        }
+        Ok(())
+    }
+
+    fn append_value(&mut self, bytes: &[u8]) -> Result<(usize, u64)> {
+        let full = matches!(&self.current, Some((_, off)) if *off > 0 && off + bytes.len() as u64 > self.target);
+        if self.current.is_none() || full {
+            self.open_file()?;
+        }
+        let path = self.dir.join(self.files.last().unwrap());
+        let (w, off) = self.current.as_mut().unwrap();
+        w.write_all(bytes).map_err(write_err(&path))?;
+        let at = *off;
+        *off += bytes.len() as u64;
+        Ok((self.files.len() - 1, at))
+    }
+
+    /// Values up to 1024 bytes (orbax's `max_inline_value_bytes`) stay inline in the B+tree leaf.
+    fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
+        let v = if value.len() <= 1024 {
+            EntryValue::Inline(value)
+        } else {
+            let (file, offset) = self.append_value(&value)?;
+            EntryValue::Indirect { file, offset, length: value.len() as u64 }
+        };
+        self.entries.push((key.into_bytes(), v));
+        Ok(())
+    }
+
+    /// Writes the process database's tree and manifest, then the merged root in `items/d/` and
+    /// `items/manifest.ocdbt` whose out-of-line values point into the process files through base path
+    /// `ocdbt.process_0/`.
+    fn finish(mut self, items: &Path) -> Result<()> {
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let config = OcdbtConfig {
+            uuid: random_bytes::<16>(),
+            max_inline_value_bytes: 1024,
+            max_decoded_node_bytes: 100_000_000,
+            version_tree_arity_log2: 4,
+            zstd_level: Some(0),
+        };
+        let commit_ns = now_ns();
+        // Process database: nodes go after the values in its last data file.
+        if self.current.is_none() {
+            self.open_file()?;
+        }
+        let proc_files: Vec<FileName> =
+            self.files.iter().map(|f| FileName { base: vec![], rel: f.clone().into_bytes() }).collect();
+        let entries = std::mem::take(&mut self.entries);
+        let root = write_tree(&entries, &proc_files, &mut self, config.zstd_level, LEAF_ENTRIES)
+            .map_err(|e| OrbaxError::Write { path: self.dir.clone(), source: e })?;
+        let node_file = proc_files.last().unwrap().clone();
+        self.close_file()?;
+        let manifest = encode_manifest(&config, &node_file, root.as_ref(), 1, commit_ns);
+        write_file(&self.dir.join(MANIFEST_FILE), &manifest)?;
+
+        // Merged root: the same entries; the process files seen through base path "ocdbt.process_0/".
+        let mut top_files: Vec<FileName> = self
+            .files
+            .iter()
+            .map(|f| FileName { base: format!("{PROCESS_DIR}/").into_bytes(), rel: f.clone().into_bytes() })
+            .collect();
+        let top_rel = format!("d/{}", hex(&random_bytes::<16>()));
+        top_files.push(FileName { base: vec![], rel: top_rel.clone().into_bytes() });
+        let mut node_bytes = Vec::new();
+        let mut sink = super::ocdbt_write::VecSink { file: top_files.len() - 1, buf: &mut node_bytes };
+        let top_config = OcdbtConfig { uuid: random_bytes::<16>(), ..config };
+        let root = write_tree(&entries, &top_files, &mut sink, top_config.zstd_level, LEAF_ENTRIES)
+            .map_err(|e| OrbaxError::Write { path: items.to_path_buf(), source: e })?;
+        write_file(&items.join(&top_rel), &node_bytes)?;
+        let manifest = encode_manifest(&top_config, top_files.last().unwrap(), root.as_ref(), 1, commit_ns);
+        write_file(&items.join(MANIFEST_FILE), &manifest)
+    }
+}
+
+impl NodeSink for DbWriter {
+    fn file(&self) -> usize {
+        self.files.len() - 1
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<u64> {
+        let (w, off) = self.current.as_mut().expect("a data file is open");
+        w.write_all(bytes)?;
+        let at = *off;
+        *off += bytes.len() as u64;
+        Ok(at)
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(write_err(path))?;
+    f.write_all(bytes).map_err(write_err(path))?;
+    f.sync_all().map_err(write_err(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(write_err(dir))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Random bytes for database ids and file names (uniqueness, not secrecy): std's per-process random hash
+/// keys mixed with the time and a counter.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut out = [0u8; N];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(now_ns());
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_usize(i);
+        h.write_u32(std::process::id());
+        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_shape_matches_orbax_example() {
+        assert_eq!(choose_chunk_shape(&[8, 6], 4, 32), vec![2, 3]);
+        assert_eq!(choose_chunk_shape(&[8, 6], 4, 1 << 31), vec![8, 6]);
+        assert_eq!(choose_chunk_shape(&[], 4, 1), Vec::<u64>::new());
+        assert_eq!(choose_chunk_shape(&[0, 3], 4, 1 << 31), vec![1, 3]);
+    }
+
+    #[test]
+    fn dotted_names() {
+        use PathKey::*;
+        assert_eq!(parse_dotted("opt_state.0.mu").unwrap(), vec![Key("opt_state".into()), Index(0), Key("mu".into())]);
+        assert_eq!(parse_dotted("a.01").unwrap(), vec![Key("a".into()), Key("01".into())]);
+        assert!(parse_dotted("a..b").is_err());
+    }
+
+    #[test]
+    fn extract_pads_edge_chunks() {
+        // 3x5 u8 array 0..15, chunk (1,1) of 2x3 chunks = rows 2, cols 3..5, padded.
+        let data: Vec<u8> = (0..15).collect();
+        assert_eq!(extract_block(&data, &[3, 5], &[1, 1], &[2, 3], 1), vec![13, 14, 0, 0, 0, 0]);
+    }
+}
