@@ -206,7 +206,7 @@ impl Emitter {
                 format!("{ind}{lhs} = \"stablehlo.sort\"({args}) <{{dimension = {dim} : i64, is_stable = {stable}}}> ({body}) : {ty}")
             }
             Op::TopK { k } => simple("chlo.top_k", format!("k = {k} : i64")),
-            Op::While { cond, body, num_carries } => return self.emit_while(&name, node, ins, in_tys, cond, body, *num_carries, ind),
+            Op::While { cond, body, num_carries, .. } => return self.emit_while(&name, node, ins, in_tys, cond, body, *num_carries, ind),
             Op::RngBitGenerator { algorithm } => {
                 let a = match algorithm {
                     RngAlgorithm::ThreeFry => "THREE_FRY",

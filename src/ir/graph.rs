@@ -235,6 +235,16 @@ impl Graph {
         std::mem::take(&mut b.func)
     }
 
+    /// How many loop bodies enclose this function (0 for a top-level function).
+    pub fn depth(&self) -> usize {
+        let (mut d, mut p) = (0, self.f.borrow().parent.clone());
+        while let Some(q) = p {
+            d += 1;
+            p = q.borrow().parent.clone();
+        }
+        d
+    }
+
     pub fn num_nodes(&self) -> usize {
         self.f.borrow().func.nodes.len()
     }

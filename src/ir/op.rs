@@ -170,8 +170,9 @@ pub enum Op {
     Sort { dim: i64, descending: bool, stable: bool },
     /// outputs: (values, i32 indices) of the `k` largest along the last dim
     TopK { k: i64 },
-    /// inputs: initial carries then the captures of cond then of body; outputs: final carries
-    While { cond: Box<Func>, body: Box<Func>, num_carries: usize },
+    /// inputs: initial carries then the captures of cond then of body; outputs: final carries.
+    /// `trip`: for a counted loop (`fori_loop`), carry 0 counts from `lower` to `upper` (what autodiff needs).
+    While { cond: Box<Func>, body: Box<Func>, num_carries: usize, trip: Option<(i64, i64)> },
     /// inputs: state (u64[2]); outputs: new state, random bits of type `out`
     RngBitGenerator { algorithm: RngAlgorithm },
     ShardingConstraint(Sharding),

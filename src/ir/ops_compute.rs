@@ -174,8 +174,17 @@ impl Graph {
         inputs.extend(captured(&body_func));
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let tys = init.iter().map(|t| t.ty.clone()).collect();
-        let op = Op::While { cond: Box::new(cond_func), body: Box::new(body_func), num_carries: init.len() };
+        let op = Op::While { cond: Box::new(cond_func), body: Box::new(body_func), num_carries: init.len(), trip: None };
         self.push(op, &refs, tys)
+    }
+
+    /// Marks the `while` node producing `carries` as counted from `lower` to `upper` on carry 0.
+    fn mark_trip(&self, carries: &[Tensor], lower: i64, upper: i64) {
+        let node = carries[0].v.node as usize;
+        let mut b = self.f.borrow_mut();
+        if let Op::While { trip, .. } = &mut b.func.nodes[node].op {
+            *trip = Some((lower, upper));
+        }
     }
 
     /// `for i in lower..upper` with an i32 counter; `body(g, i, carries)` returns the new carries.
@@ -197,6 +206,7 @@ impl Graph {
                 next
             },
         );
+        self.mark_trip(&out, lower, upper);
         out.remove(0);
         out
     }

@@ -1,0 +1,229 @@
+//! The train step against torch autograd (`../shared/fixtures/hf/qwen3-next-tiny/train/` and the references
+//! made by `scripts/make_test_references.sh`): gradients at the initial params, then 3 steps of clipped AdamW
+//! with MaxText's hyper-parameters — loss and raw grad norm per step, and the final params.
+
+use maxtext::autodiff::value_and_grad;
+use maxtext::checkpoint::hf;
+use maxtext::config::Config;
+use maxtext::ir::Program;
+use maxtext::pjrt::{open_client, Hardware};
+use maxtext::program::{loss_function, train_program};
+use maxtext::runtime::{HostTensor, Runtime};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale
+}
+
+struct Fixture {
+    model_dir: PathBuf,
+    train_dir: PathBuf,
+    reference: serde_json::Value,
+}
+
+fn fixture(model_dir: PathBuf, train_dir: PathBuf) -> Option<Fixture> {
+    let r = train_dir.join("train_reference.json");
+    if !r.is_file() {
+        eprintln!("SKIP: {} not found", r.display());
+        return None;
+    }
+    let reference = serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
+    Some(Fixture { model_dir, train_dir, reference })
+}
+
+fn config(fx: &Fixture, extra: &[&str]) -> Config {
+    let (b, s) = batch_shape(fx);
+    let mut o = hf::read_config_overrides(&fx.model_dir).unwrap();
+    for kv in [
+        "dtype=float32".to_string(),
+        "weight_dtype=float32".into(),
+        "learning_rate=1e-3".into(),
+        "warmup_steps_fraction=0".into(),
+        "learning_rate_final_fraction=1.0".into(),
+        "adam_b1=0.9".into(),
+        "adam_b2=0.95".into(),
+        "adam_eps=1e-8".into(),
+        "adam_eps_root=0".into(),
+        "adam_weight_decay=0.1".into(),
+        "gradient_clipping_threshold=1.0".into(),
+        "z_loss_multiplier=0".into(),
+        "steps=3".into(),
+        format!("per_device_batch_size={b}"),
+        format!("max_target_length={s}"),
+        format!("max_prefill_predict_length={s}"),
+    ] {
+        o.push(kv);
+    }
+    o.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(Path::new("configs/base.yml"), &o).unwrap()
+}
+
+fn batch_shape(fx: &Fixture) -> (i64, i64) {
+    let inputs = fx.reference["batch"]["inputs"].as_array().unwrap();
+    (inputs.len() as i64, inputs[0].as_array().unwrap().len() as i64)
+}
+
+/// inputs, positions, segmentation, targets, targets_segmentation.
+fn batch(fx: &Fixture) -> Vec<HostTensor> {
+    let (b, s) = batch_shape(fx);
+    let rows = |k: &str| -> Vec<i32> {
+        fx.reference["batch"][k].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32)).collect()
+    };
+    let dims = [b, s];
+    let pos: Vec<i32> = (0..b * s).map(|i| (i % s) as i32).collect();
+    let ones = vec![1i32; (b * s) as usize];
+    vec![
+        HostTensor::from_i32(&rows("inputs"), &dims),
+        HostTensor::from_i32(&pos, &dims),
+        HostTensor::from_i32(&ones, &dims),
+        HostTensor::from_i32(&rows("targets"), &dims),
+        HostTensor::from_i32(&ones, &dims),
+    ]
+}
+
+fn rt() -> Runtime {
+    Runtime::new(open_client(Hardware::Cpu, None, Some(1)).unwrap())
+}
+
+/// HF-named tensors of a safetensors file, as f32.
+fn hf_file(path: &Path) -> HashMap<String, Vec<f32>> {
+    let ck = hf::HfCheckpoint::open(path.parent().unwrap()).ok();
+    let _ = ck;
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors().into_iter().map(|(n, v)| (n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())).collect()
+}
+
+fn check_grads(fx: &Fixture, scan: &str) {
+    let cfg = config(fx, &[scan]);
+    let (b, s) = batch_shape(fx);
+    let (loss_fn, decls) = loss_function(&cfg, b, s);
+    let n = decls.len();
+    let f = value_and_grad(&loss_fn, &(5..5 + n).collect::<Vec<_>>());
+    let params = hf::load_params(&fx.model_dir, &decls, &cfg.model).unwrap();
+    let mut args = batch(fx);
+    args.extend(params.iter().cloned());
+    let out = rt().run(&Program::new("grads", f), &args).unwrap();
+    let (loss_sum, weights) = (out[0].to_f64()[0], out[1].to_f64()[0]);
+    let loss = loss_sum / (weights + 1e-8);
+    let want_loss = fx.reference["loss"].as_f64().unwrap();
+    assert!(((loss - want_loss) / want_loss).abs() < 1e-5, "loss {loss} vs torch {want_loss}");
+    // d mean-loss / d params = d sum / weights; map back to HF names and compare with torch.
+    let grads: Vec<HostTensor> = out[2..].iter().map(|g| HostTensor::from_f32(&g.to_f32().iter().map(|v| (*v as f64 / (weights + 1e-8)) as f32).collect::<Vec<_>>(), &g.dims)).collect();
+    let ours = hf::hf_tensors_for(&decls, &grads, &cfg.model).unwrap();
+    let torch = hf_file(&fx.train_dir.join("grads.safetensors"));
+    let mut worst = (0f64, String::new());
+    let mut sq = 0f64;
+    for (name, t) in &ours {
+        let want = torch.get(name).unwrap_or_else(|| panic!("torch has no grad {name}"));
+        let got = t.to_f32();
+        sq += got.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+        let e = if want.iter().all(|v| *v == 0.0) { got.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) } else { rel_err(&got, want) };
+        if e > worst.0 {
+            worst = (e, name.clone());
+        }
+    }
+    assert!(worst.0 < 1e-3, "gradient {} differs from torch by {:.2e} (relative to its max)", worst.1, worst.0);
+    let norm = sq.sqrt();
+    let want_norm = fx.reference["grad_global_norm_f64"].as_f64().unwrap();
+    assert!(((norm - want_norm) / want_norm).abs() < 1e-4, "grad norm {norm} vs torch {want_norm}");
+}
+
+/// `later_tol`: relative tolerance of loss and grad norm after the first update (see `other_shapes_match_torch`).
+fn check_three_steps(fx: &Fixture, extra: &[&str], later_tol: f64) {
+    let cfg = config(fx, extra);
+    let (b, s) = batch_shape(fx);
+    let tp = train_program(&cfg, b, s).unwrap();
+    let n = tp.num_params();
+    let params = hf::load_params(&fx.model_dir, &tp.decls, &cfg.model).unwrap();
+    let zeros = |t: &HostTensor| HostTensor::from_bytes(t.dtype, &t.dims, vec![0u8; t.data.len()]);
+    let mut state = vec![HostTensor::from_i32(&[0], &[]), HostTensor::from_i32(&[0], &[])];
+    state.extend(params.iter().cloned());
+    state.extend(params.iter().map(zeros));
+    state.extend(params.iter().map(zeros));
+    let runtime = rt();
+    let steps = fx.reference["steps"].as_array().unwrap();
+    for (k, want) in steps.iter().enumerate() {
+        let mut args = state.clone();
+        args.extend(batch(fx));
+        let out = runtime.run(&tp.program, &args).unwrap();
+        let m = tp.metrics_at();
+        let (loss, raw) = (out[m].to_f64()[0], out[m + 1].to_f64()[0]);
+        let (wl, wr) = (want["loss"].as_f64().unwrap(), want["raw_grad_norm_f64"].as_f64().unwrap());
+        let tol = if k == 0 { 1e-4 } else { later_tol };
+        assert!(((loss - wl) / wl).abs() < tol.min(1e-3), "step {k}: loss {loss} vs torch {wl} ({extra:?})");
+        eprintln!("step {k}: loss {loss} (torch {wl}), raw grad norm {raw} (torch {wr})");
+        assert!(((raw - wr) / wr).abs() < tol, "step {k}: raw grad norm {raw} vs torch {wr} ({extra:?})");
+        assert_eq!(out[1].to_i64()[0], k as i64 + 1, "optimizer count");
+        state = out[..tp.num_state()].to_vec();
+    }
+    let final_params: Vec<HostTensor> = state[2..2 + n].to_vec();
+    let ours = hf::hf_tensors_for(&tp.decls, &final_params, &cfg.model).unwrap();
+    let torch = hf_file(&fx.train_dir.join("params_after_3_steps.safetensors"));
+    // Relative L2 error per tensor (and over all params). Elementwise max-relative is not meaningful after
+    // AdamW: elements whose gradient is at float32 noise level (|g| ~ 1e-7 against max |g| ~ 1e-1) get
+    // updates of ±lr whose sign is that noise, in torch as much as here.
+    let (mut d2, mut p2, mut worst) = (0f64, 0f64, (0f64, String::new()));
+    for (name, t) in &ours {
+        let (got, want) = (t.to_f32(), &torch[name]);
+        let dd: f64 = got.iter().zip(want.iter()).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let pp: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        d2 += dd;
+        p2 += pp;
+        let e = (dd / pp.max(1e-30)).sqrt();
+        if e > worst.0 {
+            worst = (e, name.clone());
+        }
+    }
+    let global = (d2 / p2).sqrt();
+    eprintln!("params after {} steps vs torch: relative L2 error {global:.2e} overall, worst tensor {} {:.2e} ({extra:?})", steps.len(), worst.1, worst.0);
+    assert!(global < later_tol.min(1e-3), "params after 3 steps differ from torch by {global:.2e} (relative L2) ({extra:?})");
+    assert!(worst.0 < 10.0 * later_tol.min(1e-3), "param {} after 3 steps differs from torch by {:.2e} (relative L2) ({extra:?})", worst.1, worst.0);
+}
+
+fn shared() -> Option<Fixture> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
+    fixture(dir.clone(), dir.join("train"))
+}
+
+fn own(name: &str) -> Option<Fixture> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
+    fixture(dir.clone(), dir)
+}
+
+#[test]
+fn gradients_match_torch_autograd() {
+    let Some(fx) = shared() else { return };
+    check_grads(&fx, "scan_layers=true");
+    check_grads(&fx, "scan_layers=false");
+}
+
+#[test]
+fn three_adamw_steps_match_torch_scanned() {
+    let Some(fx) = shared() else { return };
+    check_three_steps(&fx, &["scan_layers=true"], 1e-4);
+}
+
+#[test]
+fn three_adamw_steps_match_torch_unscanned_with_accumulation() {
+    let Some(fx) = shared() else { return };
+    check_three_steps(&fx, &["scan_layers=false", "gradient_accumulation_steps=2", "per_device_batch_size=2"], 1e-4);
+}
+
+/// Gradients at the initial params are held to the same tolerance as on the shared fixture. After the
+/// first AdamW update every element moves by about ±lr whatever its gradient's size (m̂/√v̂ = g/|g| at
+/// step 1), so elements whose gradient is at float32 noise level move in a direction that is noise, in
+/// torch as much as here. On `tiny-8layers-gqa4` this is measured: torch itself, with its initial params
+/// perturbed by 1e-7 (relative), gives a step-3 grad norm of 39.57 instead of 41.31 (and a re-run of torch
+/// gives 41.34 at step 2 where the fixture recorded 41.40). So after step 1 the loss is held to 1e-3 and
+/// the grad norm to 10%.
+#[test]
+fn other_shapes_match_torch() {
+    for name in ["tiny-8layers-gqa4", "tiny-interval2-ratio1"] {
+        let Some(fx) = own(name) else { continue };
+        check_grads(&fx, "scan_layers=true");
+        check_three_steps(&fx, &["scan_layers=true"], 0.1);
+    }
+}
