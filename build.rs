@@ -16,7 +16,7 @@ fn main() {
 }
 
 fn compile_protos() {
-    let protos = ["proto/compile_options.proto", "proto/hlo.proto"];
+    let protos = ["proto/compile_options.proto", "proto/hlo.proto", "proto/tensorboard.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -1,0 +1,206 @@
+//! [`MetricsWriter`]: per step, a JSON line in `metrics_file`, scalar events in a TensorBoard file, a console
+//! line every `log_period` steps and a progress bar.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::flops::{peak_tflops_per_device, tokens_per_device, training_tflops_per_device};
+use super::step::{console_line, json_line, scalars, PerfMetrics, StepMetrics};
+use super::tensorboard::{wall_time_now, EventWriter};
+use super::MetricsError;
+use crate::config::Config;
+
+/// Where console lines go.
+#[derive(Clone, Debug, Default)]
+pub enum Console {
+    /// Standard output (above the progress bar when it is drawn): the train command's streamed output, like
+    /// MaxText's `max_logging.log` lines.
+    #[default]
+    Stdout,
+    /// Collected in memory (tests).
+    Capture(Arc<Mutex<Vec<String>>>),
+    /// Nowhere.
+    Off,
+}
+
+/// Everything a [`MetricsWriter`] needs; [`MetricsOptions::from_config`] fills it from a [`Config`].
+#[derive(Clone, Debug)]
+pub struct MetricsOptions {
+    pub run_name: String,
+    /// `metrics_file`: one JSON line per step, appended (truncated first when step 0 is written, as in
+    /// MaxText); `None` = off.
+    pub metrics_file: Option<PathBuf>,
+    /// Directory of the event file; `None` = no TensorBoard.
+    pub tensorboard_dir: Option<PathBuf>,
+    /// A console line for every step that is a multiple of this.
+    pub log_period: u64,
+    /// Length of the progress bar (`steps`).
+    pub total_steps: u64,
+    /// Training TFLOPs one device performs per step ([`training_tflops_per_device`]).
+    pub tflops_per_device: f64,
+    /// Tokens one device processes per step ([`tokens_per_device`]).
+    pub tokens_per_device: f64,
+    /// Peak TFLOP/s of one device, for `perf/mfu`; `None` = no MFU.
+    pub peak_tflops_per_device: Option<f64>,
+    /// Print `moe_lb_loss` on the console line (MoE models, as MaxText).
+    pub is_moe: bool,
+    pub console: Console,
+    /// Draw a progress bar on stderr. It is drawn only when stderr is a terminal.
+    pub progress_bar: bool,
+}
+
+impl MetricsOptions {
+    /// From the config: `run_name`, `metrics_file`, `enable_tensorboard` (events in
+    /// `<base_output_directory>/<run_name>/tensorboard/<run_name>/`, MaxText's `tensorboard_dir` +
+    /// `run_name`), `log_period`, `steps`, the FLOPs and tokens of `global_batch_size_to_train_on` ×
+    /// `max_target_length` over the config's device count, and the default peak of
+    /// [`peak_tflops_per_device`] (override the field to use another).
+    pub fn from_config(cfg: &Config) -> MetricsOptions {
+        let (batch, seq, devices) =
+            (cfg.batch.global_batch_size_to_train_on, cfg.data.max_target_length, cfg.devices.num_devices);
+        MetricsOptions {
+            run_name: cfg.run.run_name.clone(),
+            metrics_file: cfg.run.metrics_file.clone(),
+            tensorboard_dir: cfg.run.enable_tensorboard.then(|| cfg.checkpoint.tensorboard_dir.join(&cfg.run.run_name)),
+            log_period: cfg.run.log_period.max(1),
+            total_steps: cfg.train.steps,
+            tflops_per_device: training_tflops_per_device(cfg, batch, seq, devices),
+            tokens_per_device: tokens_per_device(batch, seq, devices),
+            peak_tflops_per_device: Some(peak_tflops_per_device(cfg, None)),
+            is_moe: cfg.model.is_moe(),
+            console: Console::Stdout,
+            progress_bar: true,
+        }
+    }
+}
+
+/// Writes each step's metrics as it completes. Files are written unbuffered, one `write` per step and
+/// file, so a run that dies (even without running destructors) keeps every completed step.
+pub struct MetricsWriter {
+    opts: MetricsOptions,
+    metrics_file: Option<(File, PathBuf)>,
+    events: Option<EventWriter>,
+    bar: ProgressBar,
+    last_printed: Option<u64>,
+    last: Option<(StepMetrics, PerfMetrics)>,
+    closed: bool,
+}
+
+impl MetricsWriter {
+    /// [`MetricsWriter::with_options`] of [`MetricsOptions::from_config`].
+    pub fn new(cfg: &Config) -> Result<MetricsWriter, MetricsError> {
+        MetricsWriter::with_options(MetricsOptions::from_config(cfg))
+    }
+
+    /// Opens the metrics file (creating its directory) and creates the event file.
+    pub fn with_options(opts: MetricsOptions) -> Result<MetricsWriter, MetricsError> {
+        let metrics_file = match &opts.metrics_file {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| MetricsError::io(dir, e))?;
+                }
+                let f = OpenOptions::new().create(true).append(true).open(p).map_err(|e| MetricsError::io(p, e))?;
+                Some((f, p.clone()))
+            }
+            None => None,
+        };
+        let events = opts.tensorboard_dir.as_deref().map(EventWriter::create).transpose()?;
+        let bar = if opts.progress_bar && std::io::stderr().is_terminal() {
+            ProgressBar::with_draw_target(Some(opts.total_steps), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("[{elapsed_precise}] {bar:40} {pos}/{len} steps, eta {eta} {msg}")
+                .expect("a valid progress template"),
+        );
+        Ok(MetricsWriter { opts, metrics_file, events, bar, last_printed: None, last: None, closed: false })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &MetricsOptions {
+        &self.opts
+    }
+
+    /// The event file, when TensorBoard is on.
+    pub fn event_file(&self) -> Option<&Path> {
+        self.events.as_ref().map(|e| e.path())
+    }
+
+    /// Whether the progress bar is hidden (stderr is not a terminal, or it was turned off).
+    pub fn progress_hidden(&self) -> bool {
+        self.bar.is_hidden()
+    }
+
+    /// Records one completed step: metrics-file line, TensorBoard events, console line, progress bar.
+    pub fn write(&mut self, m: &StepMetrics) -> Result<PerfMetrics, MetricsError> {
+        let perf = PerfMetrics::new(
+            self.opts.tflops_per_device,
+            self.opts.tokens_per_device,
+            m.step_time,
+            self.opts.peak_tflops_per_device,
+        );
+        let all = scalars(m, &perf);
+        if let Some((f, path)) = &mut self.metrics_file {
+            if m.step == 0 {
+                // MaxText truncates the file when it writes step 0: a restarted run starts afresh.
+                f.set_len(0).map_err(|e| MetricsError::io(path, e))?;
+            }
+            f.write_all(json_line(&all, m.step, &self.opts.run_name).as_bytes())
+                .map_err(|e| MetricsError::io(path, e))?;
+        }
+        if let Some(ev) = &mut self.events {
+            let refs: Vec<(&str, f64)> = all.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+            ev.write_scalars(m.step as i64, wall_time_now(), &refs)?;
+        }
+        if m.step.is_multiple_of(self.opts.log_period) {
+            self.print(&console_line(m, &perf, self.opts.is_moe));
+            self.last_printed = Some(m.step);
+        }
+        self.bar.set_position(m.step + 1);
+        self.bar.set_message(format!("loss {:.3}, {:.1} TFLOP/s/device", m.loss, perf.tflops_per_sec));
+        self.last = Some((m.clone(), perf));
+        Ok(perf)
+    }
+
+    /// Prints the last step's console line if the period skipped it, syncs the files to disk and finishes
+    /// the progress bar.
+    pub fn close(mut self) -> Result<(), MetricsError> {
+        self.closed = true;
+        if let Some((m, perf)) = self.last.take() {
+            if self.last_printed != Some(m.step) {
+                self.print(&console_line(&m, &perf, self.opts.is_moe));
+            }
+        }
+        self.bar.finish();
+        if let Some((f, path)) = &self.metrics_file {
+            f.sync_data().map_err(|e| MetricsError::io(path, e))?;
+        }
+        if let Some(ev) = &mut self.events {
+            ev.sync()?;
+        }
+        Ok(())
+    }
+
+    fn print(&self, line: &str) {
+        match &self.opts.console {
+            Console::Stdout => self.bar.suspend(|| println!("{line}")),
+            Console::Capture(lines) => lines.lock().expect("console capture lock").push(line.to_string()),
+            Console::Off => {}
+        }
+    }
+}
+
+impl Drop for MetricsWriter {
+    /// Without [`MetricsWriter::close`] (an error unwound the loop): leave the bar where it stopped. Every
+    /// written step is already in the files.
+    fn drop(&mut self) {
+        if !self.closed {
+            self.bar.abandon();
+        }
+    }
+}
