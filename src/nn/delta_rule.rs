@@ -52,9 +52,50 @@ fn tril_masks(g: &Graph, c: i64) -> (Tensor, Tensor) {
     (i.gt(&j), i.ge(&j))
 }
 
+/// Segment structure of a packed batch, per chunk: which (i, j) pairs share a segment, which positions
+/// continue the segment the previous chunk ended with (and so see the carried state), and which belong
+/// to the chunk's last segment (and so feed the state carried out).
+struct SegmentMasks {
+    /// [batch, chunk, ci, cj]
+    same: Tensor,
+    /// [batch, chunk, c]
+    carry_in: Tensor,
+    /// [batch, chunk, c]
+    in_last: Tensor,
+    /// [batch, chunk]: the chunk's last position continues the incoming segment.
+    carry_out: Tensor,
+}
+
+fn segment_masks(seg: &Tensor, chunk: i64) -> SegmentMasks {
+    let seg = seg.named(&["batch", "seq"]);
+    let g = seg.graph();
+    let sc = to_chunks(&seg, chunk); // [batch, chunk, c]; padding positions get segment 0
+    let same = sc.rename("c", "ci").zip_named(&sc.rename("c", "cj"), |a, b| a.eq_(b));
+    // The segment at the position before each chunk starts (-1 before the first: never equal).
+    let minus = g.scalar(-1.0, DType::S32);
+    let n = sc.dim("chunk");
+    let shifted = seg.pad(&minus, &[0, 1], &[0, n * chunk - seg.dim("seq") - 1], &[0, 0]).named(&["batch", "seq"]);
+    let prev = to_chunks(&shifted, chunk);
+    let prev = take(&prev, "c", 0, 1).reshape(&prev.dims()[..2]).named(&["batch", "chunk"]);
+    let carry_in = sc.zip_named(&prev, |s, p| s.eq_(p));
+    let last = take(&sc, "c", chunk - 1, 1).reshape(&sc.dims()[..2]).named(&["batch", "chunk"]);
+    let in_last = sc.zip_named(&last, |s, l| s.eq_(l));
+    let carry_out = take(&carry_in, "c", chunk - 1, 1).reshape(&sc.dims()[..2]).named(&["batch", "chunk"]);
+    SegmentMasks { same, carry_in, in_last, carry_out }
+}
+
+/// `t` where `mask` (broadcast by name) holds, else 0.
+fn keep_where(t: &Tensor, mask: &Tensor) -> Tensor {
+    let m = mask.broadcast_like(&t.ty().with_dtype(DType::Pred));
+    m.select(t, &t.full_like(0.0))
+}
+
 /// Chunked gated delta rule. q, k [batch, seq, heads, dk]; v [batch, seq, heads, dv]; g, beta
 /// [batch, seq, heads]; q already scaled. `state` [batch, heads, dk, dv] (f32) or zeros.
+/// `segments` [batch, seq] (packed training): the state is reset where a new segment starts, so a packed
+/// row computes exactly what its documents would alone.
 /// Returns o [batch, seq, heads, dv] (input dtype) and the final state [batch, heads, dk, dv] (f32).
+#[allow(clippy::too_many_arguments)]
 pub fn chunked_delta_rule(
     q: &Tensor,
     k: &Tensor,
@@ -62,6 +103,7 @@ pub fn chunked_delta_rule(
     g: &Tensor,
     beta: &Tensor,
     state: Option<&Tensor>,
+    segments: Option<&Tensor>,
     chunk: i64,
 ) -> (Tensor, Tensor) {
     let dtype = v.dtype();
@@ -82,8 +124,12 @@ pub fn chunked_delta_rule(
     let gi = gc.rename("c", "ci");
     let gj = gc.rename("c", "cj");
     let diff = gi.zip_named(&gj, |a, b| a - b); // [batch, heads, chunk, ci, cj]
+    let segs = segments.map(|s| segment_masks(s, chunk));
     let masked_decay = |mask: &Tensor| {
-        let m = mask.broadcast_like(&diff.ty().with_dtype(DType::Pred));
+        let mut m = mask.broadcast_like(&diff.ty().with_dtype(DType::Pred));
+        if let Some(sm) = &segs {
+            m = m.binary(crate::ir::BinaryOp::And, &sm.same.broadcast_like(m.ty()));
+        }
         let e = m.select(&diff, &diff.full_like(0.0)).exp();
         (m.clone(), e)
     };
@@ -97,15 +143,25 @@ pub fn chunked_delta_rule(
     let s = strict_m.select(&(&kk * &strict_decay), &kk.full_like(0.0));
     let solve = |b: &Tensor| s.triangular_solve(&b.rename("c", "ci"), true, true, true, false).rename("ci", "c");
     let u = solve(&vb); // [batch, heads, chunk, c, dv]
-    let egc = gc.exp();
+    let mut egc = gc.exp();
+    if let Some(sm) = &segs {
+        // Positions after a segment start within the chunk do not see the carried state.
+        egc = keep_where(&egc, &sm.carry_in);
+    }
     let w = solve(&kb.zip_named(&egc, |a, b| a * b)); // [batch, heads, chunk, c, dk]
     // Intra-chunk attention (q_i·k_j) e^{Γ_i−Γ_j} for i >= j.
     let qk = q.rename("c", "ci").dot(&k.rename("c", "cj"), &["dk"]);
     let intra = incl_m.select(&(&qk * &incl_decay), &qk.full_like(0.0));
     let qe = q.zip_named(&egc, |a, b| a * b);
     let g_last = take(&gc, "c", chunk - 1, 1).reshape(&gc.dims()[..3]).named(&["batch", "heads", "chunk"]);
-    let kd = k.zip_named(&g_last.zip_named(&gc, |l, x| (l - x).exp()), |a, b| a * b);
-    let e_last = g_last.exp();
+    let mut kd = k.zip_named(&g_last.zip_named(&gc, |l, x| (l - x).exp()), |a, b| a * b);
+    let mut e_last = g_last.exp();
+    if let Some(sm) = &segs {
+        // Only the chunk's last segment feeds the state carried out, and a segment start inside the chunk
+        // drops the incoming state.
+        kd = keep_where(&kd, &sm.in_last);
+        e_last = keep_where(&e_last, &sm.carry_out);
+    }
 
     let (b, h, dk, dv) = (q.dim("batch"), q.dim("heads"), q.dim("dk"), v.dim("dv"));
     let s0 = match state {

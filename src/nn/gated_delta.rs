@@ -82,6 +82,15 @@ impl GatedDeltaNet {
     /// Causal depthwise conv over seq: `c[t] = Σ_j W[j] u[t−(K−1)+j]`, with `state` ([batch, K−1, conv], the
     /// inputs before this chunk) or zeros in front. Returns (silu(c) in u's dtype, the new state).
     fn causal_conv(&self, u: &Tensor, state: Option<&Tensor>) -> (Tensor, Tensor) {
+        self.conv_impl(u, state, None)
+    }
+
+    /// The causal conv of a packed row: a tap reading another segment's input reads zero.
+    fn causal_conv_segments(&self, u: &Tensor, segment_ids: Option<&Tensor>) -> (Tensor, Tensor) {
+        self.conv_impl(u, None, segment_ids)
+    }
+
+    fn conv_impl(&self, u: &Tensor, state: Option<&Tensor>, segment_ids: Option<&Tensor>) -> (Tensor, Tensor) {
         let (kc, t) = (self.kernel, u.dim("seq"));
         let g = u.graph();
         let padded = match state {
@@ -94,7 +103,15 @@ impl GatedDeltaNet {
         let mut acc: Option<Tensor> = None;
         for j in 0..kc {
             let w = self.conv.slice_dim(0, j, 1).reshape(&[self.conv.dims()[2]]).named(&["conv"]);
-            let term = padded.slice_dim(1, j, t).zip_named(&w, |a, b| a * b);
+            let mut term = padded.slice_dim(1, j, t).zip_named(&w, |a, b| a * b);
+            if let Some(seg) = segment_ids {
+                // Segment of the input this tap reads (−1 before the row starts) against the output's.
+                let seg = seg.named(&["batch", "seq"]);
+                let minus = g.scalar(-1.0, DType::S32);
+                let src = seg.pad(&minus, &[0, kc - 1], &[0, 0], &[0, 0]).slice_dim(1, j, t).named(&["batch", "seq"]);
+                let same = src.eq_(&seg);
+                term = same.broadcast_like(&term.ty().with_dtype(DType::Pred)).select(&term, &term.full_like(0.0));
+            }
             acc = Some(match acc {
                 None => term,
                 Some(a) => &a + &term,
@@ -149,12 +166,15 @@ impl GatedDeltaNet {
         y.dot(&self.w_out, &["value"])
     }
 
-    /// Full sequence from an empty state: x [batch, seq, embed] -> [batch, seq, embed].
+    /// Full sequence from an empty state: x [batch, seq, embed] -> [batch, seq, embed]. With
+    /// `segment_ids` (packed training; 0 = padding) the conv and the delta-rule state are reset at segment
+    /// starts — unlike MaxText, which leaks state across packed documents — so packed training equals
+    /// per-document training.
     pub fn forward(&self, x: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
         let p = self.project(x);
-        let (u, _) = self.causal_conv(&p.qkv, None);
+        let (u, _) = self.causal_conv_segments(&p.qkv, segment_ids);
         let [q, k, v, g, beta] = self.heads(&u, &p, segment_ids);
-        let (o, _) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, self.chunk);
+        let (o, _) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, segment_ids, self.chunk);
         self.output(&o, &p)
     }
 
@@ -165,7 +185,7 @@ impl GatedDeltaNet {
         let p = self.project(x);
         let (u, _) = self.causal_conv(&p.qkv, None);
         let [q, k, v, g, beta] = self.heads(&u, &p, Some(segment_ids));
-        let (o, rec) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, self.chunk);
+        let (o, rec) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, None, self.chunk);
         // Conv inputs at positions lengths[b]−(K−1) .. lengths[b]−1, i.e. index lengths[b]+j of the input
         // left-padded with K−1 zeros: gathered with a one-hot contraction over seq.
         let (kc, t) = (self.kernel, x.dim("seq"));
