@@ -48,8 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices(a) => devices(&a.args),
-        Command::Train(_) => not_built("train", "the training issue (autodiff, AdamW, data pipeline)"),
-        Command::Convert(_) => not_built("convert", "the Orbax checkpoint issue"),
+        Command::Train(a) => commands::train::run(&a.args),
+        Command::Convert(a) => commands::convert::run(&a.args),
         Command::Decode(a) => commands::decode::run(&a.args),
         Command::CheckLogits(a) => commands::check_logits::run(&a.args),
         Command::Compile(_) => not_built("compile", "the TPU AOT work"),

@@ -1,6 +1,8 @@
-//! Checkpoints: HuggingFace safetensors import (and the inverse mapping for export).
-//!
-//! The Orbax side (MaxText's on-disk layout) lives beside this module; HF names appear only in [`hf`].
+//! Checkpoints: Orbax (MaxText's on-disk layout, [`orbax`]), model parameters inside it ([`params`]), the
+//! full train state ([`train_state`]), and HuggingFace safetensors import / export ([`hf`]). HF names
+//! appear only in [`hf`].
 
 pub mod hf;
 pub mod orbax;
+pub mod params;
+pub mod train_state;

@@ -1,6 +1,8 @@
 //! The subcommands' bodies (the CLI's edge: `anyhow` errors, printing).
 
 pub mod check_logits;
+pub mod convert;
 pub mod decode;
 pub mod export_hlo;
 pub mod setup;
+pub mod train;

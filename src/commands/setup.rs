@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::hf;
-use maxtext::config::{self, Config};
+use maxtext::checkpoint::params::ModelCheckpoint;
+use maxtext::config::{self, Config, Origin};
 use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
 use maxtext::runtime::HostTensor;
@@ -26,8 +27,17 @@ fn value_of<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 /// Loads the config. With `hf_model_path=DIR` and no `model_name`, the architecture comes from
-/// `DIR/config.json` (placed before the command line, so explicit keys still win).
+/// `DIR/config.json` (placed before the command line, so explicit keys still win). With
+/// `load_parameters_path` / `load_full_state_path` and no explicit `scan_layers` (command line or
+/// `M_SCAN_LAYERS`), `scan_layers` is taken from the checkpoint, as MaxText does, and said on stderr.
 pub fn load_config(args: &[String]) -> Result<Config> {
+    let (base, overrides) = config_args(args)?;
+    let cfg = Config::load(&base, &overrides)?;
+    sync_scan_layers(cfg, &base, overrides)
+}
+
+/// The base yml and the overrides [`load_config`] merges (with the HF `config.json` keys in front).
+pub fn config_args(args: &[String]) -> Result<(PathBuf, Vec<String>)> {
     let (base, mut overrides) = split_base(args)?;
     if let Some(dir) = value_of(&overrides, "hf_model_path") {
         if value_of(&overrides, "model_name").is_none() {
@@ -37,7 +47,37 @@ pub fn load_config(args: &[String]) -> Result<Config> {
             overrides = from_hf;
         }
     }
-    Ok(Config::load(&base, &overrides)?)
+    Ok((base, overrides))
+}
+
+/// Whether `key` was set by the user (command line or `M_<KEY>`), not by a yml default.
+pub fn is_explicit(cfg: &Config, key: &str) -> bool {
+    matches!(cfg.raw().origin(key), Some(Origin::CommandLine) | Some(Origin::Env(_)))
+}
+
+/// The checkpoint a config restores from: `load_parameters_path`, else `load_full_state_path`.
+pub fn restore_path(cfg: &Config) -> Option<&Path> {
+    cfg.checkpoint.load_parameters_path.as_deref().or(cfg.checkpoint.load_full_state_path.as_deref())
+}
+
+fn sync_scan_layers(cfg: Config, base: &Path, mut overrides: Vec<String>) -> Result<Config> {
+    let Some(path) = restore_path(&cfg) else { return Ok(cfg) };
+    if is_explicit(&cfg, "scan_layers") {
+        // A mismatch is reported, with the fix, when the parameters are restored.
+        return Ok(cfg);
+    }
+    let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
+    match ckpt.scan_layers() {
+        Some(scan) if scan != cfg.compute.scan_layers => {
+            eprintln!(
+                "checkpoint {} was written with scan_layers={scan}; using scan_layers={scan} (not given, so it follows the checkpoint, as in MaxText)",
+                ckpt.dir().display()
+            );
+            overrides.push(format!("scan_layers={scan}"));
+            Ok(Config::load(base, &overrides)?)
+        }
+        _ => Ok(cfg),
+    }
 }
 
 pub fn plugin_hardware(h: config::Hardware) -> pjrt::Hardware {
@@ -54,14 +94,17 @@ pub fn client(cfg: &Config) -> Result<Client> {
     Ok(open_client(hw, cfg.run.pjrt_plugin_path.as_deref(), count)?)
 }
 
-/// Parameter values for `decls`, from `hf_model_path` (Orbax `load_parameters_path` lands with the
-/// checkpoint issue).
+/// Parameter values for `decls`: from the Orbax checkpoint of `load_parameters_path` /
+/// `load_full_state_path` (params only, converted to each decl's dtype), else from `hf_model_path`.
 pub fn load_params(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
-    if let Some(p) = cfg.raw().opt_string("load_parameters_path")?.filter(|s| !s.is_empty()) {
-        bail!("load_parameters_path={p}: restoring Orbax checkpoints is not built yet; use hf_model_path=DIR");
+    if let Some(path) = restore_path(cfg) {
+        let _span = tracing::info_span!("load", from = %path.display()).entered();
+        let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
+        eprintln!("restoring parameters from {}", ckpt.dir().display());
+        return Ok(ckpt.restore_params(decls, &cfg.model)?);
     }
     let Some(dir) = cfg.tools.hf_model_path.as_ref() else {
-        bail!("no weights given: set hf_model_path=DIR (a HuggingFace checkpoint directory)");
+        bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)");
     };
     let _span = tracing::info_span!("load", from = %dir.display()).entered();
     Ok(hf::load_params(dir, decls, &cfg.model)?)
@@ -70,8 +113,7 @@ pub fn load_params(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>>
 /// As [`load_params`], but with no weights configured, random weights from `init_weights_seed` (said on
 /// stderr): what `decode` of a fresh tiny model uses.
 pub fn load_params_or_init(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
-    let has_orbax = cfg.raw().opt_string("load_parameters_path")?.is_some_and(|s| !s.is_empty());
-    if cfg.tools.hf_model_path.is_none() && !has_orbax {
+    if cfg.tools.hf_model_path.is_none() && restore_path(cfg).is_none() {
         eprintln!("no weights given (hf_model_path / load_parameters_path): using random weights from init_weights_seed={}", cfg.train.init_weights_seed);
         return Ok(maxtext::runtime::init_params(decls, cfg.train.init_weights_seed));
     }

@@ -4,8 +4,10 @@ mod execute;
 mod generate;
 mod host;
 mod init;
+mod trainer;
 
 pub use execute::{shard_host, unshard_host, RunError, Runtime};
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};
 pub use init::init_params;
+pub use trainer::{StepOutput, Trainer};

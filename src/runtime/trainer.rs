@@ -1,0 +1,108 @@
+//! The train state on device: (step, count, params, mu, nu) uploaded once, sharded as the train program
+//! says, and replaced by the program's donated outputs every step. Only the batch goes up and the metrics
+//! come down; the whole state comes to the host only for a checkpoint.
+
+use super::execute::{shard_host, unshard_host, RunError, Runtime};
+use super::HostTensor;
+use crate::ir::Program;
+use crate::pjrt::{Buffer, LoadedExecutable};
+use crate::program::TrainProgram;
+use std::sync::Arc;
+
+/// The metrics a train step returns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutput {
+    pub loss: f64,
+    pub raw_grad_norm: f64,
+    pub grad_norm: f64,
+    pub learning_rate: f64,
+    pub total_weights: f64,
+}
+
+pub struct Trainer<'r> {
+    rt: &'r Runtime,
+    tp: TrainProgram,
+    exe: Arc<LoadedExecutable>,
+    /// Per device, the state buffers (the program's first `num_state` arguments).
+    state: Vec<Vec<Buffer>>,
+}
+
+fn upload(rt: &Runtime, p: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<Vec<Buffer>, RunError> {
+    let ty = &p.main.params[arg];
+    if x.dtype != ty.dtype || x.dims != ty.dims {
+        return Err(RunError::Input {
+            index: arg,
+            name: p.arg_names[arg].clone(),
+            expected: format!("{}{:?}", ty.dtype, ty.dims),
+            got: format!("{}{:?}", x.dtype, x.dims),
+        });
+    }
+    let devices = exe.addressable_devices();
+    let shards = shard_host(x, p.arg_shardings[arg].as_ref(), p.mesh.as_ref(), devices.len());
+    shards
+        .into_iter()
+        .enumerate()
+        .map(|(d, (bytes, dims))| Ok(rt.client().buffer_from_bytes(&bytes, x.dtype, &dims, &devices[d])?))
+        .collect()
+}
+
+impl<'r> Trainer<'r> {
+    /// Compiles the step and uploads `state` (step, count, params, mu, nu in the program's order).
+    pub fn new(rt: &'r Runtime, tp: TrainProgram, state: &[HostTensor]) -> Result<Trainer<'r>, RunError> {
+        let n = tp.num_state();
+        if state.len() != n {
+            return Err(RunError::Arity { program: "train_step state".into(), expected: n, got: state.len() });
+        }
+        let exe = rt.compile(&tp.program)?;
+        let devices = exe.addressable_devices().len();
+        let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(n)).collect();
+        for (i, x) in state.iter().enumerate() {
+            for (d, b) in upload(rt, &tp.program, &exe, i, x)?.into_iter().enumerate() {
+                per_device[d].push(b);
+            }
+        }
+        Ok(Trainer { rt, tp, exe, state: per_device })
+    }
+
+    pub fn program(&self) -> &TrainProgram {
+        &self.tp
+    }
+
+    /// One step on `batch` (the five batch arrays in `BATCH_KEYS` order).
+    pub fn step(&mut self, batch: &[HostTensor]) -> Result<StepOutput, RunError> {
+        let p = &self.tp.program;
+        let first = self.tp.num_state();
+        let mut bufs: Vec<Vec<Buffer>> = Vec::with_capacity(batch.len());
+        for (k, x) in batch.iter().enumerate() {
+            bufs.push(upload(self.rt, p, &self.exe, first + k, x)?);
+        }
+        let args: Vec<Vec<&Buffer>> = self
+            .state
+            .iter()
+            .enumerate()
+            .map(|(d, s)| s.iter().chain(bufs.iter().map(|b| &b[d])).collect())
+            .collect();
+        let mut outs = self.exe.execute(&args)?;
+        let m = self.tp.metrics_at();
+        let metric = |k: usize| -> Result<f64, RunError> { Ok(self.download_from(&outs, m + k)?.to_f64()[0]) };
+        let out = StepOutput { loss: metric(0)?, raw_grad_norm: metric(1)?, grad_norm: metric(2)?, learning_rate: metric(3)?, total_weights: metric(4)? };
+        for o in outs.iter_mut() {
+            o.truncate(first);
+        }
+        self.state = outs;
+        Ok(out)
+    }
+
+    fn download_from(&self, outs: &[Vec<Buffer>], r: usize) -> Result<HostTensor, RunError> {
+        let p = &self.tp.program;
+        let ty = p.main.value_type(p.main.results[r]).clone();
+        let shards: Vec<Vec<u8>> = outs.iter().map(|d| d[r].to_bytes()).collect::<Result<_, _>>()?;
+        Ok(unshard_host(shards, &ty, p.result_shardings[r].as_ref(), p.mesh.as_ref()))
+    }
+
+    /// The whole state on the host (for a checkpoint): step, count, params, mu, nu.
+    pub fn state_to_host(&self) -> Result<Vec<HostTensor>, RunError> {
+        let n = self.tp.num_state();
+        (0..n).map(|r| self.download_from(&self.state, r)).collect()
+    }
+}
