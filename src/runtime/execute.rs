@@ -76,23 +76,41 @@ impl Runtime {
         if inputs.len() != params.len() {
             return Err(RunError::Arity { program: program.name.clone(), expected: params.len(), got: inputs.len() });
         }
-        let devices = exe.addressable_devices();
-        let mut per_device: Vec<Vec<Buffer>> = devices.iter().map(|_| Vec::with_capacity(inputs.len())).collect();
-        for (i, (x, ty)) in inputs.iter().zip(params).enumerate() {
-            if x.dtype != ty.dtype || x.dims != ty.dims {
-                return Err(RunError::Input {
-                    index: i,
-                    name: program.arg_names.get(i).cloned().unwrap_or_default(),
-                    expected: format!("{}{:?}", ty.dtype, ty.dims),
-                    got: format!("{}{:?}", x.dtype, x.dims),
-                });
-            }
-            let shards = shard_host(x, program.arg_shardings[i].as_ref(), program.mesh.as_ref(), devices.len());
-            for (p, (shard, dims)) in shards.into_iter().enumerate() {
-                per_device[p].push(self.client.buffer_from_bytes(&shard, x.dtype, &dims, &devices[p])?);
+        let mut per_device: Vec<Vec<Buffer>> = exe.addressable_devices().iter().map(|_| Vec::with_capacity(inputs.len())).collect();
+        for (i, x) in inputs.iter().enumerate() {
+            for (d, b) in self.upload_arg(program, exe, i, x)?.into_iter().enumerate() {
+                per_device[d].push(b);
             }
         }
         Ok(per_device)
+    }
+
+    /// Uploads one host array as the per-device shards of argument `arg` of `program` (checked against the
+    /// argument's type).
+    pub fn upload_arg(&self, program: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<Vec<Buffer>> {
+        let ty = &program.main.params[arg];
+        if x.dtype != ty.dtype || x.dims != ty.dims {
+            return Err(RunError::Input {
+                index: arg,
+                name: program.arg_names.get(arg).cloned().unwrap_or_default(),
+                expected: format!("{}{:?}", ty.dtype, ty.dims),
+                got: format!("{}{:?}", x.dtype, x.dims),
+            });
+        }
+        let devices = exe.addressable_devices();
+        let shards = shard_host(x, program.arg_shardings[arg].as_ref(), program.mesh.as_ref(), devices.len());
+        shards
+            .into_iter()
+            .enumerate()
+            .map(|(d, (bytes, dims))| Ok(self.client.buffer_from_bytes(&bytes, x.dtype, &dims, &devices[d])?))
+            .collect()
+    }
+
+    /// Result `r` of an execution (`outs[device][result]`) as one whole host array.
+    pub fn download_result(&self, program: &Program, outs: &[Vec<Buffer>], r: usize) -> Result<HostTensor> {
+        let ty = program.main.value_type(program.main.results[r]).clone();
+        let shards: Vec<Vec<u8>> = outs.iter().map(|d| d[r].to_bytes()).collect::<std::result::Result<_, _>>()?;
+        Ok(unshard_host(shards, &ty, program.result_shardings[r].as_ref(), program.mesh.as_ref()))
     }
 
     /// Runs `program` on host inputs and returns whole (unsharded) host outputs.
@@ -104,14 +122,7 @@ impl Runtime {
             let _span = tracing::info_span!("execute", program = %program.name).entered();
             exe.execute(&refs)?
         };
-        let types = program.main.result_types();
-        let mut results = Vec::with_capacity(types.len());
-        for (r, ty) in types.iter().enumerate() {
-            let shards: Vec<Vec<u8>> =
-                outs.iter().map(|dev| dev[r].to_bytes()).collect::<std::result::Result<_, _>>()?;
-            results.push(unshard_host(shards, ty, program.result_shardings[r].as_ref(), program.mesh.as_ref()));
-        }
-        Ok(results)
+        (0..program.main.results.len()).map(|r| self.download_result(program, &outs, r)).collect()
     }
 }
 

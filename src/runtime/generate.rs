@@ -2,10 +2,9 @@
 //! the decode state (KV, conv, recurrent caches) and the RNG state stay on the device between steps,
 //! donated to each step. Only the new tokens (and, when asked, logits) come back to the host.
 
-use super::execute::{shard_host, unshard_host, RunError, Runtime};
+use super::execute::{RunError, Runtime};
 use super::HostTensor;
 use crate::config::Config;
-use crate::ir::Program;
 use crate::pjrt::{Buffer, LoadedExecutable};
 use crate::program::{decode_program, prefill_program, DecodeProgram, OUT_LOGITS, OUT_RNG, OUT_STATE, OUT_TOKEN};
 use std::sync::Arc;
@@ -57,23 +56,6 @@ pub struct Generator<'r> {
     params: Vec<Vec<Buffer>>,
 }
 
-/// Uploads one host array as the per-device shards of argument `arg` of `program`.
-fn upload(rt: &Runtime, program: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<Vec<Buffer>> {
-    let devices = exe.addressable_devices();
-    let shards = shard_host(x, program.arg_shardings[arg].as_ref(), program.mesh.as_ref(), devices.len());
-    let mut out = Vec::with_capacity(devices.len());
-    for (p, (bytes, dims)) in shards.into_iter().enumerate() {
-        out.push(rt.client().buffer_from_bytes(&bytes, x.dtype, &dims, &devices[p]).map_err(RunError::from)?);
-    }
-    Ok(out)
-}
-
-fn download(program: &Program, outs: &[Vec<Buffer>], r: usize) -> Result<HostTensor> {
-    let ty = program.main.value_type(program.main.results[r]).clone();
-    let shards: Vec<Vec<u8>> = outs.iter().map(|d| d[r].to_bytes()).collect::<std::result::Result<_, _>>().map_err(RunError::from)?;
-    Ok(unshard_host(shards, &ty, program.result_shardings[r].as_ref(), program.mesh.as_ref()))
-}
-
 /// Smallest power of two >= `n` (at least 1), capped at `cap`.
 pub fn prefill_bucket(n: usize, cap: usize) -> usize {
     n.next_power_of_two().min(cap).max(n)
@@ -90,17 +72,7 @@ impl<'r> Generator<'r> {
         let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(params.len())).collect();
         for (i, p) in params.iter().enumerate() {
             let arg = decode.first_param + i;
-            let ty = &decode.program.main.params[arg];
-            if p.dtype != ty.dtype || p.dims != ty.dims {
-                return Err(RunError::Input {
-                    index: arg,
-                    name: decode.decls[i].path.clone(),
-                    expected: format!("{}{:?}", ty.dtype, ty.dims),
-                    got: format!("{}{:?}", p.dtype, p.dims),
-                }
-                .into());
-            }
-            for (d, b) in upload(rt, &decode.program, &decode_exe, arg, p)?.into_iter().enumerate() {
+            for (d, b) in rt.upload_arg(&decode.program, &decode_exe, arg, p)?.into_iter().enumerate() {
                 per_device[d].push(b);
             }
         }
@@ -170,7 +142,7 @@ impl<'r> Generator<'r> {
         let pp = &prefill.program;
         let mut inputs: Vec<Vec<Buffer>> = Vec::new();
         for (i, x) in host_inputs.iter().enumerate() {
-            inputs.push(upload(self.rt, pp, &prefill_exe, i, x)?);
+            inputs.push(self.rt.upload_arg(pp, &prefill_exe, i, x)?);
         }
         let devices = self.params.len();
         let args: Vec<Vec<&Buffer>> =
@@ -187,8 +159,8 @@ impl<'r> Generator<'r> {
         let t_decode = Instant::now();
         let mut steps = 0;
         loop {
-            let next = download(program, &outs, OUT_TOKEN)?.to_i64();
-            let step_logits = if keep_logits { Some(download(program, &outs, OUT_LOGITS)?.to_f32()) } else { None };
+            let next = self.rt.download_result(program, &outs, OUT_TOKEN)?.to_i64();
+            let step_logits = if keep_logits { Some(self.rt.download_result(program, &outs, OUT_LOGITS)?.to_f32()) } else { None };
             if first_token_time.is_zero() {
                 first_token_time = t0.elapsed();
             }
@@ -216,8 +188,8 @@ impl<'r> Generator<'r> {
             let toks: Vec<i32> = (0..b).map(|r| *generated[r.min(rows - 1)].last().unwrap() as i32).collect();
             let poss: Vec<i32> = (0..b).map(|r| pos[r.min(rows - 1)] as i32).collect();
             let dp = &self.decode.program;
-            let tok_buf = upload(self.rt, dp, &self.decode_exe, 0, &HostTensor::from_i32(&toks, &[b as i64, 1]))?;
-            let pos_buf = upload(self.rt, dp, &self.decode_exe, 1, &HostTensor::from_i32(&poss, &[b as i64, 1]))?;
+            let tok_buf = self.rt.upload_arg(dp, &self.decode_exe, 0, &HostTensor::from_i32(&toks, &[b as i64, 1]))?;
+            let pos_buf = self.rt.upload_arg(dp, &self.decode_exe, 1, &HostTensor::from_i32(&poss, &[b as i64, 1]))?;
             let args: Vec<Vec<&Buffer>> = (0..devices)
                 .map(|d| {
                     let mut a = vec![&tok_buf[d], &pos_buf[d]];

@@ -2,9 +2,8 @@
 //! says, and replaced by the program's donated outputs every step. Only the batch goes up and the metrics
 //! come down; the whole state comes to the host only for a checkpoint.
 
-use super::execute::{shard_host, unshard_host, RunError, Runtime};
+use super::execute::{RunError, Runtime};
 use super::HostTensor;
-use crate::ir::Program;
 use crate::pjrt::{Buffer, LoadedExecutable};
 use crate::program::TrainProgram;
 use std::sync::Arc;
@@ -27,25 +26,6 @@ pub struct Trainer<'r> {
     state: Vec<Vec<Buffer>>,
 }
 
-fn upload(rt: &Runtime, p: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<Vec<Buffer>, RunError> {
-    let ty = &p.main.params[arg];
-    if x.dtype != ty.dtype || x.dims != ty.dims {
-        return Err(RunError::Input {
-            index: arg,
-            name: p.arg_names[arg].clone(),
-            expected: format!("{}{:?}", ty.dtype, ty.dims),
-            got: format!("{}{:?}", x.dtype, x.dims),
-        });
-    }
-    let devices = exe.addressable_devices();
-    let shards = shard_host(x, p.arg_shardings[arg].as_ref(), p.mesh.as_ref(), devices.len());
-    shards
-        .into_iter()
-        .enumerate()
-        .map(|(d, (bytes, dims))| Ok(rt.client().buffer_from_bytes(&bytes, x.dtype, &dims, &devices[d])?))
-        .collect()
-}
-
 impl<'r> Trainer<'r> {
     /// Compiles the step and uploads `state` (step, count, params, mu, nu in the program's order).
     pub fn new(rt: &'r Runtime, tp: TrainProgram, state: &[HostTensor]) -> Result<Trainer<'r>, RunError> {
@@ -57,7 +37,7 @@ impl<'r> Trainer<'r> {
         let devices = exe.addressable_devices().len();
         let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(n)).collect();
         for (i, x) in state.iter().enumerate() {
-            for (d, b) in upload(rt, &tp.program, &exe, i, x)?.into_iter().enumerate() {
+            for (d, b) in rt.upload_arg(&tp.program, &exe, i, x)?.into_iter().enumerate() {
                 per_device[d].push(b);
             }
         }
@@ -74,7 +54,7 @@ impl<'r> Trainer<'r> {
         let first = self.tp.num_state();
         let mut bufs: Vec<Vec<Buffer>> = Vec::with_capacity(batch.len());
         for (k, x) in batch.iter().enumerate() {
-            bufs.push(upload(self.rt, p, &self.exe, first + k, x)?);
+            bufs.push(self.rt.upload_arg(p, &self.exe, first + k, x)?);
         }
         let args: Vec<Vec<&Buffer>> = self
             .state
@@ -94,10 +74,7 @@ impl<'r> Trainer<'r> {
     }
 
     fn download_from(&self, outs: &[Vec<Buffer>], r: usize) -> Result<HostTensor, RunError> {
-        let p = &self.tp.program;
-        let ty = p.main.value_type(p.main.results[r]).clone();
-        let shards: Vec<Vec<u8>> = outs.iter().map(|d| d[r].to_bytes()).collect::<Result<_, _>>()?;
-        Ok(unshard_host(shards, &ty, p.result_shardings[r].as_ref(), p.mesh.as_ref()))
+        self.rt.download_result(&self.tp.program, outs, r)
     }
 
     /// The whole state on the host (for a checkpoint): step, count, params, mu, nu.
