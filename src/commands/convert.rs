@@ -126,13 +126,14 @@ fn to_maxtext(args: &[String]) -> Result<()> {
     }
     let dir = writer.finish()?;
     println!(
-        "wrote {}: {} arrays, {:.1} MB ({}, scan_layers={scan_layers}) in {:.1} s, {:.1} MB/s",
+        "wrote {}: {} arrays, {:.1} MB ({}, scan_layers={scan_layers}) in {:.1} s, {:.1} MB/s{}",
         dir.join("items").display(),
         decls.len(),
         total as f64 / 1e6,
         cfg.compute.weight_dtype,
         progress.start.elapsed().as_secs_f64(),
-        progress.rate()
+        progress.rate(),
+        peak_rss_mb().map_or(String::new(), |mb| format!(", peak RSS {mb:.0} MB"))
     );
     Ok(())
 }
@@ -253,4 +254,11 @@ fn move_into(tmp: &Path, out: &Path) -> Result<()> {
     }
     std::fs::remove_dir(tmp)?;
     Ok(())
+}
+
+/// This process's peak resident set (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1e3)
 }

@@ -9,6 +9,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::{HfError, Result};
+use crate::config::ModelConfig;
+use crate::ir::DType;
 
 /// Reads `<dir>/config.json` and maps it with [`config_overrides`].
 pub fn read_config_overrides(dir: &Path) -> Result<Vec<String>> {
@@ -89,6 +91,63 @@ pub fn config_overrides(json: &Value) -> Result<Vec<String>> {
     // MaxText's Qwen3-Next yml: dropout off (HF attention_dropout 0.0).
     set("enable_dropout", "false".into());
     Ok(o)
+}
+
+/// The HF `config.json` of a MaxText Qwen3-Next config (the inverse of [`config_overrides`]): both the
+/// transformers-5 keys (`layer_types`, `rope_parameters`) and the transformers-4 ones
+/// (`full_attention_interval`, `rope_theta`, `partial_rotary_factor`), so either version loads it.
+/// `dtype` is the element type of the weights written next to it.
+pub fn config_json(m: &ModelConfig, dtype: DType) -> Value {
+    let interval = m.inhomogeneous_layer_cycle_interval.max(1);
+    let layer_types: Vec<&str> = (0..m.num_decoder_layers)
+        .map(|l| if (l + 1) % interval == 0 { "full_attention" } else { "linear_attention" })
+        .collect();
+    let torch_dtype = match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "float32",
+    };
+    serde_json::json!({
+        "architectures": ["Qwen3NextForCausalLM"],
+        "model_type": "qwen3_next",
+        "attention_bias": false,
+        "attention_dropout": 0.0,
+        "decoder_sparse_step": 1,
+        "dtype": torch_dtype,
+        "torch_dtype": torch_dtype,
+        "head_dim": m.head_dim,
+        "hidden_act": "silu",
+        "hidden_size": m.emb_dim,
+        "intermediate_size": m.mlp_dim,
+        "layer_types": layer_types,
+        "full_attention_interval": interval,
+        "linear_conv_kernel_dim": m.gdn.conv_kernel_dim,
+        "linear_key_head_dim": m.gdn.key_head_dim,
+        "linear_num_key_heads": m.gdn.num_key_heads,
+        "linear_num_value_heads": m.gdn.num_value_heads,
+        "linear_value_head_dim": m.gdn.value_head_dim,
+        "mlp_only_layers": [],
+        "moe_intermediate_size": m.moe_mlp_dim,
+        "norm_topk_prob": m.norm_topk_prob,
+        "num_attention_heads": m.num_query_heads,
+        "num_experts": m.num_experts,
+        "num_experts_per_tok": m.num_experts_per_tok,
+        "num_hidden_layers": m.num_decoder_layers,
+        "num_key_value_heads": m.num_kv_heads,
+        "rms_norm_eps": m.normalization_layer_epsilon,
+        "rope_parameters": {
+            "partial_rotary_factor": m.rope.partial_rotary_factor,
+            "rope_theta": m.rope.max_timescale,
+            "rope_type": "default",
+        },
+        "rope_theta": m.rope.max_timescale,
+        "partial_rotary_factor": m.rope.partial_rotary_factor,
+        "shared_expert_intermediate_size": m.shared_expert_mlp_dim,
+        "tie_word_embeddings": m.logits_via_embedding,
+        "vocab_size": m.vocab_size,
+        "use_cache": true,
+    })
 }
 
 fn bad(reason: String) -> HfError {
@@ -252,6 +311,20 @@ mod tests {
         assert_eq!(get(&o, "normalization_layer_epsilon"), "1e-6");
         assert_eq!(get(&o, "base_mlp_dim"), "512");
         assert_eq!(get(&o, "decoder_block"), "qwen3_next");
+    }
+
+    /// config.json written from a config maps back to the same MaxText keys.
+    #[test]
+    fn config_json_round_trips() {
+        let o = config_overrides(&hf4()).unwrap();
+        let mut raw = crate::config::Config::defaults();
+        for kv in &o {
+            let (k, v) = kv.split_once('=').unwrap();
+            raw.set(k, serde_yaml_ng::from_str(v).unwrap(), crate::config::Origin::CommandLine);
+        }
+        let m = ModelConfig::from_raw(&raw).unwrap();
+        let back = config_overrides(&config_json(&m, DType::BF16)).unwrap();
+        assert_eq!(back, o);
     }
 
     #[test]

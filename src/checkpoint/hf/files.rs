@@ -186,7 +186,9 @@ impl HfCheckpoint {
             target: "a host tensor".into(),
         })?;
         let dims: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
-        Ok(Some(HostTensor::from_bytes(dtype, &dims, self.bytes(e).to_vec())))
+        let data = self.bytes(e).to_vec();
+        self.release(e);
+        Ok(Some(HostTensor::from_bytes(dtype, &dims, data)))
     }
 
     /// The tensor converted to `dtype` (float types only); `None` if absent.
@@ -199,6 +201,7 @@ impl HfCheckpoint {
         };
         let from = our_dtype(e.dtype).ok_or_else(unsupported)?;
         let data = convert_bytes(self.bytes(e), from, dtype).ok_or_else(unsupported)?;
+        self.release(e);
         let dims: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
         Ok(Some(HostTensor::from_bytes(dtype, &dims, data)))
     }
@@ -206,6 +209,19 @@ impl HfCheckpoint {
     fn bytes(&self, e: &Entry) -> &[u8] {
         let s = &self.shards[e.shard];
         &s.mmap[s.data_start + e.start..s.data_start + e.end]
+    }
+
+    /// Drops a tensor's pages from this process's resident set once it has been copied out, so that
+    /// streaming through a checkpoint larger than RAM keeps the RSS at about one tensor (the kernel's page
+    /// cache still holds the pages; a later read faults them back in).
+    fn release(&self, e: &Entry) {
+        let s = &self.shards[e.shard];
+        #[cfg(unix)]
+        // SAFETY: the map is a read-only shared file mapping: MADV_DONTNEED only unmaps its pages, and the
+        // next access reads the same file contents again, so no byte any reference sees can change.
+        let _ = unsafe {
+            s.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s.data_start + e.start, e.end - e.start)
+        };
     }
 }
 

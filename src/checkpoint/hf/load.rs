@@ -26,20 +26,40 @@ pub fn load_params(dir: &Path, decls: &[ParamDecl], cfg: &ModelConfig) -> Result
 /// time, reading only the HF tensors each needs.
 pub fn load_params_from(ckpt: &HfCheckpoint, decls: &[ParamDecl], cfg: &ModelConfig) -> Result<Vec<HostTensor>> {
     let _span = tracing::info_span!("checkpoint", hf_dir = %ckpt.dir().display()).entered();
-    let sources: Vec<Source> = decls.iter().map(|d| hf_sources(d, cfg)).collect::<Result<_>>()?;
-    check_against_headers(ckpt, decls, &sources)?;
-    let mut consumed: HashSet<String> = HashSet::new();
-    let mut out = Vec::with_capacity(decls.len());
-    for (decl, src) in decls.iter().zip(&sources) {
-        out.push(assemble(ckpt, decl, src, &mut consumed)?);
-        tracing::debug!(path = %decl.path, dims = ?decl.dims, tensors = src.hf_names.len(), "loaded");
-    }
-    let unused = unused_tensors(ckpt, &consumed);
-    if !unused.is_empty() {
-        return Err(unused_error(unused));
-    }
-    tracing::info!(params = decls.len(), hf_tensors = consumed.len(), "imported HF checkpoint");
+    let loader = ParamLoader::new(ckpt, decls, cfg)?;
+    let out = (0..decls.len()).map(|i| loader.load(i)).collect::<Result<Vec<_>>>()?;
+    tracing::info!(params = decls.len(), "imported HF checkpoint");
     Ok(out)
+}
+
+/// Parameters out of an HF checkpoint one at a time (for conversions that must not hold the model in
+/// memory): [`ParamLoader::new`] checks every header against the decls (as [`load_params_from`] does),
+/// [`ParamLoader::load`] assembles one parameter.
+pub struct ParamLoader<'a> {
+    ckpt: &'a HfCheckpoint,
+    decls: &'a [ParamDecl],
+    sources: Vec<Source>,
+}
+
+impl<'a> ParamLoader<'a> {
+    pub fn new(ckpt: &'a HfCheckpoint, decls: &'a [ParamDecl], cfg: &ModelConfig) -> Result<ParamLoader<'a>> {
+        let sources: Vec<Source> = decls.iter().map(|d| hf_sources(d, cfg)).collect::<Result<_>>()?;
+        check_against_headers(ckpt, decls, &sources)?;
+        Ok(ParamLoader { ckpt, decls, sources })
+    }
+
+    /// The HF tensors parameter `i` is made of.
+    pub fn source(&self, i: usize) -> &Source {
+        &self.sources[i]
+    }
+
+    /// Parameter `i`, stacked from its HF tensors, in its decl's dtype.
+    pub fn load(&self, i: usize) -> Result<HostTensor> {
+        let (decl, src) = (&self.decls[i], &self.sources[i]);
+        let t = assemble(self.ckpt, decl, src, &mut HashSet::new())?;
+        tracing::debug!(path = %decl.path, dims = ?decl.dims, tensors = src.hf_names.len(), "loaded");
+        Ok(t)
+    }
 }
 
 fn check_against_headers(ckpt: &HfCheckpoint, decls: &[ParamDecl], sources: &[Source]) -> Result<()> {
@@ -70,10 +90,6 @@ fn check_against_headers(ckpt: &HfCheckpoint, decls: &[ParamDecl], sources: &[So
 /// HF tensors MaxText does not load: the multi-token-prediction head.
 fn is_ignored(name: &str) -> bool {
     name.starts_with("mtp.")
-}
-
-fn unused_tensors(ckpt: &HfCheckpoint, consumed: &HashSet<String>) -> Vec<String> {
-    ckpt.names().filter(|n| !consumed.contains(*n) && !is_ignored(n)).map(str::to_string).collect()
 }
 
 fn unused_error(names: Vec<String>) -> HfError {

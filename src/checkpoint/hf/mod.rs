@@ -25,9 +25,10 @@ mod mapping;
 
 use std::path::PathBuf;
 
-pub use config::{config_overrides, read_config_overrides};
+pub use config::{config_json, config_overrides, read_config_overrides};
 pub use files::{write_safetensors, HfCheckpoint, TensorMeta};
-pub use load::{hf_tensors_for, load_params, load_params_from};
+pub use convert::{convert_bytes, StackLayout};
+pub use load::{hf_tensors_for, load_params, load_params_from, ParamLoader};
 pub use mapping::{hf_sources, Source, Transform};
 
 pub type Result<T, E = HfError> = std::result::Result<T, E>;

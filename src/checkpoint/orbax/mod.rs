@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 pub use dtype::ZarrDType;
 pub use metadata::{LeafKind, PathKey};
 pub use reader::{list_steps, ArrayData, LeafInfo, OrbaxCheckpoint};
-pub use writer::{write_checkpoint, write_checkpoint_with, ShardingRecord, WriteLeaf, WriteOptions};
+pub use writer::{write_checkpoint, write_checkpoint_with, CheckpointWriter, ShardingRecord, WriteLeaf, WriteOptions};
 
 /// Marker orbax puts into the name of a directory that is still being written; such a directory is never a
 /// finished checkpoint.
