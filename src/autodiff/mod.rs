@@ -79,6 +79,11 @@ fn replay_loop(g: &Graph, cond: &Func, body: &Func, n: usize, trip: Option<(i64,
         _ => (false, (0, 0)),
     };
     let steps = upper - lower;
+    if record && steps <= 0 {
+        // No iterations: the loop is the identity on its carries, with nothing to record (a [0, ..] stack
+        // could not even be traced into).
+        return (init.to_vec(), Some(LoopRecord { stacks: Vec::new(), lower, upper }));
+    }
     let mut carries = init.to_vec();
     if record {
         for c in init {
@@ -170,6 +175,12 @@ fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>]) -> (Vec<Option<Ten
 /// the recorded carries and applies its VJP. Returns cotangents for the loop's inputs (init carries, cond
 /// captures (none), body captures).
 fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: &LoopRecord, out_cts: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
+    if rec.upper <= rec.lower {
+        // No iterations: carry cotangents pass straight through; captures get none.
+        let mut result = out_cts[..n].to_vec();
+        result.resize(ins.len(), None);
+        return result;
+    }
     let ncond = cond.captures.len();
     let body_caps = ins[n + ncond..].to_vec();
     let float_carry: Vec<bool> = ins[..n].iter().map(|t| t.dtype().is_float()).collect();
