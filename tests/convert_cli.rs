@@ -135,7 +135,7 @@ fn hf_to_orbax_unscanned_passes_check_logits_with_scan_layers_from_the_checkpoin
 }
 
 #[test]
-fn decode_restores_from_load_parameters_path() {
+fn decode_restores_from_load_full_state_path() {
     let Some(hf) = fixture(HF_FIXTURE, "golden_greedy.jsonl") else { return };
     let out = converted(false, "float32");
     let golden: serde_json::Value =
@@ -146,7 +146,8 @@ fn decode_restores_from_load_parameters_path() {
     let out_path = work("decode").with_extension("jsonl");
     let mut a = args(&["decode", "configs/base.yml"]);
     a.extend(tiny_model());
-    a.push(format!("load_parameters_path={}", out.join("0/items").display()));
+    // load_full_state_path restores the params of a (here params-only) checkpoint too.
+    a.push(format!("load_full_state_path={}", out.join("0/items").display()));
     a.push(format!("prompt_token_ids={ids}"));
     a.extend(args(&["per_device_batch_size=1", "dtype=float32", "weight_dtype=float32", "max_target_length=23", "max_prefill_predict_length=16"]));
     a.push(format!("decode_output_path={}", out_path.display()));

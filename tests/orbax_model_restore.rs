@@ -183,6 +183,29 @@ fn checkpoint_for_another_model_names_leaf_and_shapes() {
     let msg = ModelCheckpoint::open(&dir).unwrap().restore_params(&decls(&cfg), &cfg.model).unwrap_err().to_string();
     assert!(msg.contains("emb_dim 128") && msg.contains("emb_dim 64"), "{msg}");
 
+    // A parameter missing from the checkpoint; one the model does not have.
+    let cfg = maxtext_config(&[]);
+    let decls32 = decls(&cfg);
+    let src = ModelCheckpoint::open(&dir).unwrap();
+    let mut leaves: Vec<(String, HostTensor)> = decls32
+        .iter()
+        .filter(|d| d.path != "decoder/decoder_norm/scale")
+        .map(|d| (leaf_name(&d.path), src.read_leaf(&leaf_name(&d.path)).unwrap()))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    write_checkpoint(tmp.path(), 0, &leaves, json!({"scan_layers": true})).unwrap();
+    let err = ModelCheckpoint::open(tmp.path()).unwrap().restore_params(&decls32, &cfg.model).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RestoreError::MissingLeaf { .. }), "{msg}");
+    assert!(msg.contains("no leaf params.params.decoder.decoder_norm.scale") && msg.contains("[128]"), "{msg}");
+    leaves.push((leaf_name("decoder/decoder_norm/scale"), HostTensor::from_f32(&[1.0; 128], &[128])));
+    leaves.push((leaf_name("decoder/extra_norm/scale"), HostTensor::from_f32(&[1.0; 128], &[128])));
+    write_checkpoint(tmp.path(), 1, &leaves, json!({"scan_layers": true})).unwrap();
+    let err = ModelCheckpoint::open(tmp.path()).unwrap().restore_params(&decls32, &cfg.model).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RestoreError::UnusedLeaves { count: 1, .. }), "{msg}");
+    assert!(msg.contains("params.params.decoder.extra_norm.scale"), "{msg}");
+
     // A checkpoint without parameters.
     let tmp = tempfile::tempdir().unwrap();
     write_checkpoint(tmp.path(), 0, &[("step".into(), HostTensor::from_i32(&[1], &[]))], json!({})).unwrap();
