@@ -86,15 +86,22 @@ fn convert_then_train_matches_torch() {
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let steps = reference["steps"].as_array().unwrap();
     assert_eq!(lines.len(), steps.len());
+    // Step 0 against torch to 1e-4. After AdamW updates, float32 runs drift apart at the noise level of
+    // the tiniest gradients (torch re-run: 8.27277 at step 2 where the fixture has 8.27313), so later steps
+    // are held to the float64 ground truth (scripts/make_f64_train_reference.py): at least as close to it
+    // as torch's float32 run, or within 1e-4.
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/qwen3-next-tiny-train-f64.json")).unwrap()).unwrap();
     for (k, (got, want)) in lines.iter().zip(steps).enumerate() {
-        let (l, wl) = (got["learning/loss"].as_f64().unwrap(), want["loss"].as_f64().unwrap());
-        let (g, wg) = (got["learning/raw_grad_norm"].as_f64().unwrap(), want["raw_grad_norm_f64"].as_f64().unwrap());
-        // Step 0 is held to 1e-4. After AdamW updates, torch's own run-to-run spread on this fixture is
-        // ~5e-5 in the grad norm (a re-run gives 8.27277 at step 2 where the fixture has 8.27313), and ours
-        // lands at ~3e-4 through this path (~1e-4 through tests/train_vs_torch.rs): held to 5e-4.
-        let tol = if k == 0 { 1e-4 } else { 5e-4 };
-        assert!(((l - wl) / wl).abs() < tol, "step {k}: loss {l} vs torch {wl}");
-        assert!(((g - wg) / wg).abs() < tol, "step {k}: raw grad norm {g} vs torch {wg}");
+        for (what, key, wkey) in [("loss", "learning/loss", "loss"), ("raw_grad_norm", "learning/raw_grad_norm", "raw_grad_norm_f64")] {
+            let (ours, torch32) = (got[key].as_f64().unwrap(), want[wkey].as_f64().unwrap());
+            if k == 0 {
+                assert!(((ours - torch32) / torch32).abs() < 1e-4, "step 0: {what} {ours} vs torch {torch32}");
+            } else {
+                let exact = truth["steps"][k][what].as_f64().unwrap();
+                let allowed = ((torch32 - exact).abs() * 1.5).max(1e-4 * exact.abs());
+                assert!((ours - exact).abs() <= allowed, "step {k}: {what} {ours} vs float64 {exact} (torch float32 {torch32})");
+            }
+        }
     }
 
     // 4. The final checkpoint's params against torch's params after 3 steps (relative L2 over all).

@@ -48,7 +48,8 @@ pub fn run(args: &[String]) -> Result<()> {
         eprintln!("resuming from checkpoint {}/{s}", root.display());
         restore_train_state(&root, s, &tp.decls, &want, scan)?
     } else if let Some(path) = &cfg.checkpoint.load_full_state_path {
-        let ck = OrbaxCheckpoint::open(path).with_context(|| format!("load_full_state_path={}", path.display()))?;
+        let item = maxtext::checkpoint::params::resolve_item_dir(path).with_context(|| format!("load_full_state_path={}", path.display()))?;
+        let ck = OrbaxCheckpoint::open(&item).with_context(|| format!("load_full_state_path={}", path.display()))?;
         restore_train_state_from(&ck, &tp.decls, &want, scan)?
     } else {
         let params = load_params_or_init(&cfg, &tp.decls)?;
