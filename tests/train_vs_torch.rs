@@ -116,7 +116,7 @@ fn check_grads(fx: &Fixture, scan: &str) {
     let want_loss = fx.reference["loss"].as_f64().unwrap();
     assert!(((loss - want_loss) / want_loss).abs() < 1e-5, "loss {loss} vs torch {want_loss}");
     // d mean-loss / d params = d sum / weights; map back to HF names and compare with torch.
-    let grads: Vec<HostTensor> = out[2..].iter().map(|g| HostTensor::from_f32(&g.to_f32().iter().map(|v| (*v as f64 / (weights + 1e-8)) as f32).collect::<Vec<_>>(), &g.dims)).collect();
+    let grads: Vec<HostTensor> = out[3..].iter().map(|g| HostTensor::from_f32(&g.to_f32().iter().map(|v| (*v as f64 / (weights + 1e-8)) as f32).collect::<Vec<_>>(), &g.dims)).collect();
     let ours = hf::hf_tensors_for(&decls, &grads, &cfg.model).unwrap();
     let torch = hf_file(&fx.train_dir.join("grads.safetensors"));
     let mut worst = (0f64, String::new());

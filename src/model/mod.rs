@@ -5,4 +5,4 @@ pub mod decode;
 pub mod qwen3_next;
 
 pub use decode::{forward_with_state, state_types, DecodeState, Pass};
-pub use qwen3_next::{forward, DecoderLayer, ForwardInputs};
+pub use qwen3_next::{forward, forward_with_aux, DecoderLayer, ForwardInputs};

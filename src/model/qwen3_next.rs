@@ -47,57 +47,69 @@ impl DecoderLayer {
 
     /// x [batch, seq, embed] -> [batch, seq, embed].
     pub fn forward(&self, x: &Tensor, inputs: &ForwardInputs) -> Tensor {
+        self.forward_with_aux(x, inputs).0
+    }
+
+    /// As [`forward`](Self::forward), with the layer's MoE load-balancing loss.
+    pub fn forward_with_aux(&self, x: &Tensor, inputs: &ForwardInputs) -> (Tensor, Tensor) {
         let a = self.input_norm.forward(x);
         let seg = inputs.segment_ids.as_ref();
         let a = match &self.mixer {
             Mixer::Linear(gdn) => gdn.forward(&a, seg),
             Mixer::Full(attn) => attn.forward(&a, &inputs.positions, seg),
         };
-        self.finish(&(x + &a))
+        let h = x + &a;
+        let (m, lb) = self.moe.forward_with_aux(&self.post_norm.forward(&h));
+        (&h + &m, lb)
     }
 
-    /// The MoE half of the layer: `h + moe(norm(h))`.
+    /// The MoE half of the layer: `h + moe(norm(h))` (the decode path, which needs no auxiliary loss).
     pub(crate) fn finish(&self, h: &Tensor) -> Tensor {
         h + &self.moe.forward(&self.post_norm.forward(h))
     }
 }
 
-/// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`.
-fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, scan: bool) -> Tensor {
+/// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`. Returns the output and
+/// the sum over layers of the MoE load-balancing losses.
+fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
     let interval = cfg.inhomogeneous_layer_cycle_interval;
     let layers = cfg.num_decoder_layers;
+    let g = x.graph();
+    let zero = g.scalar(0.0, DType::F32);
     if !scan {
-        let mut x = x;
+        let (mut x, mut lb) = (x, zero);
         for l in 0..layers {
             let full = cfg.is_full_attention(l);
             let layer = pb.scope(&format!("layers_{l}"), |pb| DecoderLayer::new(cfg, pb, full));
-            x = layer.forward(&x, inputs);
+            let (nx, l_lb) = layer.forward_with_aux(&x, inputs);
+            (x, lb) = (nx, &lb + &l_lb);
         }
-        return x;
+        return (x, lb);
     }
     assert!(interval >= 1 && layers % interval == 0, "scan_layers needs num_decoder_layers ({layers}) divisible by {interval}");
     let blocks = (layers / interval) as i64;
     let locals = (interval - 1) as i64;
-    let g = x.graph();
-    pb.scope("layers", |pb| {
-        g.fori_loop(0, blocks, &[x], |_, block, carry| {
-            let mut x = carry[0].clone();
+    let out = pb.scope("layers", |pb| {
+        g.fori_loop(0, blocks, &[x, zero], |_, block, carry| {
+            let (mut x, mut lb) = (carry[0].clone(), carry[1].clone());
             if locals > 0 {
-                x = pb.scope("local_layers", |pb| {
-                    x.graph().fori_loop(0, locals, &[x.clone()], |_, local, c| {
+                let r = pb.scope("local_layers", |pb| {
+                    x.graph().fori_loop(0, locals, &[x.clone(), lb.clone()], |_, local, c| {
                         let layer = pb.stacked("layers", blocks, block, |pb| {
                             pb.stacked("local_layers", locals, local, |pb| DecoderLayer::new(cfg, pb, false))
                         });
-                        vec![layer.forward(&c[0], inputs)]
-                    })[0]
-                        .clone()
+                        let (nx, l_lb) = layer.forward_with_aux(&c[0], inputs);
+                        vec![nx, &c[1] + &l_lb]
+                    })
                 });
+                (x, lb) = (r[0].clone(), r[1].clone());
             }
             let layer = pb.scope("global_layer", |pb| pb.stacked("layers", blocks, block, |pb| DecoderLayer::new(cfg, pb, true)));
-            vec![layer.forward(&x, inputs)]
-        })[0]
-            .clone()
-    })
+            let (nx, l_lb) = layer.forward_with_aux(&x, inputs);
+            vec![nx, &lb + &l_lb]
+        })
+    });
+    (out[0].clone(), out[1].clone())
 }
 
 /// `token_embedder/embedding`: tokens [batch, seq] -> [batch, seq, embed].
@@ -121,9 +133,15 @@ pub(crate) fn lm_head(cfg: &ModelConfig, pb: &mut ParamBuilder, x: &Tensor) -> T
 
 /// tokens -> logits [batch, seq, vocab] (f32). Declares every parameter on `pb`.
 pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> Tensor {
+    forward_with_aux(cfg, pb, inputs, scan).0
+}
+
+/// As [`forward`], with the MoE load-balancing loss averaged over layers (MaxText's `moe_lb_loss` before
+/// its weight; f32 scalar).
+pub fn forward_with_aux(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
     let x = token_embed(cfg, pb, &inputs.tokens);
     pb.scope("decoder", |pb| {
-        let x = decoder_layers(cfg, pb, x, inputs, scan);
-        lm_head(cfg, pb, &x)
+        let (x, lb_sum) = decoder_layers(cfg, pb, x, inputs, scan);
+        (lm_head(cfg, pb, &x), lb_sum.mul_scalar(1.0 / cfg.num_decoder_layers as f64))
     })
 }

@@ -67,8 +67,9 @@ impl SparseMoe {
     /// Router: top-k of the raw logits. With `norm_topk_prob` the weights are the softmax over the k (f32)
     /// — equal to HF's renormalised top-k probabilities; without it they are the top-k entries of the
     /// softmax over all experts (HF's semantics; MaxText has no such path). Returns the dense combine
-    /// weights [batch, seq, exp] (zero for unselected experts) and the router logits.
-    pub fn route(&self, x: &Tensor) -> (Tensor, Tensor) {
+    /// weights [batch, seq, exp] (zero for unselected experts), the router logits, and how many of each
+    /// token's k choices went to each expert ([batch, seq, exp], f32 0/1).
+    pub fn route(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let dtype = x.dtype();
         let logits = x.dot(&self.router, &["embed"]); // [batch, seq, exp]
         let (vals, idx) = logits.top_k(self.top_k);
@@ -95,12 +96,36 @@ impl SparseMoe {
         let onehot = idx.zip_named(&experts, |i, e| i.eq_(e));
         let wk = w.broadcast_like(&ty.with_dtype(dtype));
         let combine = onehot.select(&wk, &wk.full_like(0.0)).sum_over(&["k"]);
-        (combine, logits)
+        let ones = wk.convert(DType::F32).full_like(1.0);
+        let counts = onehot.select(&ones, &ones.full_like(0.0)).sum_over(&["k"]);
+        (combine, logits, counts)
+    }
+
+    /// MaxText's load-balancing loss of one layer (moe.py `load_balance_loss`), before its weight:
+    /// `mean_{b,e}(density · prob) · E²` with `density[b,e] = mean_t Σ_k 1[idx = e]` and
+    /// `prob[b,e] = mean_t softmax(logits)[e]`.
+    pub fn load_balance_loss(logits: &Tensor, counts: &Tensor) -> Tensor {
+        let l = logits.convert(DType::F32);
+        let m = l.max_over(&["exp"]);
+        let e = l.zip_named(&m, |v, m| (v - m).exp());
+        let p = e.zip_named(&e.sum_over(&["exp"]), |a, b| a / b);
+        let t = l.dim("seq") as f64;
+        let density = counts.sum_over(&["seq"]).mul_scalar(1.0 / t);
+        let prob = p.sum_over(&["seq"]).mul_scalar(1.0 / t);
+        let n = l.dim("exp") as f64;
+        let cells = (l.dim("batch") as f64) * n;
+        (&density * &prob).sum_over(&["batch", "exp"]).mul_scalar(n * n / cells)
     }
 
     /// m [batch, seq, embed] (post-attention norm output) -> [batch, seq, embed].
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (combine, _) = self.route(x);
+        self.forward_with_aux(x).0
+    }
+
+    /// As [`forward`](Self::forward), with this layer's load-balancing loss (unweighted, f32 scalar).
+    pub fn forward_with_aux(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (combine, logits, counts) = self.route(x);
+        let lb = Self::load_balance_loss(&logits, &counts);
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
         let h0 = act(x.dot(&self.wi_0, &["embed"])); // [batch, seq, exp, mlp_moe]
         let h1 = act(x.dot(&self.wi_1, &["embed"]));
@@ -112,6 +137,6 @@ impl SparseMoe {
         let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]);
         let gate = x.dot(&self.shared_gate, &["embed"]).sigmoid(); // [batch, seq, one]
         let gate = gate.reshape(&gate.dims()[..2]).named(&["batch", "seq"]);
-        &routed + &shared.zip_named(&gate, |s, g| s * g)
+        (&routed + &shared.zip_named(&gate, |s, g| s * g), lb)
     }
 }

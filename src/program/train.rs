@@ -6,7 +6,7 @@
 //! Arguments: `step`, `count` (i32), params…, mu…, nu…, then the batch (`inputs`, `inputs_position`,
 //! `inputs_segmentation`, `targets`, `targets_segmentation`, i32 [batch, seq]).
 //! Results: `step+1`, `count+1`, params…, mu…, nu…, then metrics: loss, raw grad norm, clipped grad norm,
-//! learning rate, total weights (target tokens).
+//! learning rate, total weights (target tokens), weighted MoE load-balancing loss (part of the loss).
 
 use super::forward::{matmul_precision, model_params, param_shardings};
 use crate::autodiff::grad_in;
@@ -18,7 +18,7 @@ use crate::optim::{adamw, clip_by_global_norm, learning_rate, AdamSlot};
 use crate::sharding::{device_mesh, LogicalAxisRules};
 
 pub const BATCH_KEYS: [&str; 5] = ["inputs", "inputs_position", "inputs_segmentation", "targets", "targets_segmentation"];
-pub const METRIC_NAMES: [&str; 5] = ["loss", "raw_grad_norm", "grad_norm", "learning_rate", "total_weights"];
+pub const METRIC_NAMES: [&str; 6] = ["loss", "raw_grad_norm", "grad_norm", "learning_rate", "total_weights", "moe_lb_loss"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainProgramError {
@@ -57,7 +57,10 @@ impl TrainProgram {
     }
 }
 
-/// The loss of one (micro-)batch as a function: (params…, batch…) -> (Σ masked xent + z-loss, Σ mask).
+/// The loss of one (micro-)batch as a function: (batch…, params…) -> (Σ masked xent + z-loss + the
+/// weighted load-balancing loss × Σ mask, Σ mask, the weighted load-balancing loss). Dividing the first by
+/// the second gives MaxText's loss: token mean + `load_balance_loss_weight` · mean over layers of the
+/// per-layer load-balancing loss.
 pub fn loss_function(cfg: &Config, batch: i64, seq: i64) -> (Func, Vec<ParamDecl>) {
     let g = Graph::new();
     let mut pb = model_params(&g, cfg);
@@ -66,7 +69,7 @@ pub fn loss_function(cfg: &Config, batch: i64, seq: i64) -> (Func, Vec<ParamDecl
     let bt = |g: &Graph| g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]));
     let (inputs, positions, segs, targets, tsegs) = (bt(&g), bt(&g), bt(&g), bt(&g), bt(&g));
     let fwd = ForwardInputs { tokens: inputs, positions, segment_ids: Some(segs) };
-    let logits = model::forward(&cfg.model, &mut pb, &fwd, cfg.compute.scan_layers); // [batch, seq, vocab] f32
+    let (logits, lb) = model::forward_with_aux(&cfg.model, &mut pb, &fwd, cfg.compute.scan_layers); // [batch, seq, vocab] f32
     let vocab = cfg.model.vocab_size as i64;
     let m = logits.max_over(&["vocab"]);
     let lse = &logits.zip_named(&m, |l, m| (l - m).exp()).sum_over(&["vocab"]).log() + &m;
@@ -79,9 +82,13 @@ pub fn loss_function(cfg: &Config, batch: i64, seq: i64) -> (Func, Vec<ParamDecl
     }
     let mask = tsegs.ne_(&tsegs.full_like(0.0));
     let w = mask.select(&xent.full_like(1.0), &xent.full_like(0.0));
-    let loss_sum = (&xent * &w).sum(&[0, 1]);
     let weights = w.sum(&[0, 1]);
-    (g.finish(&[loss_sum, weights]), pb.decls)
+    let lb_term = lb.mul_scalar(cfg.train.load_balance_loss_weight);
+    let mut loss_sum = (&xent * &w).sum(&[0, 1]);
+    if cfg.train.load_balance_loss_weight > 0.0 && cfg.model.num_experts > 1 {
+        loss_sum = &loss_sum + &(&lb_term * &weights);
+    }
+    (g.finish(&[loss_sum, weights, lb_term]), pb.decls)
 }
 
 /// Traces the train step for a global batch of `batch` rows of `seq` tokens.
@@ -89,9 +96,6 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
     let t = &cfg.train;
     if t.lr_schedule_type != LrSchedule::Cosine {
         return Err(TrainProgramError::Unsupported(format!("lr_schedule_type={} is not traced yet; use cosine", t.lr_schedule_type.name())));
-    }
-    if t.load_balance_loss_weight > 0.0 {
-        return Err(TrainProgramError::Unsupported("load_balance_loss_weight > 0 is not supported yet; set it to 0".into()));
     }
     let accum = t.gradient_accumulation_steps.max(1) as i64;
     if batch % accum != 0 {
@@ -111,13 +115,13 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
 
     // The loss function takes the batch first (5 arguments), then the params.
     let wrt: Vec<usize> = (5..5 + n).collect();
-    let (loss_sum, weights, grads) = if accum == 1 {
+    let (loss_sum, weights, lb_sum, grads) = if accum == 1 {
         let mut args = batch_in.clone();
         args.extend(params.iter().cloned());
         let (res, grads) = grad_in(&g, &loss_fn, &args, &wrt);
-        (res[0].clone(), res[1].clone(), grads)
+        (res[0].clone(), res[1].clone(), &res[2] * &res[1], grads)
     } else {
-        let mut init = vec![g.scalar(0.0, DType::F32), g.scalar(0.0, DType::F32)];
+        let mut init = vec![g.scalar(0.0, DType::F32), g.scalar(0.0, DType::F32), g.scalar(0.0, DType::F32)];
         init.extend(params.iter().map(|p| g.zeros(DType::F32, p.dims())));
         let out = g.fori_loop(0, accum, &init, |bg, k, c| {
             let start = k * &bg.full(micro as f64, DType::S32, &[]);
@@ -125,11 +129,11 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
             let mut args: Vec<Tensor> = batch_in.iter().map(|b| b.dynamic_slice(&[start.clone(), zero.clone()], &[micro, seq])).collect();
             args.extend(params.iter().cloned());
             let (res, grads) = grad_in(bg, &loss_fn, &args, &wrt);
-            let mut next = vec![&c[0] + &res[0], &c[1] + &res[1]];
-            next.extend(grads.iter().zip(&c[2..]).map(|(gr, acc)| acc + &gr.convert(DType::F32)));
+            let mut next = vec![&c[0] + &res[0], &c[1] + &res[1], &c[2] + &(&res[2] * &res[1])];
+            next.extend(grads.iter().zip(&c[3..]).map(|(gr, acc)| acc + &gr.convert(DType::F32)));
             next
         });
-        (out[0].clone(), out[1].clone(), out[2..].iter().zip(&params).map(|(gr, p)| gr.convert(p.dtype())).collect())
+        (out[0].clone(), out[1].clone(), out[2].clone(), out[3..].iter().zip(&params).map(|(gr, p)| gr.convert(p.dtype())).collect())
     };
     // MaxText: loss = Σ xent / (Σ mask + 1e-8); the gradient of the mean is the summed gradient over that.
     let denom = weights.add_scalar(1e-8);
@@ -147,7 +151,8 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
     outs.extend(new_params);
     outs.extend(new_slots.iter().map(|s| s.mu.clone()));
     outs.extend(new_slots.iter().map(|s| s.nu.clone()));
-    outs.extend([loss, raw_norm, norm, lr, weights]);
+    let lb_loss = &lb_sum / &denom;
+    outs.extend([loss, raw_norm, norm, lr, weights, lb_loss]);
     let mut program = Program::new("train_step", g.finish(&outs));
     program.matmul_precision = matmul_precision(cfg);
     let tp = TrainProgram { program, decls };

@@ -16,6 +16,8 @@ pub struct StepOutput {
     pub grad_norm: f64,
     pub learning_rate: f64,
     pub total_weights: f64,
+    /// The weighted MoE load-balancing loss (included in `loss`).
+    pub moe_lb_loss: f64,
 }
 
 pub struct Trainer<'r> {
@@ -65,7 +67,7 @@ impl<'r> Trainer<'r> {
         let mut outs = self.exe.execute(&args)?;
         let m = self.tp.metrics_at();
         let metric = |k: usize| -> Result<f64, RunError> { Ok(self.download_from(&outs, m + k)?.to_f64()[0]) };
-        let out = StepOutput { loss: metric(0)?, raw_grad_norm: metric(1)?, grad_norm: metric(2)?, learning_rate: metric(3)?, total_weights: metric(4)? };
+        let out = StepOutput { loss: metric(0)?, raw_grad_norm: metric(1)?, grad_norm: metric(2)?, learning_rate: metric(3)?, total_weights: metric(4)?, moe_lb_loss: metric(5)? };
         for o in outs.iter_mut() {
             o.truncate(first);
         }
