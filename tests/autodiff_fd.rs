@@ -13,10 +13,10 @@
 
 mod common;
 
-use common::{data, run_program, trace, Tol};
+use common::{data, run_program, trace, wsum, Tol};
 use maxtext::autodiff::value_and_grad;
 use maxtext::ir::{
-    BinaryOp, DType, DotDims, GatherDims, Graph, Literal, Precision, ReduceKind, ScatterDims, ScatterMode,
+    BinaryOp, DType, DotDims, GatherDims, Graph, Precision, ReduceKind, ScatterDims, ScatterMode,
     Sharding, Tensor, TensorType, UnaryOp,
 };
 use maxtext::runtime::HostTensor;
@@ -42,24 +42,7 @@ fn i32s(v: &[i32], dims: &[i64]) -> HostTensor {
     HostTensor::from_i32(v, dims)
 }
 
-fn const_f64(g: &Graph, v: &[f64], dims: &[i64]) -> Tensor {
-    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    g.constant(Literal::Dense(bytes), TensorType::new(DType::F64, dims))
-}
 
-/// `sum(t * w)` in f64 with fixed weights `w` uniform in [-1, 1) (seeded): a scalar loss that sees every
-/// element of `t` with a different weight.
-fn wsum(t: &Tensor, seed: u64) -> Tensor {
-    let t = t.convert(DType::F64);
-    let n = t.ty().num_elements() as usize;
-    let w: Vec<f64> = data(n, 1000 + seed, -1.0, 1.0).iter().map(|x| *x as f64).collect();
-    let p = &t * &const_f64(&t.graph(), &w, t.dims());
-    if p.rank() == 0 {
-        p
-    } else {
-        p.sum(&(0..p.rank() as i64).collect::<Vec<_>>())
-    }
-}
 
 /// `sin` has no named method on `Tensor`; the tests use it as a cheap smooth non-linearity.
 trait Sin {

@@ -23,10 +23,10 @@
 
 mod common;
 
-use common::{data, run_program};
+use common::{data, run_program, wsum};
 use maxtext::autodiff::value_and_grad;
 use maxtext::config::Config;
-use maxtext::ir::{DType, Func, Graph, Literal, Program, Tensor, TensorType};
+use maxtext::ir::{DType, Func, Graph, Program, Tensor, TensorType};
 use maxtext::model::{self, ForwardInputs};
 use maxtext::nn::{GatedAttention, GatedDeltaNet, Init, ParamBuilder, ParamDecl, SparseMoe};
 use maxtext::runtime::HostTensor;
@@ -69,19 +69,7 @@ fn config(extra: &[&str]) -> Config {
     Config::load_with_env(Path::new("configs/base.yml"), &o, &|_| None).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn const_f64(g: &Graph, v: &[f64], dims: &[i64]) -> Tensor {
-    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    g.constant(Literal::Dense(bytes), TensorType::new(DType::F64, dims))
-}
 
-/// `sum(t * w)` in f64 with fixed weights uniform in [-1, 1).
-fn wsum(t: &Tensor, seed: u64) -> Tensor {
-    let t = t.convert(DType::F64);
-    let n = t.ty().num_elements() as usize;
-    let w: Vec<f64> = data(n, 1000 + seed, -1.0, 1.0).iter().map(|x| *x as f64).collect();
-    let p = &t * &const_f64(&t.graph(), &w, t.dims());
-    p.sum(&(0..p.rank() as i64).collect::<Vec<_>>())
-}
 
 fn uniform(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
     data(n, seed, 0.0, 1.0).iter().map(|u| lo + (hi - lo) * *u as f64).collect()
@@ -284,7 +272,7 @@ fn sparse_moe() {
     // the smaller step.
     for dt in [F64, F32] {
         layer_check(&format!("moe_{:?}", dt.0), dt, &[], 1e-2, |cfg, pb| SparseMoe::new(&cfg.model, pb), |l, x, _| {
-            let (_, logits) = l.route(x);
+            let (_, logits, _) = l.route(x);
             (l.forward(x), Some(logits.top_k(2).1))
         });
     }

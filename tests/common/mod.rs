@@ -2,7 +2,7 @@
 //! tracing + running a small program, deterministic inputs, bf16 rounding and tolerant comparison.
 #![allow(dead_code)]
 
-use maxtext::ir::{DType, Func, Graph, Program, Tensor, TensorType};
+use maxtext::ir::{DType, Func, Graph, Literal, Program, Tensor, TensorType};
 use maxtext::pjrt::{open_client, Hardware};
 use maxtext::runtime::{HostTensor, Runtime};
 use std::sync::OnceLock;
@@ -134,4 +134,24 @@ pub fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
         }
     }
     c
+}
+
+/// An f64 constant of `dims`.
+pub fn const_f64(g: &Graph, v: &[f64], dims: &[i64]) -> Tensor {
+    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    g.constant(Literal::Dense(bytes), TensorType::new(DType::F64, dims))
+}
+
+/// `sum(t * w)` in f64 with fixed weights `w` uniform in [-1, 1) (seeded): a scalar loss that sees every
+/// element of `t` with a different weight (the gradient checks' probe).
+pub fn wsum(t: &Tensor, seed: u64) -> Tensor {
+    let t = t.convert(DType::F64);
+    let n = t.ty().num_elements() as usize;
+    let w: Vec<f64> = data(n, 1000 + seed, -1.0, 1.0).iter().map(|x| *x as f64).collect();
+    let p = &t * &const_f64(&t.graph(), &w, t.dims());
+    if p.rank() == 0 {
+        p
+    } else {
+        p.sum(&(0..p.rank() as i64).collect::<Vec<_>>())
+    }
 }
