@@ -19,6 +19,7 @@
 //! checksums come from `zstd`, `flate2`, `bzip2` and `crc32c`.
 
 pub mod codec;
+mod db_writer;
 pub mod dtype;
 pub mod kvstore;
 pub mod metadata;

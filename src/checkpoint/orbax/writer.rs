@@ -14,26 +14,22 @@
 //! only when complete. An existing step is never replaced.
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use super::db_writer::{hex, now_ns, random_bytes, sync_dir, write_file, DbWriter};
 use super::dtype::ZarrDType;
 use super::metadata::{
     leaf_name, render_sharding, render_tree_metadata, PathKey, PyJson, ARRAY_METADATAS_DIR, CHECKPOINT_METADATA_FILE,
     COMMIT_FILE, METADATA_FILE, SHARDING_FILE,
 };
-use super::ocdbt::{OcdbtConfig, MANIFEST_FILE};
-use super::ocdbt_write::{encode_manifest, write_tree, EntryValue, FileName, NodeSink, LEAF_ENTRIES};
 use super::zarr::for_each_index;
-use super::zarr3::{encode_orbax_shard, orbax_codecs_json};
+use super::zarr3::orbax_codecs_json;
 use super::{write_err, OrbaxError, Result, TMP_MARKER};
 use crate::runtime::HostTensor;
 
-const PROCESS_DIR: &str = "ocdbt.process_0";
+pub(super) const PROCESS_DIR: &str = "ocdbt.process_0";
 const HANDLER: &str = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler";
 
 /// What `_sharding` records for every array.
@@ -405,217 +401,6 @@ fn extract_block<'a>(data: &'a [u8], shape: &[u64], g: &[u64], chunks: &[u64], e
         out[dst..dst + run].copy_from_slice(&data[src..src + run]);
     });
     Cow::Owned(out)
-}
-
-/// The process database plus the merged top-level root (see the module docs).
-struct DbWriter {
-    dir: PathBuf,
-    target: u64,
-    /// Data files of the process database (`d/<hex>` relative to `dir`), the last one open for appending.
-    files: Vec<String>,
-    current: Option<(BufWriter<File>, u64)>,
-    entries: Vec<(Vec<u8>, EntryValue)>,
-}
-
-impl DbWriter {
-    fn new(dir: &Path, target: u64) -> DbWriter {
-        DbWriter { dir: dir.to_path_buf(), target, files: vec![], current: None, entries: vec![] }
-    }
-
-    fn open_file(&mut self) -> Result<()> {
-        self.close_file()?;
-        let rel = format!("d/{}", hex(&random_bytes::<16>()));
-        let path = self.dir.join(&rel);
-        let f = File::create(&path).map_err(write_err(&path))?;
-        self.files.push(rel);
-        self.current = Some((BufWriter::with_capacity(1 << 20, f), 0));
-        Ok(())
-    }
-
-    fn close_file(&mut self) -> Result<()> {
-        if let Some((w, _)) = self.current.take() {
-            let path = self.dir.join(self.files.last().unwrap());
-            let f = w.into_inner().map_err(|e| OrbaxError::Write { path: path.clone(), source: e.into_error() })?;
-            f.sync_all().map_err(write_err(&path))?;
-        }
-        Ok(())
-    }
-
-    fn append_value(&mut self, bytes: &[u8]) -> Result<(usize, u64)> {
-        let full = matches!(&self.current, Some((_, off)) if *off > 0 && off + bytes.len() as u64 > self.target);
-        if self.current.is_none() || full {
-            self.open_file()?;
-        }
-        let path = self.dir.join(self.files.last().unwrap());
-        let (w, off) = self.current.as_mut().unwrap();
-        w.write_all(bytes).map_err(write_err(&path))?;
-        let at = *off;
-        *off += bytes.len() as u64;
-        Ok((self.files.len() - 1, at))
-    }
-
-    /// A zarr3 chunk as orbax encodes it ([`encode_orbax_shard`]: one zstd frame, then the shard index and
-    /// its crc32c). Large chunks are compressed straight into the data file, so a multi-GB array never has
-    /// a compressed copy in memory.
-    fn put_shard(&mut self, key: String, raw: &[u8], zstd_level: i32) -> Result<()> {
-        if raw.len() < STREAM_CHUNKS_FROM {
-            return self.put(key, encode_orbax_shard(raw, zstd_level));
-        }
-        let full = matches!(&self.current, Some((_, off)) if *off > 0 && off + raw.len() as u64 > self.target);
-        if self.current.is_none() || full {
-            self.open_file()?;
-        }
-        let path = self.dir.join(self.files.last().unwrap());
-        let (w, off) = self.current.as_mut().unwrap();
-        let mut counted = CountingWriter { inner: w, count: 0 };
-        let io = |e: std::io::Error| OrbaxError::Write { path: path.clone(), source: e };
-        let mut enc = zstd::stream::Encoder::new(&mut counted, zstd_level).map_err(io)?;
-        // Content size in the frame header, as zstd's one-shot compression (and tensorstore) writes it.
-        enc.include_contentsize(true).map_err(io)?;
-        enc.set_pledged_src_size(Some(raw.len() as u64)).map_err(io)?;
-        enc.write_all(raw).map_err(io)?;
-        enc.finish().map_err(io)?;
-        let compressed = counted.count;
-        let mut index = Vec::with_capacity(20);
-        index.extend(0u64.to_le_bytes());
-        index.extend(compressed.to_le_bytes());
-        let crc = super::codec::crc32c(&index);
-        index.extend(crc.to_le_bytes());
-        w.write_all(&index).map_err(io)?;
-        let at = *off;
-        let length = compressed + index.len() as u64;
-        *off += length;
-        self.entries.push((key.into_bytes(), EntryValue::Indirect { file: self.files.len() - 1, offset: at, length }));
-        Ok(())
-    }
-
-    /// Values up to 1024 bytes (orbax's `max_inline_value_bytes`) stay inline in the B+tree leaf.
-    fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
-        let v = if value.len() <= 1024 {
-            EntryValue::Inline(value)
-        } else {
-            let (file, offset) = self.append_value(&value)?;
-            EntryValue::Indirect { file, offset, length: value.len() as u64 }
-        };
-        self.entries.push((key.into_bytes(), v));
-        Ok(())
-    }
-
-    /// Writes the process database's tree and manifest, then the merged root in `items/d/` and
-    /// `items/manifest.ocdbt` whose out-of-line values point into the process files through base path
-    /// `ocdbt.process_0/`.
-    fn finish(mut self, items: &Path) -> Result<()> {
-        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let config = OcdbtConfig {
-            uuid: random_bytes::<16>(),
-            max_inline_value_bytes: 1024,
-            max_decoded_node_bytes: 100_000_000,
-            version_tree_arity_log2: 4,
-            zstd_level: Some(0),
-        };
-        let commit_ns = now_ns();
-        // Process database: nodes go after the values in its last data file.
-        if self.current.is_none() {
-            self.open_file()?;
-        }
-        let proc_files: Vec<FileName> =
-            self.files.iter().map(|f| FileName { base: vec![], rel: f.clone().into_bytes() }).collect();
-        let entries = std::mem::take(&mut self.entries);
-        let root = write_tree(&entries, &proc_files, &mut self, config.zstd_level, LEAF_ENTRIES)
-            .map_err(|e| OrbaxError::Write { path: self.dir.clone(), source: e })?;
-        let node_file = proc_files.last().unwrap().clone();
-        self.close_file()?;
-        let manifest = encode_manifest(&config, &node_file, root.as_ref(), 1, commit_ns);
-        write_file(&self.dir.join(MANIFEST_FILE), &manifest)?;
-
-        // Merged root: the same entries; the process files seen through base path "ocdbt.process_0/".
-        let mut top_files: Vec<FileName> = self
-            .files
-            .iter()
-            .map(|f| FileName { base: format!("{PROCESS_DIR}/").into_bytes(), rel: f.clone().into_bytes() })
-            .collect();
-        let top_rel = format!("d/{}", hex(&random_bytes::<16>()));
-        top_files.push(FileName { base: vec![], rel: top_rel.clone().into_bytes() });
-        let mut node_bytes = Vec::new();
-        let mut sink = super::ocdbt_write::VecSink { file: top_files.len() - 1, buf: &mut node_bytes };
-        let top_config = OcdbtConfig { uuid: random_bytes::<16>(), ..config };
-        let root = write_tree(&entries, &top_files, &mut sink, top_config.zstd_level, LEAF_ENTRIES)
-            .map_err(|e| OrbaxError::Write { path: items.to_path_buf(), source: e })?;
-        write_file(&items.join(&top_rel), &node_bytes)?;
-        let manifest = encode_manifest(&top_config, top_files.last().unwrap(), root.as_ref(), 1, commit_ns);
-        write_file(&items.join(MANIFEST_FILE), &manifest)
-    }
-}
-
-impl NodeSink for DbWriter {
-    fn file(&self) -> usize {
-        self.files.len() - 1
-    }
-
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<u64> {
-        let (w, off) = self.current.as_mut().expect("a data file is open");
-        w.write_all(bytes)?;
-        let at = *off;
-        *off += bytes.len() as u64;
-        Ok(at)
-    }
-}
-
-/// Chunks from this size on are compressed straight into the data file (smaller ones may stay inline).
-const STREAM_CHUNKS_FROM: usize = 1 << 20;
-
-/// Counts the bytes written through it.
-struct CountingWriter<'a, W: Write> {
-    inner: &'a mut W,
-    count: u64,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(write_err(path))?;
-    f.write_all(bytes).map_err(write_err(path))?;
-    f.sync_all().map_err(write_err(path))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(write_err(dir))
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Random bytes for database ids and file names (uniqueness, not secrecy): std's per-process random hash
-/// keys mixed with the time and a counter.
-fn random_bytes<const N: usize>() -> [u8; N] {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut out = [0u8; N];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(now_ns());
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_usize(i);
-        h.write_u32(std::process::id());
-        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-    }
-    out
 }
 
 #[cfg(test)]
