@@ -8,7 +8,7 @@ use maxtext::config::Config;
 use maxtext::metrics::{mfu, training_tflops_per_device, CPU_NOMINAL_PEAK_TFLOPS};
 use maxtext::pjrt::{open_client, Hardware};
 use maxtext::program::{forward_program, train_program};
-use maxtext::runtime::{init_params, HostTensor, Runtime, Trainer};
+use maxtext::runtime::{fresh_train_state, init_params, HostTensor, Runtime, Trainer};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -40,11 +40,7 @@ fn bench(name: &str, cfg: &Config, batch: i64, seq: i64, steps: usize) {
     let t = Instant::now();
     let tp = train_program(cfg, batch, seq).unwrap();
     let params = init_params(&tp.decls, 0);
-    let mut state = vec![HostTensor::from_i32(&[0], &[]), HostTensor::from_i32(&[0], &[])];
-    state.extend(params.iter().cloned());
-    for p in params.iter().chain(params.iter()) {
-        state.push(HostTensor::from_bytes(p.dtype, &p.dims, vec![0; p.data.len()]));
-    }
+    let state = fresh_train_state(&tp, params.clone());
     let mut trainer = Trainer::new(&rt, tp, &state).unwrap();
     let compile_train = t.elapsed();
     trainer.step(&batch_in).unwrap(); // first run (thread pool warm-up)

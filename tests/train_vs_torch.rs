@@ -8,7 +8,7 @@ use maxtext::config::Config;
 use maxtext::ir::Program;
 use maxtext::pjrt::{open_client, Hardware};
 use maxtext::program::{loss_function, train_program};
-use maxtext::runtime::{HostTensor, Runtime};
+use maxtext::runtime::{fresh_train_state, HostTensor, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -143,11 +143,7 @@ fn check_three_steps(fx: &Fixture, extra: &[&str], later_tol: f64) {
     let tp = train_program(&cfg, b, s).unwrap();
     let n = tp.num_params();
     let params = hf::load_params(&fx.model_dir, &tp.decls, &cfg.model).unwrap();
-    let zeros = |t: &HostTensor| HostTensor::from_bytes(t.dtype, &t.dims, vec![0u8; t.data.len()]);
-    let mut state = vec![HostTensor::from_i32(&[0], &[]), HostTensor::from_i32(&[0], &[])];
-    state.extend(params.iter().cloned());
-    state.extend(params.iter().map(zeros));
-    state.extend(params.iter().map(zeros));
+    let mut state = fresh_train_state(&tp, params);
     let runtime = rt();
     let steps = fx.reference["steps"].as_array().unwrap();
     for (k, want) in steps.iter().enumerate() {

@@ -51,7 +51,7 @@ fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_lo
             op => {
                 let refs: Vec<&Tensor> = ins.iter().collect();
                 let host = if refs.is_empty() { g.clone() } else { Graph::innermost(&refs) };
-                let host = if depth_of(&host) < depth_of(g) { g.clone() } else { host };
+                let host = if host.depth() < g.depth() { g.clone() } else { host };
                 let mut out = host.push(op.clone(), &refs, node.outputs.clone());
                 for (o, ty) in out.iter_mut().zip(&node.outputs) {
                     *o = o.with_axes(&ty.axes);
@@ -62,10 +62,6 @@ fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_lo
         vals.push(out);
     }
     Replay { vals, loops }
-}
-
-fn depth_of(g: &Graph) -> usize {
-    g.depth()
 }
 
 /// Replays a `while`; when recording, a counted loop also stacks each iteration's input carries.
@@ -100,13 +96,8 @@ fn replay_loop(g: &Graph, cond: &Func, body: &Func, n: usize, trip: Option<(i64,
             let mut next: Vec<Tensor> = body.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect();
             if record {
                 let it = &c[0] - &bg.full(lower as f64, DType::S32, &[]);
-                let zero = bg.full(0.0, DType::S32, &[]);
                 for (k, stack) in c[n..].iter().enumerate() {
-                    let mut dims = vec![1];
-                    dims.extend_from_slice(c[k].dims());
-                    let mut starts = vec![it.clone()];
-                    starts.extend((0..c[k].rank()).map(|_| zero.clone()));
-                    next.push(stack.dynamic_update_slice(&c[k].reshape(&dims), &starts));
+                    next.push(stack.update_axis(0, &it, &c[k]));
                 }
             }
             next
@@ -205,18 +196,7 @@ fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: &LoopRecord
     let nfc = float_carry.iter().filter(|f| **f).count();
     let out = g.fori_loop(0, steps, &init, |bg, j, c| {
         let it = &bg.full((steps - 1) as f64, DType::S32, &[]) - j;
-        let zero = bg.full(0.0, DType::S32, &[]);
-        let carries: Vec<Tensor> = rec
-            .stacks
-            .iter()
-            .map(|s| {
-                let mut starts = vec![it.clone()];
-                starts.extend((1..s.rank()).map(|_| zero.clone()));
-                let mut sizes = s.dims().to_vec();
-                sizes[0] = 1;
-                s.dynamic_slice(&starts, &sizes).reshape(&s.dims()[1..])
-            })
-            .collect();
+        let carries: Vec<Tensor> = rec.stacks.iter().map(|s| s.index_axis(0, &it)).collect();
         let r = replay(bg, body, &carries, &body_caps, true);
         let mut cts_in = Vec::new();
         let mut fi = 0;

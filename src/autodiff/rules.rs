@@ -201,7 +201,7 @@ pub fn vjp(op: &Op, ins: &[Tensor], outs: &[Tensor], cts: &[Option<Tensor>]) -> 
         Op::BroadcastInDim { dims } => vec![Some(unbroadcast(&ct, ins[0].dims(), dims))],
         Op::Reshape => vec![Some(ct.reshape(ins[0].dims()))],
         Op::Transpose { perm } => vec![Some(ct.transpose(&inverse_perm(perm)))],
-        Op::Slice { start, limit, strides } => {
+        Op::Slice { start, strides, .. } => {
             let x = &ins[0];
             let low = start.clone();
             let interior: Vec<i64> = strides.iter().map(|s| s - 1).collect();
@@ -212,7 +212,6 @@ pub fn vjp(op: &Op, ins: &[Tensor], outs: &[Tensor], cts: &[Option<Tensor>]) -> 
                     x.dims()[i] - end
                 })
                 .collect();
-            let _ = limit;
             let zero = x.graph().scalar(0.0, ct.dtype());
             vec![Some(ct.pad(&zero, &low, &high, &interior))]
         }

@@ -78,6 +78,15 @@ impl Figures {
         self.top1_agree += usize::from(argmax(golden) == argmax(ours));
     }
 
+    /// Adds another set of positions' figures.
+    fn merge(&mut self, o: &Figures) {
+        self.max_kl = self.max_kl.max(o.max_kl);
+        self.sum_kl += o.sum_kl;
+        self.positions += o.positions;
+        self.max_abs = self.max_abs.max(o.max_abs);
+        self.top1_agree += o.top1_agree;
+    }
+
     fn line(&self) -> String {
         format!(
             "max KL {:.3e}  mean KL {:.3e}  max |dlogit| {:.3e}  top-1 {}/{}",
@@ -114,8 +123,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut fig = Figures::default();
         for (t, row) in g.logits.iter().enumerate() {
             fig.add(row, &logits[t * vocab..(t + 1) * vocab]);
-            total.add(row, &logits[t * vocab..(t + 1) * vocab]);
         }
+        total.merge(&fig);
         println!("prompt {i} ({} tokens{}): {}", len, if g.description.is_empty() { String::new() } else { format!(", {}", g.description) }, fig.line());
     }
     println!("all {} prompts ({} positions): {}", goldens.len(), total.positions, total.line());

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::hf;
 use maxtext::checkpoint::params::ModelCheckpoint;
-use maxtext::config::{self, Config, Origin};
+use maxtext::config::{Config, Origin};
 use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
 use maxtext::runtime::HostTensor;
@@ -80,16 +80,9 @@ fn sync_scan_layers(cfg: Config, base: &Path, mut overrides: Vec<String>) -> Res
     }
 }
 
-pub fn plugin_hardware(h: config::Hardware) -> pjrt::Hardware {
-    match h {
-        config::Hardware::Cpu => pjrt::Hardware::Cpu,
-        config::Hardware::Gpu => pjrt::Hardware::Gpu,
-        config::Hardware::Tpu => pjrt::Hardware::Tpu,
-    }
-}
 
 pub fn client(cfg: &Config) -> Result<Client> {
-    let hw = plugin_hardware(cfg.run.hardware);
+    let hw = cfg.run.hardware;
     let count = (hw == pjrt::Hardware::Cpu).then_some(cfg.run.cpu_device_count as i64);
     Ok(open_client(hw, cfg.run.pjrt_plugin_path.as_deref(), count)?)
 }

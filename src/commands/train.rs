@@ -11,7 +11,7 @@ use maxtext::config::Config;
 use maxtext::data::DataIterator;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
 use maxtext::program::{train_program, BATCH_KEYS};
-use maxtext::runtime::{HostTensor, Runtime, Trainer};
+use maxtext::runtime::{fresh_train_state, HostTensor, Runtime, Trainer};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -24,10 +24,6 @@ fn wait(pending: &mut PendingSave) -> Result<()> {
         tracing::info!("checkpoint written: {}", dir.display());
     }
     Ok(())
-}
-
-fn zeros_like(t: &HostTensor) -> HostTensor {
-    HostTensor::from_bytes(t.dtype, &t.dims, vec![0u8; t.data.len()])
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -53,12 +49,7 @@ pub fn run(args: &[String]) -> Result<()> {
         restore_train_state_from(&ck, &tp.decls, &want, scan)?
     } else {
         let params = load_params_or_init(&cfg, &tp.decls)?;
-        let mut state = vec![HostTensor::from_i32(&[0], &[]), HostTensor::from_i32(&[0], &[])];
-        state.extend(params.iter().cloned());
-        for (dt, dims) in &want[tp.mu_at()..tp.nu_at()] {
-            state.push(HostTensor::from_bytes(*dt, dims, vec![0u8; dims.iter().product::<i64>() as usize * dt.size_bytes()]));
-        }
-        state.extend(params.iter().map(zeros_like));
+        let state = fresh_train_state(&tp, params);
         (state, serde_json::Value::Null)
     };
     let start = state[0].to_i64()[0] as u64;

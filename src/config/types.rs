@@ -47,7 +47,7 @@ config_enum! {
     Hardware {
         Cpu = ["cpu"],
         /// MaxText's `gpu_multiprocess` is the same plugin here.
-        Gpu = ["gpu", "gpu_multiprocess"],
+        Gpu = ["gpu", "gpu_multiprocess", "cuda"],
         Tpu = ["tpu"],
     }
 }

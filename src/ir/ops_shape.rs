@@ -166,6 +166,33 @@ impl Tensor {
         Graph::innermost(&inputs).push(op, &inputs, vec![self.ty.clone()]).remove(0)
     }
 
+    /// The slice at `index` (a dynamic integer scalar) of dim `axis`, with that dim removed.
+    pub fn index_axis(&self, axis: usize, index: &Tensor) -> Tensor {
+        let g = Graph::innermost(&[self, index]);
+        let zero = g.full(0.0, index.dtype(), &[]);
+        let mut starts = vec![zero; self.rank()];
+        starts[axis] = index.clone();
+        let mut sizes = self.dims().to_vec();
+        sizes[axis] = 1;
+        let mut dims = self.dims().to_vec();
+        let mut axes = self.ty.axes.clone();
+        dims.remove(axis);
+        axes.remove(axis);
+        self.dynamic_slice(&starts, &sizes).reshape(&dims).with_axes(&axes)
+    }
+
+    /// `self` with the slice at `index` of dim `axis` replaced by `value` (`self`'s dims without `axis`).
+    pub fn update_axis(&self, axis: usize, index: &Tensor, value: &Tensor) -> Tensor {
+        let g = Graph::innermost(&[self, index, value]);
+        let zero = g.full(0.0, index.dtype(), &[]);
+        let mut starts = vec![zero; self.rank()];
+        starts[axis] = index.clone();
+        let mut dims = value.dims().to_vec();
+        dims.insert(axis, 1);
+        let v = value.convert(self.dtype()).reshape(&dims);
+        self.dynamic_update_slice(&v, &starts).with_axes(&self.ty.axes)
+    }
+
     /// Rows `indices` (any integer shape) of dim 0: result dims = indices dims ++ self dims[1..].
     pub fn take_rows(&self, indices: &Tensor) -> Tensor {
         let mut slice_sizes = self.dims().to_vec();

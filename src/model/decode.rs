@@ -9,7 +9,7 @@
 
 use super::qwen3_next::{lm_head, token_embed, DecoderLayer, ForwardInputs, Mixer};
 use crate::config::ModelConfig;
-use crate::ir::{index_const, DType, Graph, Tensor, TensorType};
+use crate::ir::{index_const, DType, Tensor, TensorType};
 use crate::nn::ParamBuilder;
 
 /// The decode state of every layer, stacked by layer slot.
@@ -46,26 +46,12 @@ pub fn state_types(cfg: &ModelConfig, dtype: DType, batch: i64, max_len: i64) ->
 
 /// Slot `idx` of a layer-stacked state tensor (axis 0 removed).
 fn take(stack: &Tensor, idx: &Tensor) -> Tensor {
-    let g = Graph::innermost(&[stack, idx]);
-    let zero = index_const(&g, 0);
-    let mut starts = vec![zero; stack.rank()];
-    starts[0] = idx.clone();
-    let mut sizes = stack.dims().to_vec();
-    sizes[0] = 1;
-    let t = stack.dynamic_slice(&starts, &sizes);
-    t.reshape(&stack.dims()[1..]).with_axes(&stack.ty().axes[1..])
+    stack.index_axis(0, idx)
 }
 
 /// `stack` with slot `idx` replaced by `value`.
 fn put(stack: &Tensor, idx: &Tensor, value: &Tensor) -> Tensor {
-    let g = Graph::innermost(&[stack, idx, value]);
-    let zero = index_const(&g, 0);
-    let mut starts = vec![zero; stack.rank()];
-    starts[0] = idx.clone();
-    let mut dims = vec![1];
-    dims.extend_from_slice(value.dims());
-    let v = value.convert(stack.dtype()).reshape(&dims);
-    stack.dynamic_update_slice(&v, &starts).with_axes(&stack.ty().axes)
+    stack.update_axis(0, idx, value)
 }
 
 impl DecoderLayer {

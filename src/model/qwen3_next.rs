@@ -58,14 +58,18 @@ impl DecoderLayer {
             Mixer::Linear(gdn) => gdn.forward(&a, seg),
             Mixer::Full(attn) => attn.forward(&a, &inputs.positions, seg),
         };
-        let h = x + &a;
-        let (m, lb) = self.moe.forward_with_aux(&self.post_norm.forward(&h));
-        (&h + &m, lb)
+        self.finish_with_aux(&(x + &a))
     }
 
-    /// The MoE half of the layer: `h + moe(norm(h))` (the decode path, which needs no auxiliary loss).
+    /// The MoE half of the layer: `h + moe(norm(h))`.
     pub(crate) fn finish(&self, h: &Tensor) -> Tensor {
-        h + &self.moe.forward(&self.post_norm.forward(h))
+        self.finish_with_aux(h).0
+    }
+
+    /// As [`finish`](Self::finish), with the MoE load-balancing loss.
+    fn finish_with_aux(&self, h: &Tensor) -> (Tensor, Tensor) {
+        let (m, lb) = self.moe.forward_with_aux(&self.post_norm.forward(h));
+        (h + &m, lb)
     }
 }
 

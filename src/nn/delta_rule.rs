@@ -15,19 +15,7 @@ fn take(t: &Tensor, axis: &str, start: i64, len: i64) -> Tensor {
 
 /// Chunk `n` (dynamic) of a tensor with a `chunk` axis; the axis is removed.
 fn chunk_at(t: &Tensor, n: &Tensor) -> Tensor {
-    let g = n.graph();
-    let axis = t.axis("chunk");
-    let zero = index_const(&g, 0);
-    let mut starts = vec![zero; t.rank()];
-    starts[axis] = n.clone();
-    let mut sizes = t.dims().to_vec();
-    sizes[axis] = 1;
-    let s = t.dynamic_slice(&starts, &sizes);
-    let mut dims = t.dims().to_vec();
-    dims.remove(axis);
-    let mut axes = t.ty().axes.clone();
-    axes.remove(axis);
-    s.reshape(&dims).with_axes(&axes)
+    t.index_axis(t.axis("chunk"), n)
 }
 
 /// [.., seq, ..] -> [.., chunk, c, ..] after zero-padding seq to a multiple of `c`.
@@ -186,12 +174,10 @@ pub fn chunked_delta_rule(
         (o.split_axis("c", &[("chunk", 1), ("c", chunk)]).transpose_to(&["batch", "heads", "chunk", "c", "dv"]), s)
     } else {
         let out0 = graph.zeros(DType::F32, &[b, h, num_chunks, chunk, dv]).named(&["batch", "heads", "chunk", "c", "dv"]);
-        let r = graph.fori_loop(0, num_chunks, &[out0, s0], |lg, n, carries| {
+        let r = graph.fori_loop(0, num_chunks, &[out0, s0], |_, n, carries| {
             let (o, s) = step(n, &carries[1]);
-            let zero = index_const(lg, 0);
-            let o = o.reshape(&[b, h, 1, chunk, dv]);
-            let out = carries[0].dynamic_update_slice(&o, &[zero.clone(), zero.clone(), n.clone(), zero.clone(), zero]);
-            vec![out.with_axes(&carries[0].ty().axes), s.with_axes(&carries[1].ty().axes)]
+            let out = carries[0].update_axis(carries[0].axis("chunk"), n, &o);
+            vec![out, s.with_axes(&carries[1].ty().axes)]
         });
         (r[0].clone(), r[1].clone())
     };

@@ -6,10 +6,8 @@
 //! - cpu: `xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so` of an installed `xla-cpu-pjrt`, then the cache
 //!   directory ([`cpu_plugin_cache_dir`]), where it is fetched once with pip when absent.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::str::FromStr;
 use std::sync::OnceLock;
 
 use super::error::{Error, Result};
@@ -20,34 +18,8 @@ pub const CPU_PLUGIN_VERSION: &str = "0.0.1";
 /// Path of the CPU plugin inside its package's install tree.
 const CPU_PLUGIN_REL: &str = "xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hardware {
-    Cpu,
-    Gpu,
-    Tpu,
-}
-
-impl FromStr for Hardware {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Hardware> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Hardware::Cpu),
-            "gpu" | "cuda" => Ok(Hardware::Gpu),
-            "tpu" => Ok(Hardware::Tpu),
-            _ => Err(Error::invalid(format!("unknown hardware {s:?} (expected cpu, gpu or tpu)"))),
-        }
-    }
-}
-
-impl fmt::Display for Hardware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Hardware::Cpu => "cpu",
-            Hardware::Gpu => "gpu",
-            Hardware::Tpu => "tpu",
-        })
-    }
-}
+/// Which plugin to load: the config's `hardware` key.
+pub use crate::config::Hardware;
 
 /// Finds the plugin for `hardware`; `explicit` is the config key `pjrt_plugin_path`.
 pub fn locate_plugin(hardware: Hardware, explicit: Option<&Path>) -> Result<PathBuf> {

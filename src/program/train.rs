@@ -64,8 +64,7 @@ impl TrainProgram {
 pub fn loss_function(cfg: &Config, batch: i64, seq: i64) -> (Func, Vec<ParamDecl>) {
     let g = Graph::new();
     let mut pb = model_params(&g, cfg);
-    // Params first: trace the model on placeholder inputs declared after them would reorder arguments, so
-    // the batch is declared first and moved behind the params by the caller's argument mapping.
+    // Parameters are declared while the model is traced, after the batch, so the batch comes first here.
     let bt = |g: &Graph| g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]));
     let (inputs, positions, segs, targets, tsegs) = (bt(&g), bt(&g), bt(&g), bt(&g), bt(&g));
     let fwd = ForwardInputs { tokens: inputs, positions, segment_ids: Some(segs) };
@@ -173,7 +172,7 @@ fn program_names_and_shardings(cfg: &Config, mut tp: TrainProgram, batch: i64, s
         p.arg_names[2 + 3 * n + k] = name.to_string();
     }
     for a in 0..2 + 3 * n {
-        tp.program = std::mem::replace(&mut tp.program, Program::new("", Func::default())).donate(a, a);
+        p.donations[a] = Some(a);
     }
     let mesh = device_mesh(cfg)?;
     if mesh.num_devices() > 1 {
@@ -190,7 +189,7 @@ fn program_names_and_shardings(cfg: &Config, mut tp: TrainProgram, batch: i64, s
         for k in 0..BATCH_KEYS.len() {
             p.arg_shardings[2 + 3 * n + k] = Some(act.clone());
         }
-        tp.program = std::mem::replace(&mut tp.program, Program::new("", Func::default())).with_mesh(mesh);
+        p.mesh = Some(mesh);
     }
     Ok(tp)
 }

@@ -10,4 +10,4 @@ pub use execute::{shard_host, unshard_host, RunError, Runtime};
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};
 pub use init::init_params;
-pub use trainer::{StepOutput, Trainer};
+pub use trainer::{fresh_train_state, StepOutput, Trainer};

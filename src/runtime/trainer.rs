@@ -28,6 +28,19 @@ pub struct Trainer<'r> {
     state: Vec<Vec<Buffer>>,
 }
 
+/// The state of a run that starts from `params`: step 0, count 0, the params, zero mu (in `mu_dtype`) and
+/// zero nu — in the train program's argument order.
+pub fn fresh_train_state(tp: &TrainProgram, params: Vec<HostTensor>) -> Vec<HostTensor> {
+    let zeros = |arg: usize| {
+        let ty = &tp.program.main.params[arg];
+        HostTensor::from_bytes(ty.dtype, &ty.dims, vec![0u8; ty.size_bytes() as usize])
+    };
+    let mut state = vec![HostTensor::from_i32(&[0], &[]), HostTensor::from_i32(&[0], &[])];
+    state.extend(params);
+    state.extend((tp.mu_at()..tp.num_state()).map(zeros));
+    state
+}
+
 impl<'r> Trainer<'r> {
     /// Compiles the step and uploads `state` (step, count, params, mu, nu in the program's order).
     pub fn new(rt: &'r Runtime, tp: TrainProgram, state: &[HostTensor]) -> Result<Trainer<'r>, RunError> {
