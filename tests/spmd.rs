@@ -74,8 +74,9 @@ fn check(devices: i64, mesh: Mesh, xs: Sharding, ws: Sharding, ys: Sharding, y_s
     // Placement: output p of partition p lives on the executable's p-th device, with the shard shape.
     let exe = rt.compile(&sharded).unwrap();
     assert_eq!(exe.addressable_devices().len(), devices as usize);
-    let args = rt.upload(&sharded, &exe, &inputs()).unwrap();
-    let refs: Vec<Vec<&Buffer>> = args.iter().map(|a| a.iter().collect()).collect();
+    let args = rt.upload_group(&sharded, &exe, "", &inputs()).unwrap();
+    // Per array -> per device, as PJRT takes them.
+    let refs: Vec<Vec<&Buffer>> = (0..devices as usize).map(|d| args.iter().map(|a| &a[d]).collect()).collect();
     let outs = exe.execute(&refs).unwrap();
     for (p, dev_outs) in outs.iter().enumerate() {
         let want = exe.addressable_devices()[p].id();

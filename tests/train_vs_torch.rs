@@ -8,7 +8,7 @@ use maxtext::config::Config;
 use maxtext::ir::Program;
 use maxtext::pjrt::{open_client, Hardware};
 use maxtext::program::{loss_function, train_program};
-use maxtext::runtime::{fresh_train_state, HostTensor, Runtime};
+use maxtext::runtime::{fresh_train_state, HostTensor, Runtime, Trainer};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -141,17 +141,15 @@ fn check_three_steps(fx: &Fixture, extra: &[&str], later_tol: f64) {
     let cfg = config(fx, extra);
     let (b, s) = batch_shape(fx);
     let tp = train_program(&cfg, b, s).unwrap();
-    let n = tp.num_params();
     let params = hf::load_params(&fx.model_dir, &tp.decls, &cfg.model).unwrap();
-    let mut state = fresh_train_state(&tp, params);
-    let runtime = rt();
+    let state = fresh_train_state(&tp, params);
+    let runtime = Runtime::new(open_client(Hardware::Cpu, None, Some(cfg.run.cpu_device_count as i64)).unwrap());
+    let decls = tp.decls.clone();
+    let mut trainer = Trainer::new(&runtime, tp, &state).unwrap();
     let steps = fx.reference["steps"].as_array().unwrap();
     for (k, want) in steps.iter().enumerate() {
-        let mut args = state.clone();
-        args.extend(batch(fx));
-        let out = runtime.run(&tp.program, &args).unwrap();
-        let m = tp.metrics_at();
-        let (loss, raw) = (out[m].to_f64()[0], out[m + 1].to_f64()[0]);
+        let out = trainer.step(&batch(fx)).unwrap();
+        let (loss, raw) = (out.loss, out.raw_grad_norm);
         let (wl, wr) = (want["loss"].as_f64().unwrap(), want["raw_grad_norm_f64"].as_f64().unwrap());
         eprintln!("step {k}: loss {loss} (torch {wl}), raw grad norm {raw} (torch {wr})");
         match (&fx.f64_steps, k > 0 && later_tol < 0.01) {
@@ -171,11 +169,10 @@ fn check_three_steps(fx: &Fixture, extra: &[&str], later_tol: f64) {
                 assert!(((raw - wr) / wr).abs() < tol, "step {k}: raw grad norm {raw} vs torch {wr} ({extra:?})");
             }
         }
-        assert_eq!(out[1].to_i64()[0], k as i64 + 1, "optimizer count");
-        state = out[..tp.num_state()].to_vec();
     }
-    let final_params: Vec<HostTensor> = state[2..2 + n].to_vec();
-    let ours = hf::hf_tensors_for(&tp.decls, &final_params, &cfg.model).unwrap();
+    let state = trainer.state_to_host().unwrap();
+    assert_eq!(state[1][0].to_i64()[0], steps.len() as i64, "optimizer count");
+    let ours = hf::hf_tensors_for(&decls, &state[2], &cfg.model).unwrap();
     let torch = hf_file(&fx.train_dir.join("params_after_3_steps.safetensors"));
     // Relative L2 error per tensor (and over all params). Elementwise max-relative is not meaningful after
     // AdamW: elements whose gradient is at float32 noise level (|g| ~ 1e-7 against max |g| ~ 1e-1) get
@@ -220,6 +217,15 @@ fn gradients_match_torch_autograd() {
 fn three_adamw_steps_match_torch_scanned() {
     let Some(fx) = shared() else { return };
     check_three_steps(&fx, &["scan_layers=true"], 1e-4);
+}
+
+/// The same 3 steps with the model split over 4 devices, tensor=2 x expert=2 (the global batch stays the
+/// fixture's: per_device_batch_size is fractional, as MaxText allows).
+#[test]
+fn three_adamw_steps_match_torch_tensor2_expert2() {
+    let Some(fx) = shared() else { return };
+    let pdbs = format!("per_device_batch_size={}", batch_shape(&fx).0 as f64 / 4.0);
+    check_three_steps(&fx, &["scan_layers=true", "cpu_device_count=4", "ici_fsdp_parallelism=1", "ici_tensor_parallelism=2", "ici_expert_parallelism=2", &pdbs], 1e-4);
 }
 
 #[test]

@@ -2,10 +2,10 @@
 //! a golden JSONL (`{"tokens": [...], "logits": [[...], ...]}` per line), run the forward pass on the
 //! tokens and compare every position: KL(P_golden || Q_ours) over the vocabulary, max |Δlogit|, top-1.
 
-use super::setup::{client, load_config, load_params};
+use super::setup::{describe_mesh, load_config, load_params, open_runtime};
 use anyhow::{bail, Context, Result};
 use maxtext::program::{forward_program, ForwardProgram};
-use maxtext::runtime::{HostTensor, Runtime};
+use maxtext::runtime::{DeviceArray, HostTensor};
 use std::io::BufRead;
 use std::path::Path;
 
@@ -100,26 +100,26 @@ impl Figures {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let cfg = load_config(args)?;
+    let (rt, cfg) = open_runtime(load_config(args)?)?;
     let path = cfg.tools.golden_logits_path.clone().context("set golden_logits_path=FILE (a golden JSONL)")?;
     let max_kl_div = cfg.tools.max_kl_div.unwrap_or(2e-4);
     let vocab = cfg.model.vocab_size;
     let goldens = read_golden(&path, vocab)?;
-    let rt = Runtime::new(client(&cfg)?);
-    let mut params: Option<Vec<HostTensor>> = None;
+    let mut params: Option<Vec<DeviceArray>> = None;
     let mut total = Figures::default();
     for (i, g) in goldens.iter().enumerate() {
         let len = g.tokens.len() as i64;
         let fp: ForwardProgram = forward_program(&cfg, 1, len)?;
+        let exe = rt.compile(&fp.program)?;
         if params.is_none() {
-            params = Some(load_params(&cfg, &fp.decls)?);
+            // Parameter shardings do not depend on the sequence length: one upload serves every prompt.
+            params = Some(rt.upload_group(&fp.program, &exe, "params", &load_params(&cfg, &fp.decls)?)?);
         }
         let tokens: Vec<i32> = g.tokens.iter().map(|&t| t as i32).collect();
         let positions: Vec<i32> = (0..len as i32).collect();
-        let mut inputs = vec![HostTensor::from_i32(&tokens, &[1, len]), HostTensor::from_i32(&positions, &[1, len])];
-        inputs.extend(params.as_ref().unwrap().iter().cloned());
-        let out = rt.run(&fp.program, &inputs)?;
-        let logits = out[0].to_f64();
+        let inputs = rt.upload_group(&fp.program, &exe, "inputs", &[HostTensor::from_i32(&tokens, &[1, len]), HostTensor::from_i32(&positions, &[1, len])])?;
+        let out = rt.execute(&fp.program, &exe, &[("inputs", &inputs), ("params", params.as_ref().unwrap())])?;
+        let logits = rt.download_group(&fp.program, &out, "logits")?[0].to_f64();
         let mut fig = Figures::default();
         for (t, row) in g.logits.iter().enumerate() {
             fig.add(row, &logits[t * vocab..(t + 1) * vocab]);
@@ -128,7 +128,7 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("prompt {i} ({} tokens{}): {}", len, if g.description.is_empty() { String::new() } else { format!(", {}", g.description) }, fig.line());
     }
     println!("all {} prompts ({} positions): {}", goldens.len(), total.positions, total.line());
-    println!("dtype={} weight_dtype={} scan_layers={} devices={}", cfg.compute.dtype, cfg.compute.weight_dtype, cfg.compute.scan_layers, cfg.run.cpu_device_count);
+    println!("dtype={} weight_dtype={} scan_layers={} devices={}", cfg.compute.dtype, cfg.compute.weight_dtype, cfg.compute.scan_layers, describe_mesh(&cfg));
     if total.max_kl >= max_kl_div {
         bail!("max KL {:.3e} >= max_kl_div {max_kl_div:e}", total.max_kl);
     }

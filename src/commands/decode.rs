@@ -2,11 +2,11 @@
 //! generate until EOS or `max_target_length`, streaming text; prints prefill time, time to first token and
 //! decode tokens/s; `decode_output_path=FILE` writes one JSON line per sequence.
 
-use super::setup::{client, load_config, load_params_or_init};
+use super::setup::{load_config, load_params_or_init, open_runtime};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
 use maxtext::data::Tokenizer;
-use maxtext::runtime::{Generator, Runtime};
+use maxtext::runtime::Generator;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +37,7 @@ fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let cfg = load_config(args)?;
+    let (rt, cfg) = open_runtime(load_config(args)?)?;
     let tok = tokenizer(&cfg)?;
     let batch = cfg.batch.global_batch_size_to_load.max(1);
     let prompts: Vec<Vec<i64>> = if !cfg.decode.prompt_token_ids.is_empty() {
@@ -61,7 +61,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let decls = maxtext::program::param_decls(&cfg);
     let params = load_params_or_init(&cfg, &decls)?;
-    let rt = Runtime::new(client(&cfg)?);
     let gen = Generator::new(&rt, &cfg, &params)?;
     let eos = tok.as_ref().map(|t| t.eos_ids()).unwrap_or_default();
     let texts_ok = |ids: &[i64]| tok.as_ref().filter(|t| ids.iter().all(|&i| (i as usize) < t.vocab_size()));

@@ -4,10 +4,10 @@
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::hf;
 use maxtext::checkpoint::params::ModelCheckpoint;
-use maxtext::config::{Config, Origin};
+use maxtext::config::{Config, DeviceSource, Origin};
 use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
-use maxtext::runtime::HostTensor;
+use maxtext::runtime::{HostTensor, Runtime};
 use std::path::{Path, PathBuf};
 
 /// The base yml: the first argument when it names a yml, else `configs/base.yml` here or in the source tree.
@@ -80,6 +80,25 @@ fn sync_scan_layers(cfg: Config, base: &Path, mut overrides: Vec<String>) -> Res
     }
 }
 
+
+/// Opens the plugin and fits the config to its devices: the mesh (`ici_*`/`dcn_*` with -1 filled) and
+/// the global batch follow the devices the client has, as MaxText's follow `jax.devices()`.
+pub fn open_runtime(cfg: Config) -> Result<(Runtime, Config)> {
+    let client = client(&cfg)?;
+    let n = client.addressable_devices().len();
+    let cfg = if cfg.devices.num_devices != n || cfg.devices.source == DeviceSource::Assumed {
+        cfg.with_num_devices(n).context("fitting the mesh to the plugin's devices")?
+    } else {
+        cfg
+    };
+    Ok((Runtime::new(client), cfg))
+}
+
+/// `devices=8 mesh fsdp=2 tensor=2 expert=2` (size-1 axes left out) for the commands' summaries.
+pub fn describe_mesh(cfg: &Config) -> String {
+    let axes: Vec<String> = cfg.mesh_shape.iter().flatten().filter(|(_, s)| *s > 1).map(|(a, s)| format!("{a}={s}")).collect();
+    format!("{} mesh {}", cfg.devices.num_devices, if axes.is_empty() { "1".to_string() } else { axes.join(" ") })
+}
 
 pub fn client(cfg: &Config) -> Result<Client> {
     let hw = cfg.run.hardware;

@@ -3,15 +3,14 @@
 //! written in the background while the next steps run), automatic resume from the run's latest
 //! checkpoint, and a clean stop on a NaN or Inf loss that keeps the last good checkpoint.
 
-use super::setup::{client, load_config, load_params_or_init};
+use super::setup::{load_config, load_params_or_init, open_runtime};
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use maxtext::checkpoint::train_state::{latest_step, restore_train_state, restore_train_state_from, save_train_state};
-use maxtext::config::Config;
 use maxtext::data::DataIterator;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
-use maxtext::program::{train_program, BATCH_KEYS};
-use maxtext::runtime::{fresh_train_state, HostTensor, Runtime, Trainer};
+use maxtext::program::{train_program, TrainProgram, BATCH_KEYS, STATE_GROUPS};
+use maxtext::runtime::{fresh_train_state, HostTensor, Trainer};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -26,13 +25,22 @@ fn wait(pending: &mut PendingSave) -> Result<()> {
     Ok(())
 }
 
+/// A flat restored state (step, count, params, mu, nu) split into the train program's state groups.
+fn regroup(tp: &TrainProgram, (flat, data): (Vec<HostTensor>, serde_json::Value)) -> (Vec<Vec<HostTensor>>, serde_json::Value) {
+    let mut rest = flat.into_iter();
+    let groups = STATE_GROUPS.iter().map(|g| rest.by_ref().take(tp.program.args(g).len()).collect()).collect();
+    (groups, data)
+}
+
 pub fn run(args: &[String]) -> Result<()> {
-    let cfg: Config = load_config(args)?;
+    let (rt, cfg) = open_runtime(load_config(args)?)?;
     let batch = cfg.batch.global_batch_size_to_train_on as i64;
     let seq = cfg.data.max_target_length as i64;
     let steps = cfg.train.steps;
     let tp = train_program(&cfg, batch, seq)?;
-    let want: Vec<_> = tp.program.main.params[..tp.num_state()].iter().map(|t| (t.dtype, t.dims.clone())).collect();
+    // The state groups' argument types, flattened in group order (the checkpoint's leaf order).
+    let state_args: Vec<_> = STATE_GROUPS.iter().flat_map(|g| tp.program.args(g)).collect();
+    let want: Vec<_> = state_args.iter().map(|&a| (tp.program.main.params[a].dtype, tp.program.main.params[a].dims.clone())).collect();
     let root = cfg.checkpoint.checkpoint_dir.clone();
     let scan = cfg.compute.scan_layers;
     let ckpt_on = cfg.checkpoint.enable_checkpointing;
@@ -42,23 +50,22 @@ pub fn run(args: &[String]) -> Result<()> {
     let resume = if ckpt_on { latest_step(&root)? } else { None };
     let (state, data_state) = if let Some(s) = resume {
         eprintln!("resuming from checkpoint {}/{s}", root.display());
-        restore_train_state(&root, s, &tp.decls, &want, scan)?
+        regroup(&tp, restore_train_state(&root, s, &tp.decls, &want, scan)?)
     } else if let Some(path) = &cfg.checkpoint.load_full_state_path {
         let item = maxtext::checkpoint::params::resolve_item_dir(path).with_context(|| format!("load_full_state_path={}", path.display()))?;
         let ck = OrbaxCheckpoint::open(&item).with_context(|| format!("load_full_state_path={}", path.display()))?;
-        restore_train_state_from(&ck, &tp.decls, &want, scan)?
+        regroup(&tp, restore_train_state_from(&ck, &tp.decls, &want, scan)?)
     } else {
         let params = load_params_or_init(&cfg, &tp.decls)?;
         let state = fresh_train_state(&tp, params);
         (state, serde_json::Value::Null)
     };
-    let start = state[0].to_i64()[0] as u64;
+    let start = state[0][0].to_i64()[0] as u64;
     if start >= steps {
         println!("nothing to do: the run is at step {start} of steps={steps}");
         return Ok(());
     }
     let mut data = if data_state.is_null() { DataIterator::new(&cfg, 0, 1)? } else { DataIterator::restore(&cfg, 0, 1, &data_state)? };
-    let rt = Runtime::new(client(&cfg)?);
     let t_compile = Instant::now();
     let mut trainer = Trainer::new(&rt, tp, &state)?;
     tracing::info!("compiled train_step in {:.1} s", t_compile.elapsed().as_secs_f64());
@@ -68,7 +75,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let decls = trainer.program().decls.clone();
     let save = |trainer: &Trainer, data: &DataIterator, step: u64, pending: &mut PendingSave| -> Result<()> {
         wait(pending)?;
-        let host = trainer.state_to_host()?;
+        let host: Vec<HostTensor> = trainer.state_to_host()?.into_iter().flatten().collect();
         let (root, decls, data_state) = (root.clone(), decls.clone(), data.state());
         let job = move || -> Result<std::path::PathBuf> { Ok(save_train_state(&root, step, &decls, &host, &data_state, scan)?) };
         if cfg.checkpoint.async_checkpointing {

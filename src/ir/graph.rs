@@ -3,7 +3,7 @@
 //! into child functions; a tensor of an enclosing function used inside a body becomes an explicit capture,
 //! so every function is closed over its parameters and captures (what autodiff and the emitter need).
 
-use super::{Op, TensorType};
+use super::{Op, ShardingContext, TensorType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -28,11 +28,15 @@ pub struct Node {
 #[derive(Clone, Debug, Default)]
 pub struct Func {
     pub params: Vec<TensorType>,
+    /// Per parameter, the signature group it belongs to (`inputs`, `params`, `mu`, ...; "" = none).
+    pub param_groups: Vec<String>,
     /// For a loop body: the values of the enclosing function that `Op::Capture(i)` refers to.
     pub captures: Vec<ValueRef>,
     pub capture_types: Vec<TensorType>,
     pub nodes: Vec<Node>,
     pub results: Vec<ValueRef>,
+    /// Per result, its signature group ("" = none).
+    pub result_groups: Vec<String>,
 }
 
 impl Func {
@@ -64,6 +68,8 @@ pub(crate) struct FuncBuilder {
     /// parameter index -> node holding `Op::Parameter`
     param_nodes: Vec<ValueRef>,
     scopes: Rc<RefCell<Vec<String>>>,
+    /// Mesh and logical-axis rules of the whole trace (shared with loop bodies); `None` = one device.
+    sharding: Rc<RefCell<Option<Rc<ShardingContext>>>>,
 }
 
 pub(crate) type FuncRef = Rc<RefCell<FuncBuilder>>;
@@ -108,24 +114,40 @@ impl Default for Graph {
 impl Graph {
     /// A new top-level function.
     pub fn new() -> Graph {
-        Graph::with_parent(None, Rc::new(RefCell::new(Vec::new())))
+        Graph::with_parent(None, Rc::new(RefCell::new(Vec::new())), Rc::new(RefCell::new(None)))
     }
 
-    fn with_parent(parent: Option<FuncRef>, scopes: Rc<RefCell<Vec<String>>>) -> Graph {
+    /// A new top-level function traced for `ctx`'s mesh: `Tensor::constrain` resolves logical axis names
+    /// through its rules. A one-device mesh traces as [`Graph::new`] does.
+    pub fn sharded(ctx: ShardingContext) -> Graph {
+        let g = Graph::new();
+        if ctx.mesh.num_devices() > 1 {
+            *g.f.borrow().sharding.borrow_mut() = Some(Rc::new(ctx));
+        }
+        g
+    }
+
+    /// The mesh and rules this trace shards by (`None` on one device).
+    pub fn sharding_context(&self) -> Option<Rc<ShardingContext>> {
+        self.f.borrow().sharding.borrow().clone()
+    }
+
+    fn with_parent(parent: Option<FuncRef>, scopes: Rc<RefCell<Vec<String>>>, sharding: Rc<RefCell<Option<Rc<ShardingContext>>>>) -> Graph {
         let b = FuncBuilder {
             func: Func::default(),
             parent,
             capture_index: HashMap::new(),
             param_nodes: Vec::new(),
             scopes,
+            sharding,
         };
         Graph { f: Rc::new(RefCell::new(b)) }
     }
 
     /// A child function (loop body) whose captures refer to values of `self`.
     pub(crate) fn child(&self) -> Graph {
-        let scopes = self.f.borrow().scopes.clone();
-        Graph::with_parent(Some(self.f.clone()), scopes)
+        let (scopes, sharding) = (self.f.borrow().scopes.clone(), self.f.borrow().sharding.clone());
+        Graph::with_parent(Some(self.f.clone()), scopes, sharding)
     }
 
     pub fn same_as(&self, other: &Graph) -> bool {
@@ -134,8 +156,15 @@ impl Graph {
 
     /// Appends a parameter of type `ty`.
     pub fn param(&self, ty: TensorType) -> Tensor {
+        self.param_in("", ty)
+    }
+
+    /// Appends a parameter of type `ty` to the signature group `group` (a program's arguments are named
+    /// groups; each group's parameters must be contiguous).
+    pub fn param_in(&self, group: &str, ty: TensorType) -> Tensor {
         let index = self.f.borrow().func.params.len();
         self.f.borrow_mut().func.params.push(ty.clone());
+        self.f.borrow_mut().func.param_groups.push(group.to_string());
         let t = self.push(Op::Parameter(index), &[], vec![ty]).remove(0);
         self.f.borrow_mut().param_nodes.push(t.v);
         t
@@ -231,8 +260,18 @@ impl Graph {
     pub fn finish(self, results: &[Tensor]) -> Func {
         let refs: Vec<ValueRef> = results.iter().map(|t| self.import(t)).collect();
         let mut b = self.f.borrow_mut();
+        b.func.result_groups = vec![String::new(); refs.len()];
         b.func.results = refs;
         std::mem::take(&mut b.func)
+    }
+
+    /// Ends tracing with named result groups, in order: `g.finish_groups(&[("logits", vec![l]), ...])`.
+    pub fn finish_groups(self, groups: &[(&str, Vec<Tensor>)]) -> Func {
+        let results: Vec<Tensor> = groups.iter().flat_map(|(_, ts)| ts.iter().cloned()).collect();
+        let names: Vec<String> = groups.iter().flat_map(|(n, ts)| ts.iter().map(move |_| n.to_string())).collect();
+        let mut f = self.finish(&results);
+        f.result_groups = names;
+        f
     }
 
     /// How many loop bodies enclose this function (0 for a top-level function).

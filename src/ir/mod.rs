@@ -17,6 +17,6 @@ pub use dtype::DType;
 pub use graph::{Func, Graph, Node, ScopeGuard, Tensor, ValueRef};
 pub use op::*;
 pub use ops_shape::index_const;
-pub use program::Program;
-pub use sharding::{Mesh, Sharding};
+pub use program::{Group, Program};
+pub use sharding::{resolve, LogicalAxisRules, Mesh, Sharding, ShardingContext};
 pub use types::{AxisName, TensorType};

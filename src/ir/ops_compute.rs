@@ -121,6 +121,18 @@ impl Tensor {
         Graph::innermost(&[self, b]).push(op, &[self, b], vec![b.ty.clone()]).remove(0)
     }
 
+    /// MaxText's `nn.with_logical_constraint`: constrains the tensor to the sharding its logical dim names
+    /// resolve to under the trace's rules (`sdy.sharding_constraint`); the identity on one device.
+    pub fn constrain(&self, logical_axes: &[&str]) -> Tensor {
+        match self.graph().sharding_context() {
+            Some(ctx) => self.with_sharding(ctx.resolve(logical_axes, self.dims())),
+            None => {
+                assert_eq!(logical_axes.len(), self.rank(), "constrain {logical_axes:?} on {:?}", self.ty);
+                self.clone()
+            }
+        }
+    }
+
     /// Annotates the tensor with a sharding (`sdy.sharding_constraint`).
     pub fn with_sharding(&self, sharding: Sharding) -> Tensor {
         assert_eq!(sharding.dims.len(), self.rank(), "sharding {sharding:?} for {:?}", self.ty);

@@ -1,8 +1,8 @@
-//! Models assembled from `nn` layers. Qwen3-Next is the one model: `qwen3_next` is the stateless forward
-//! (training, logit checks), `decode` the same layers with prefill/decode state.
+//! Models assembled from `nn` layers. Qwen3-Next is the one model: `qwen3_next` holds its one decoder stack
+//! (stateless forward, prefill and decode), `state` the decode state it carries.
 
-pub mod decode;
 pub mod qwen3_next;
+pub mod state;
 
-pub use decode::{forward_with_state, state_types, DecodeState, Pass};
-pub use qwen3_next::{forward, forward_with_aux, DecoderLayer, ForwardInputs};
+pub use qwen3_next::{forward, forward_with_aux, forward_with_state, DecoderLayer, ForwardInputs, LayerOutput, RESIDUAL};
+pub use state::{state_types, DecodeState, Pass, STATE_LOGICAL, STATE_NAMES};

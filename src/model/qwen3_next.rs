@@ -1,14 +1,25 @@
 //! Qwen3-Next: embedding, 48 pre-norm decoder layers (3 Gated DeltaNet then 1 gated full attention,
 //! repeated; every layer with a sparse MoE), final norm, lm head (reference §2.1–2.2).
 //!
-//! With `scan_layers=true` the layers run as MaxText 0.2.5 scans them: a `while` over blocks of
-//! `inhomogeneous_layer_cycle_interval` layers, whose GDN layers (`local_layers`) run in an inner `while`
-//! and whose last layer is the full-attention `global_layer`; parameters are stacked on axis 1. Trace and
-//! compile time therefore do not grow with depth.
+//! One decoder stack serves every program: the stateless forward (training, logit checks), prefill and
+//! decode steps, where the decode state ([`DecodeState`]) is an extra carry. With `scan_layers=true` the
+//! layers run as MaxText 0.2.5 scans them: a `while` over blocks of `inhomogeneous_layer_cycle_interval`
+//! layers, whose GDN layers (`local_layers`) run in an inner `while` and whose last layer is the
+//! full-attention `global_layer`; parameters are stacked on axis 1. Trace and compile time therefore do not
+//! grow with depth.
+//!
+//! Activations are constrained where MaxText calls `nn.with_logical_constraint`: the embedding output and
+//! the residual stream of every layer (`activation_batch, activation_norm_length, activation_embed`) and the
+//! logits (`activation_embed_and_logits_batch, activation_length, activation_vocab`); the layers constrain
+//! their own heads.
 
+use super::state::{put, take, DecodeState, Pass};
 use crate::config::ModelConfig;
-use crate::ir::{DType, Tensor};
+use crate::ir::{index_const, DType, Tensor};
 use crate::nn::{GatedAttention, GatedDeltaNet, Init, ParamBuilder, RmsNormOffset, SparseMoe};
+
+/// The residual stream's logical axes.
+pub const RESIDUAL: [&str; 3] = ["activation_batch", "activation_norm_length", "activation_embed"];
 
 pub(crate) enum Mixer {
     Linear(GatedDeltaNet),
@@ -31,6 +42,14 @@ pub struct ForwardInputs {
     pub segment_ids: Option<Tensor>,
 }
 
+/// What one layer gives back: the new residual stream, its MoE load-balancing loss and, in prefill and
+/// decode, its new state pair ((k, v) cache or (conv, recurrent) state).
+pub struct LayerOutput {
+    pub x: Tensor,
+    pub lb: Tensor,
+    pub state: Option<(Tensor, Tensor)>,
+}
+
 impl DecoderLayer {
     pub fn new(cfg: &ModelConfig, pb: &mut ParamBuilder, full_attention: bool) -> DecoderLayer {
         let (e, eps) = (cfg.emb_dim as i64, cfg.normalization_layer_epsilon);
@@ -45,75 +64,126 @@ impl DecoderLayer {
         DecoderLayer { input_norm, mixer, post_norm, moe }
     }
 
-    /// x [batch, seq, embed] -> [batch, seq, embed].
+    /// x [batch, seq, embed] -> [batch, seq, embed] (stateless pass).
     pub fn forward(&self, x: &Tensor, inputs: &ForwardInputs) -> Tensor {
-        self.forward_with_aux(x, inputs).0
+        self.forward_pass(x, inputs, Pass::Forward, None).x
     }
 
-    /// As [`forward`](Self::forward), with the layer's MoE load-balancing loss.
-    pub fn forward_with_aux(&self, x: &Tensor, inputs: &ForwardInputs) -> (Tensor, Tensor) {
+    /// The layer in any pass: `state` is this layer's state pair in prefill and decode, `None` in a
+    /// stateless forward.
+    pub fn forward_pass(&self, x: &Tensor, inputs: &ForwardInputs, pass: Pass, state: Option<(&Tensor, &Tensor)>) -> LayerOutput {
         let a = self.input_norm.forward(x);
         let seg = inputs.segment_ids.as_ref();
-        let a = match &self.mixer {
-            Mixer::Linear(gdn) => gdn.forward(&a, seg),
-            Mixer::Full(attn) => attn.forward(&a, &inputs.positions, seg),
+        let pos = &inputs.positions;
+        let (a, state) = match (&self.mixer, pass, state) {
+            (Mixer::Full(attn), Pass::Forward, None) => (attn.forward(&a, pos, seg), None),
+            (Mixer::Linear(gdn), Pass::Forward, None) => (gdn.forward(&a, seg), None),
+            (Mixer::Full(attn), Pass::Prefill { segment_ids, .. }, Some((k, v))) => {
+                let (o, k, v) = attn.prefill(&a, pos, segment_ids, k, v);
+                (o, Some((k, v)))
+            }
+            (Mixer::Full(attn), Pass::Decode, Some((k, v))) => {
+                let (o, k, v) = attn.decode_step(&a, pos, k, v);
+                (o, Some((k, v)))
+            }
+            (Mixer::Linear(gdn), Pass::Prefill { segment_ids, lengths }, Some(_)) => {
+                let (o, conv, rec) = gdn.prefill(&a, segment_ids, lengths);
+                (o, Some((conv, rec)))
+            }
+            (Mixer::Linear(gdn), Pass::Decode, Some((conv, rec))) => {
+                let (o, conv, rec) = gdn.decode_step(&a, conv, rec);
+                (o, Some((conv, rec)))
+            }
+            (_, Pass::Forward, Some(_)) => panic!("a stateless forward pass was given decode state"),
+            (_, _, None) => panic!("prefill and decode passes need the layer's state"),
         };
-        self.finish_with_aux(&(x + &a))
-    }
-
-    /// The MoE half of the layer: `h + moe(norm(h))`.
-    pub(crate) fn finish(&self, h: &Tensor) -> Tensor {
-        self.finish_with_aux(h).0
-    }
-
-    /// As [`finish`](Self::finish), with the MoE load-balancing loss.
-    fn finish_with_aux(&self, h: &Tensor) -> (Tensor, Tensor) {
-        let (m, lb) = self.moe.forward_with_aux(&self.post_norm.forward(h));
-        (h + &m, lb)
+        let h = (x + &a).constrain(&RESIDUAL);
+        let (m, lb) = self.moe.forward_with_aux(&self.post_norm.forward(&h));
+        LayerOutput { x: (&h + &m).constrain(&RESIDUAL), lb, state }
     }
 }
 
-/// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`. Returns the output and
-/// the sum over layers of the MoE load-balancing losses.
-fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
+/// Layer `l`'s state pair from slot `slot` of the stacked state (KV for full attention, else conv/rec).
+fn layer_state(st: &DecodeState, full: bool, slot: &Tensor) -> (Tensor, Tensor) {
+    if full {
+        (take(&st.kv_k, slot), take(&st.kv_v, slot))
+    } else {
+        (take(&st.conv, slot), take(&st.rec, slot))
+    }
+}
+
+/// `st` with layer state `new` written to slot `slot`.
+fn store(st: &mut DecodeState, full: bool, slot: &Tensor, new: (Tensor, Tensor)) {
+    if full {
+        st.kv_k = put(&st.kv_k, slot, &new.0);
+        st.kv_v = put(&st.kv_v, slot, &new.1);
+    } else {
+        st.conv = put(&st.conv, slot, &new.0);
+        st.rec = put(&st.rec, slot, &new.1);
+    }
+}
+
+/// Runs `layer` with its state (when there is one) at `slot`, accumulating into `x`, `lb`, `st`.
+fn run_layer(layer: &DecoderLayer, inputs: &ForwardInputs, pass: Pass, full: bool, slot: &Tensor, x: &Tensor, lb: &Tensor, st: &mut Option<DecodeState>) -> (Tensor, Tensor) {
+    let pair = st.as_ref().map(|s| layer_state(s, full, slot));
+    let out = layer.forward_pass(x, inputs, pass, pair.as_ref().map(|(a, b)| (a, b)));
+    if let (Some(s), Some(new)) = (st.as_mut(), out.state) {
+        store(s, full, slot, new);
+    }
+    (out.x.with_axes(&x.ty().axes), lb + &out.lb)
+}
+
+/// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`. Returns the output, the sum
+/// over layers of the MoE load-balancing losses, and the new decode state (when one was given).
+fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool) -> (Tensor, Tensor, Option<DecodeState>) {
     let interval = cfg.inhomogeneous_layer_cycle_interval;
     let layers = cfg.num_decoder_layers;
     let g = x.graph();
-    let zero = g.scalar(0.0, DType::F32);
+    let lb = g.scalar(0.0, DType::F32);
     if !scan {
-        let (mut x, mut lb) = (x, zero);
+        let (mut x, mut lb, mut st) = (x, lb, state);
+        let (mut full_slot, mut lin_slot) = (0, 0);
         for l in 0..layers {
             let full = cfg.is_full_attention(l);
             let layer = pb.scope(&format!("layers_{l}"), |pb| DecoderLayer::new(cfg, pb, full));
-            let (nx, l_lb) = layer.forward_with_aux(&x, inputs);
-            (x, lb) = (nx, &lb + &l_lb);
+            let slot = if full { &mut full_slot } else { &mut lin_slot };
+            let idx = index_const(&g, *slot);
+            *slot += 1;
+            (x, lb) = run_layer(&layer, inputs, pass, full, &idx, &x, &lb, &mut st);
         }
-        return (x, lb);
+        return (x, lb, st);
     }
     assert!(interval >= 1 && layers % interval == 0, "scan_layers needs num_decoder_layers ({layers}) divisible by {interval}");
     let blocks = (layers / interval) as i64;
     let locals = (interval - 1) as i64;
+    // Loop carries: x, lb, then the four state arrays when there is a state.
+    let pack = |x: Tensor, lb: Tensor, st: Option<DecodeState>| {
+        let mut c = vec![x, lb];
+        c.extend(st.map(DecodeState::into_vec).unwrap_or_default());
+        c
+    };
+    let unpack = |c: &[Tensor]| (c[0].clone(), c[1].clone(), (c.len() > 2).then(|| DecodeState::from_vec(c[2..6].to_vec())));
     let out = pb.scope("layers", |pb| {
-        g.fori_loop(0, blocks, &[x, zero], |_, block, carry| {
-            let (mut x, mut lb) = (carry[0].clone(), carry[1].clone());
+        g.fori_loop(0, blocks, &pack(x, lb, state), |bg, block, carry| {
+            let (mut x, mut lb, mut st) = unpack(carry);
             if locals > 0 {
                 let r = pb.scope("local_layers", |pb| {
-                    x.graph().fori_loop(0, locals, &[x.clone(), lb.clone()], |_, local, c| {
-                        let layer = pb.stacked("layers", blocks, block, |pb| {
-                            pb.stacked("local_layers", locals, local, |pb| DecoderLayer::new(cfg, pb, false))
-                        });
-                        let (nx, l_lb) = layer.forward_with_aux(&c[0], inputs);
-                        vec![nx, &c[1] + &l_lb]
+                    bg.fori_loop(0, locals, &pack(x.clone(), lb.clone(), st.clone()), |lg, local, c| {
+                        let (x, lb, mut st) = unpack(c);
+                        let layer = pb.stacked("layers", blocks, block, |pb| pb.stacked("local_layers", locals, local, |pb| DecoderLayer::new(cfg, pb, false)));
+                        let slot = &(block * &index_const(lg, locals)) + local;
+                        let (x, lb) = run_layer(&layer, inputs, pass, false, &slot, &x, &lb, &mut st);
+                        pack(x, lb, st)
                     })
                 });
-                (x, lb) = (r[0].clone(), r[1].clone());
+                (x, lb, st) = unpack(&r);
             }
             let layer = pb.scope("global_layer", |pb| pb.stacked("layers", blocks, block, |pb| DecoderLayer::new(cfg, pb, true)));
-            let (nx, l_lb) = layer.forward_with_aux(&x, inputs);
-            vec![nx, &lb + &l_lb]
+            let (x, lb) = run_layer(&layer, inputs, pass, true, block, &x, &lb, &mut st);
+            pack(x, lb, st)
         })
     });
-    (out[0].clone(), out[1].clone())
+    unpack(&out)
 }
 
 /// `token_embedder/embedding`: tokens [batch, seq] -> [batch, seq, embed].
@@ -122,7 +192,7 @@ pub(crate) fn token_embed(cfg: &ModelConfig, pb: &mut ParamBuilder, tokens: &Ten
     let embedding = pb.scope("token_embedder", |pb| {
         pb.param("embedding", &[v, e], &["vocab", "embed"], &[Some("vocab"), Some("embed_vocab")], Init::Normal { stddev: 1.0 })
     });
-    embedding.take_rows(tokens).named(&["batch", "seq", "embed"])
+    embedding.take_rows(tokens).named(&["batch", "seq", "embed"]).constrain(&RESIDUAL)
 }
 
 /// `decoder/decoder_norm` + `decoder/logits_dense`: [batch, seq, embed] -> logits [batch, seq, vocab] (f32).
@@ -132,7 +202,8 @@ pub(crate) fn lm_head(cfg: &ModelConfig, pb: &mut ParamBuilder, x: &Tensor) -> T
     let kernel = pb.scope("logits_dense", |pb| {
         pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed_vocab"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
     });
-    norm.forward(x).dot(&kernel, &["embed"]).convert(DType::F32)
+    let logits = norm.forward(x).dot(&kernel, &["embed"]).convert(DType::F32);
+    logits.constrain(&["activation_embed_and_logits_batch", "activation_length", "activation_vocab"])
 }
 
 /// tokens -> logits [batch, seq, vocab] (f32). Declares every parameter on `pb`.
@@ -143,9 +214,20 @@ pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs,
 /// As [`forward`], with the MoE load-balancing loss averaged over layers (MaxText's `moe_lb_loss` before
 /// its weight; f32 scalar).
 pub fn forward_with_aux(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
+    let (logits, lb, _) = run(cfg, pb, inputs, Pass::Forward, None, scan);
+    (logits, lb)
+}
+
+/// tokens [batch, seq] at `positions` -> (logits [batch, seq, vocab] f32, new state): prefill or decode.
+pub fn forward_with_state(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, pass: Pass, state: DecodeState, scan: bool) -> (Tensor, DecodeState) {
+    let (logits, _, st) = run(cfg, pb, inputs, pass, Some(state.constrained()), scan);
+    (logits, st.expect("state in, state out").constrained())
+}
+
+fn run(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool) -> (Tensor, Tensor, Option<DecodeState>) {
     let x = token_embed(cfg, pb, &inputs.tokens);
     pb.scope("decoder", |pb| {
-        let (x, lb_sum) = decoder_layers(cfg, pb, x, inputs, scan);
-        (lm_head(cfg, pb, &x), lb_sum.mul_scalar(1.0 / cfg.num_decoder_layers as f64))
+        let (x, lb_sum, st) = decoder_layers(cfg, pb, x, inputs, pass, state, scan);
+        (lm_head(cfg, pb, &x), lb_sum.mul_scalar(1.0 / cfg.num_decoder_layers as f64), st)
     })
 }

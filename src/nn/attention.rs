@@ -78,7 +78,9 @@ impl GatedAttention {
         let v = x.dot(&self.wv, &["embed"]);
         let q = apply_partial_rope(&self.q_norm.forward(&q), positions, self.rotary_dim, self.theta);
         let k = apply_partial_rope(&self.k_norm.forward(&k), positions, self.rotary_dim, self.theta);
-        let q = q.mul_scalar(1.0 / (dh as f64).sqrt());
+        let q = q.mul_scalar(1.0 / (dh as f64).sqrt()).constrain(&["activation_batch_attn", "activation_length_attn", "activation_heads", "activation_kv"]);
+        let kv_axes = ["activation_kv_batch", "activation_length_attn", "activation_kv_heads", "activation_kv_head_dim"];
+        let (k, v) = (k.constrain(&kv_axes), v.constrain(&kv_axes));
         let group = q.dim("heads") / self.num_kv_heads;
         let q = q.split_axis("heads", &[("kv_heads", self.num_kv_heads), ("group", group)]);
         Projected { q, k, v, gate }

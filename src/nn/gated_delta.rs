@@ -156,7 +156,18 @@ impl GatedDeltaNet {
         let eps = 1e-6;
         let q = repeat(&l2norm(&q, "dk", eps)).mul_scalar(1.0 / (dk as f64).sqrt());
         let k = repeat(&l2norm(&k, "dk", eps));
-        [q, k, v, g, beta].map(|t| t.rename("v_heads", "heads"))
+        // MaxText's shard_map around the chunk kernel: batch over activation_kv_batch, heads over
+        // activation_kv_heads, the rest whole.
+        let constrain = |t: Tensor| {
+            let t = t.rename("v_heads", "heads");
+            let logical: Vec<&str> = t.ty().axes.iter().map(|a| match *a {
+                Some("batch") => "activation_kv_batch",
+                Some("heads") => "activation_kv_heads",
+                _ => "",
+            }).collect();
+            t.constrain(&logical)
+        };
+        [q, k, v, g, beta].map(constrain)
     }
 
     /// Gated norm of the delta-rule output and the output projection.

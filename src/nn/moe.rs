@@ -127,8 +127,9 @@ impl SparseMoe {
         let (combine, logits, counts) = self.route(x);
         let lb = Self::load_balance_loss(&logits, &counts);
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
-        let h0 = act(x.dot(&self.wi_0, &["embed"])); // [batch, seq, exp, mlp_moe]
-        let h1 = act(x.dot(&self.wi_1, &["embed"]));
+        let hidden = ["activation_batch_moe", "activation_length_moe", "activation_exp", "activation_mlp_moe"];
+        let h0 = act(x.dot(&self.wi_0, &["embed"]).constrain(&hidden)); // [batch, seq, exp, mlp_moe]
+        let h1 = act(x.dot(&self.wi_1, &["embed"]).constrain(&hidden));
         let h = (&silu(&h0) * &h1).convert(x.dtype());
         let hw = h.zip_named(&combine, |a, b| a * b);
         let routed = hw.dot(&self.wo, &["exp", "mlp_moe"]); // [batch, seq, embed]

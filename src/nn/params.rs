@@ -154,7 +154,7 @@ impl ParamBuilder {
         };
         assert!(!self.decls.iter().any(|d| d.path == decl.path), "parameter {} declared twice", decl.path);
         self.decls.push(decl);
-        let stacked = self.root.param(TensorType::named(dtype, &full_dims, &full_axes));
+        let stacked = self.root.param_in("params", TensorType::named(dtype, &full_dims, &full_axes));
         let layer = if self.stack.is_empty() {
             stacked
         } else {

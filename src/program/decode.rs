@@ -1,32 +1,26 @@
 //! The two decode programs, sharing one set of weight buffers on the device:
-//! - `prefill`: (tokens, positions, segment_ids [batch, bucket], lengths [batch], rng, params...) ->
-//!   (next token [batch], logits at each row's last prompt token [batch, vocab], rng, kv_k, kv_v, conv, rec);
-//! - `decode_step`: (tokens, positions [batch, 1], rng, kv_k, kv_v, conv, rec, params...) -> the same
-//!   outputs; the rng and the four state arrays are donated, so the caches are updated in place.
-//! Parameters are the last arguments of both, with the same shardings, so one upload serves both.
+//! - `prefill`: arguments `inputs` (tokens, positions, segment_ids [batch, bucket], lengths [batch]), `rng`,
+//!   `params`;
+//! - `decode_step`: arguments `inputs` (tokens, positions [batch, 1]), `rng`, `cache`, `params`.
+//! Both return `token` (next token [batch]), `logits` (at each row's last token [batch, vocab]), `rng` and
+//! `cache` (kv_k, kv_v, conv, rec); decode_step donates its `rng` and `cache`, so the caches are updated in
+//! place. `params` are sharded alike in both, so one upload serves both; caches are sharded by MaxText's
+//! cache rules (batch over `decode_batch`, KV heads over `cache_heads`).
 
-use super::forward::{matmul_precision, model_params, param_shardings};
+use super::forward::{matmul_precision, model_params};
+use super::layout::lay_out;
 use super::sampling::sample;
 use crate::config::Config;
-use crate::ir::{DType, Graph, Program, Sharding, Tensor, TensorType};
-use crate::model::{forward_with_state, state_types, DecodeState, ForwardInputs, Pass};
+use crate::ir::{DType, Graph, Program, Sharding, ShardingContext, Tensor, TensorType};
+use crate::model::{forward_with_state, state_types, DecodeState, ForwardInputs, Pass, STATE_LOGICAL, STATE_NAMES};
 use crate::nn::ParamDecl;
-use crate::sharding::{device_mesh, LogicalAxisRules, ShardingError};
+use crate::sharding::{sharding_context, ShardingError};
 
-/// A traced decode program and where its parameters start.
+/// A traced decode program and its parameter declarations (the `params` group, in order).
 pub struct DecodeProgram {
     pub program: Program,
     pub decls: Vec<ParamDecl>,
-    /// Index of the first parameter argument.
-    pub first_param: usize,
 }
-
-/// Outputs of both programs, in order.
-pub const OUT_TOKEN: usize = 0;
-pub const OUT_LOGITS: usize = 1;
-pub const OUT_RNG: usize = 2;
-/// kv_k, kv_v, conv, rec follow.
-pub const OUT_STATE: usize = 3;
 
 fn rng_type() -> TensorType {
     TensorType::new(DType::U64, &[2])
@@ -43,74 +37,59 @@ fn last_logits(logits: &Tensor, lengths: &Tensor) -> Tensor {
     w.dot(&logits.named(&["batch", "seq", "vocab"]), &["seq"])
 }
 
-fn finish(cfg: &Config, g: Graph, name: &str, outputs: Vec<Tensor>, decls: Vec<ParamDecl>, first_param: usize, arg_names: &[&str], donate: &[(usize, usize)]) -> Result<DecodeProgram, ShardingError> {
-    let mut program = Program::new(name, g.finish(&outputs));
-    program.matmul_precision = matmul_precision(cfg);
-    for (i, n) in arg_names.iter().enumerate() {
-        program.arg_names[i] = n.to_string();
-    }
-    for (i, d) in decls.iter().enumerate() {
-        program.arg_names[first_param + i] = d.path.clone();
-    }
-    for &(a, r) in donate {
-        program = program.donate(a, r);
-    }
-    let mesh = device_mesh(cfg)?;
-    if mesh.num_devices() > 1 {
-        let rules = LogicalAxisRules::from_config(cfg);
-        for (i, s) in param_shardings(&decls, &rules, &mesh).into_iter().enumerate() {
-            program.arg_shardings[first_param + i] = Some(s);
-        }
-        // Decode state stays replicated across devices for now: it is small next to the weights on the
-        // configs decoded here, and keeps prefill and decode layouts trivially equal.
-        let rep = |t: &TensorType| Sharding::replicated(t.rank());
-        for r in 0..program.result_shardings.len() {
-            let ty = program.main.value_type(program.main.results[r]).clone();
-            program.result_shardings[r] = Some(rep(&ty));
-        }
-        program = program.with_mesh(mesh);
-    }
-    Ok(DecodeProgram { program, decls, first_param })
-}
-
-fn outputs(cfg: &Config, logits: &Tensor, rng: &Tensor, st: DecodeState) -> Vec<Tensor> {
+/// Names, shardings and the mesh shared by both programs.
+fn finish(cfg: &Config, ctx: &ShardingContext, g: Graph, name: &str, logits: &Tensor, rng: &Tensor, st: DecodeState, decls: Vec<ParamDecl>, inputs: &[&str]) -> DecodeProgram {
     let (token, rng) = sample(&cfg.decode, logits, rng);
-    vec![token, logits.clone(), rng, st.kv_k, st.kv_v, st.conv, st.rec]
+    let groups = [("token", vec![token]), ("logits", vec![logits.clone()]), ("rng", vec![rng]), ("cache", st.into_vec())];
+    let mut program = Program::new(name, g.finish_groups(&groups));
+    program.matmul_precision = matmul_precision(cfg);
+    program.name_args("inputs", inputs.iter().map(|s| s.to_string()));
+    program.name_args("params", decls.iter().map(|d| d.path.clone()));
+    program.donate_group("rng", "rng");
+    if ctx.mesh.num_devices() > 1 {
+        let cache: Vec<Sharding> = program.results("cache").zip(STATE_LOGICAL).map(|(r, l)| ctx.resolve(l, &program.main.value_type(program.main.results[r]).dims)).collect();
+        program.shard_results("cache", &cache);
+        if program.arg_groups.iter().any(|a| a.name == "cache") {
+            program.shard_args("cache", &cache);
+        }
+    }
+    lay_out(&mut program, ctx, &decls, &["params"], &[]);
+    DecodeProgram { program, decls }
 }
 
 /// The prefill program for `batch` rows right-padded to `bucket` tokens, with caches of `max_len`.
 pub fn prefill_program(cfg: &Config, batch: i64, bucket: i64, max_len: i64) -> Result<DecodeProgram, ShardingError> {
-    let g = Graph::new();
-    let tok = |g: &Graph| g.param(TensorType::named(DType::S32, &[batch, bucket], &["batch", "seq"]));
+    let ctx = sharding_context(cfg)?;
+    let g = Graph::sharded(ctx.clone());
+    let tok = |g: &Graph| g.param_in("inputs", TensorType::named(DType::S32, &[batch, bucket], &["batch", "seq"]));
     let (tokens, positions, segment_ids) = (tok(&g), tok(&g), tok(&g));
-    let lengths = g.param(TensorType::named(DType::S32, &[batch], &["batch"]));
-    let rng = g.param(rng_type());
+    let lengths = g.param_in("inputs", TensorType::named(DType::S32, &[batch], &["batch"]));
+    let rng = g.param_in("rng", rng_type());
     let mut pb = model_params(&g, cfg);
-    let [kt, vt, ct, rt] = state_types(&cfg.model, cfg.compute.dtype, batch, max_len);
-    let zeros = |t: &TensorType| g.zeros(t.dtype, &t.dims).with_axes(&t.axes);
-    let state = DecodeState { kv_k: zeros(&kt), kv_v: zeros(&vt), conv: zeros(&ct), rec: zeros(&rt) };
+    let types = state_types(&cfg.model, cfg.compute.dtype, batch, max_len);
+    let state = DecodeState::from_vec(types.iter().map(|t| g.zeros(t.dtype, &t.dims).with_axes(&t.axes)).collect());
     let inputs = ForwardInputs { tokens, positions, segment_ids: Some(segment_ids.clone()) };
     let pass = Pass::Prefill { segment_ids: &segment_ids, lengths: &lengths };
     let (logits, st) = forward_with_state(&cfg.model, &mut pb, &inputs, pass, state, cfg.compute.scan_layers);
     let logits = last_logits(&logits, &lengths);
-    let outs = outputs(cfg, &logits, &rng, st);
-    finish(cfg, g, "prefill", outs, pb.decls, 5, &["tokens", "positions", "segment_ids", "lengths", "rng"], &[(4, OUT_RNG)])
+    Ok(finish(cfg, &ctx, g, "prefill", &logits, &rng, st, pb.decls, &["tokens", "positions", "segment_ids", "lengths"]))
 }
 
 /// The decode-step program: one token per row, caches of `max_len` positions.
 pub fn decode_program(cfg: &Config, batch: i64, max_len: i64) -> Result<DecodeProgram, ShardingError> {
-    let g = Graph::new();
-    let tokens = g.param(TensorType::named(DType::S32, &[batch, 1], &["batch", "seq"]));
-    let positions = g.param(TensorType::named(DType::S32, &[batch, 1], &["batch", "seq"]));
-    let rng = g.param(rng_type());
-    let [kt, vt, ct, rt] = state_types(&cfg.model, cfg.compute.dtype, batch, max_len);
-    let state = DecodeState { kv_k: g.param(kt), kv_v: g.param(vt), conv: g.param(ct), rec: g.param(rt) };
+    let ctx = sharding_context(cfg)?;
+    let g = Graph::sharded(ctx.clone());
+    let tokens = g.param_in("inputs", TensorType::named(DType::S32, &[batch, 1], &["batch", "seq"]));
+    let positions = g.param_in("inputs", TensorType::named(DType::S32, &[batch, 1], &["batch", "seq"]));
+    let rng = g.param_in("rng", rng_type());
+    let state = DecodeState::from_vec(state_types(&cfg.model, cfg.compute.dtype, batch, max_len).into_iter().map(|t| g.param_in("cache", t)).collect());
     let mut pb = model_params(&g, cfg);
     let inputs = ForwardInputs { tokens, positions, segment_ids: None };
     let (logits, st) = forward_with_state(&cfg.model, &mut pb, &inputs, Pass::Decode, state, cfg.compute.scan_layers);
     let (b, v) = (logits.dims()[0], logits.dims()[2]);
     let logits = logits.reshape(&[b, v]).named(&["batch", "vocab"]);
-    let outs = outputs(cfg, &logits, &rng, st);
-    let donate: Vec<(usize, usize)> = (0..5).map(|k| (2 + k, OUT_RNG + k)).collect();
-    finish(cfg, g, "decode_step", outs, pb.decls, 7, &["tokens", "positions", "rng", "kv_k", "kv_v", "conv", "rec"], &donate)
+    let mut dp = finish(cfg, &ctx, g, "decode_step", &logits, &rng, st, pb.decls, &["tokens", "positions"]);
+    dp.program.name_args("cache", STATE_NAMES.iter().map(|s| s.to_string()));
+    dp.program.donate_group("cache", "cache");
+    Ok(dp)
 }

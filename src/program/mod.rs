@@ -1,12 +1,15 @@
 //! Programs: a model traced into one `Program` with its arguments, shardings and donation.
-//! `forward` (tokens -> logits), `prefill` and `decode_step` (with sampling); `train_step` comes with its issue.
+//! `forward` (tokens -> logits), `prefill` and `decode_step` (with sampling); `train_step`. Arguments and
+//! results are named groups (`inputs`, `params`, `mu`, `cache`, `rng`, `metrics`, ...) that the runtime binds by name.
 
 mod decode;
 mod forward;
+mod layout;
 mod sampling;
 mod train;
 
-pub use forward::{forward_program, matmul_precision, model_params, param_decls, param_shardings, ForwardProgram};
-pub use decode::{decode_program, prefill_program, DecodeProgram, OUT_LOGITS, OUT_RNG, OUT_STATE, OUT_TOKEN};
+pub use forward::{forward_program, matmul_precision, model_params, param_decls, ForwardProgram};
+pub use layout::{lay_out, param_shardings, INPUT_LOGICAL};
+pub use decode::{decode_program, prefill_program, DecodeProgram};
 pub use sampling::sample;
-pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, METRIC_NAMES};
+pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, METRIC_NAMES, STATE_GROUPS};

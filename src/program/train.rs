@@ -3,21 +3,25 @@
 //! global-norm clipping, AdamW and the learning-rate schedule — one program whose state (step, optimizer
 //! count, params, mu, nu) is donated and stays on device.
 //!
-//! Arguments: `step`, `count` (i32), params…, mu…, nu…, then the batch (`inputs`, `inputs_position`,
-//! `inputs_segmentation`, `targets`, `targets_segmentation`, i32 [batch, seq]).
-//! Results: `step+1`, `count+1`, params…, mu…, nu…, then metrics: loss, raw grad norm, clipped grad norm,
-//! learning rate, total weights (target tokens), weighted MoE load-balancing loss (part of the loss).
+//! Argument groups: `step`, `opt_count` (i32 scalars), `params`, `mu`, `nu` (one per parameter), `batch`
+//! (`inputs`, `inputs_position`, `inputs_segmentation`, `targets`, `targets_segmentation`, i32 [batch, seq]).
+//! Result groups: the five state groups again (each donated by its argument group), then `metrics`: loss,
+//! raw grad norm, clipped grad norm, learning rate, total weights (target tokens), weighted MoE
+//! load-balancing loss (part of the loss).
 
-use super::forward::{matmul_precision, model_params, param_shardings};
+use super::forward::{matmul_precision, model_params};
+use super::layout::lay_out;
 use crate::autodiff::grad_in;
 use crate::config::{Config, LrSchedule};
-use crate::ir::{DType, Func, Graph, Program, Tensor, TensorType};
+use crate::ir::{DType, Func, Graph, Program, ShardingContext, Tensor, TensorType};
 use crate::model::{self, ForwardInputs};
 use crate::nn::ParamDecl;
 use crate::optim::{adamw, clip_by_global_norm, learning_rate, AdamSlot};
-use crate::sharding::{device_mesh, LogicalAxisRules};
+use crate::sharding::sharding_context;
 
 pub const BATCH_KEYS: [&str; 5] = ["inputs", "inputs_position", "inputs_segmentation", "targets", "targets_segmentation"];
+/// The groups of the train state, in order; each is an argument group and the result group it is donated to.
+pub const STATE_GROUPS: [&str; 5] = ["step", "opt_count", "params", "mu", "nu"];
 pub const METRIC_NAMES: [&str; 6] = ["loss", "raw_grad_norm", "grad_norm", "learning_rate", "total_weights", "moe_lb_loss"];
 
 #[derive(Debug, thiserror::Error)]
@@ -28,33 +32,10 @@ pub enum TrainProgramError {
     Unsupported(String),
 }
 
-/// A traced train step and the position of each group of arguments/results.
+/// A traced train step and its parameter declarations (the order of the `params`, `mu` and `nu` groups).
 pub struct TrainProgram {
     pub program: Program,
     pub decls: Vec<ParamDecl>,
-}
-
-impl TrainProgram {
-    pub fn num_params(&self) -> usize {
-        self.decls.len()
-    }
-    /// Index of the first of `n` params / mu / nu arguments (and results).
-    pub fn params_at(&self) -> usize {
-        2
-    }
-    pub fn mu_at(&self) -> usize {
-        2 + self.decls.len()
-    }
-    pub fn nu_at(&self) -> usize {
-        2 + 2 * self.decls.len()
-    }
-    /// Number of state arguments (step, count, params, mu, nu); the batch follows.
-    pub fn num_state(&self) -> usize {
-        2 + 3 * self.decls.len()
-    }
-    pub fn metrics_at(&self) -> usize {
-        self.num_state()
-    }
 }
 
 /// The loss of one (micro-)batch as a function: (batch…, params…) -> (Σ masked xent + z-loss + the
@@ -62,7 +43,12 @@ impl TrainProgram {
 /// the second gives MaxText's loss: token mean + `load_balance_loss_weight` · mean over layers of the
 /// per-layer load-balancing loss.
 pub fn loss_function(cfg: &Config, batch: i64, seq: i64) -> (Func, Vec<ParamDecl>) {
-    let g = Graph::new();
+    let ctx = sharding_context(cfg).expect("mesh checked when the config loaded");
+    loss_function_on(cfg, &ctx, batch, seq)
+}
+
+fn loss_function_on(cfg: &Config, ctx: &ShardingContext, batch: i64, seq: i64) -> (Func, Vec<ParamDecl>) {
+    let g = Graph::sharded(ctx.clone());
     let mut pb = model_params(&g, cfg);
     // Parameters are declared while the model is traced, after the batch, so the batch comes first here.
     let bt = |g: &Graph| g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]));
@@ -101,19 +87,19 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
         return Err(TrainProgramError::Unsupported(format!("global batch {batch} is not divisible by gradient_accumulation_steps={accum}")));
     }
     let micro = batch / accum;
-    let (loss_fn, decls) = loss_function(cfg, micro, seq);
-    let n = decls.len();
-    let g = Graph::new();
-    let step = g.param(TensorType::scalar(DType::S32));
-    let count = g.param(TensorType::scalar(DType::S32));
-    let params: Vec<Tensor> = decls.iter().map(|d| g.param(TensorType::named(d.dtype, &d.dims, &d.axes))).collect();
+    let ctx = sharding_context(cfg)?;
+    let (loss_fn, decls) = loss_function_on(cfg, &ctx, micro, seq);
+    let g = Graph::sharded(ctx.clone());
+    let step = g.param_in("step", TensorType::scalar(DType::S32));
+    let count = g.param_in("opt_count", TensorType::scalar(DType::S32));
+    let params: Vec<Tensor> = decls.iter().map(|d| g.param_in("params", TensorType::named(d.dtype, &d.dims, &d.axes))).collect();
     let mu_dtype = |d: &ParamDecl| if t.mu_dtype.is_float() { t.mu_dtype } else { d.dtype };
-    let mu: Vec<Tensor> = decls.iter().map(|d| g.param(TensorType::named(mu_dtype(d), &d.dims, &d.axes))).collect();
-    let nu: Vec<Tensor> = decls.iter().map(|d| g.param(TensorType::named(d.dtype, &d.dims, &d.axes))).collect();
-    let batch_in: Vec<Tensor> = BATCH_KEYS.iter().map(|_| g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]))).collect();
+    let mu: Vec<Tensor> = decls.iter().map(|d| g.param_in("mu", TensorType::named(mu_dtype(d), &d.dims, &d.axes))).collect();
+    let nu: Vec<Tensor> = decls.iter().map(|d| g.param_in("nu", TensorType::named(d.dtype, &d.dims, &d.axes))).collect();
+    let batch_in: Vec<Tensor> = BATCH_KEYS.iter().map(|_| g.param_in("batch", TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]))).collect();
 
-    // The loss function takes the batch first (5 arguments), then the params.
-    let wrt: Vec<usize> = (5..5 + n).collect();
+    // The loss function takes the batch first, then the params: differentiate with respect to the params.
+    let wrt: Vec<usize> = (0..params.len()).map(|i| BATCH_KEYS.len() + i).collect();
     let (loss_sum, weights, lb_sum, grads) = if accum == 1 {
         let mut args = batch_in.clone();
         args.extend(params.iter().cloned());
@@ -146,50 +132,26 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
     let decay: Vec<bool> = decls.iter().map(|d| t.adamw_mask.is_empty() || t.adamw_mask.iter().any(|m| d.path.contains(m.as_str()))).collect();
     let (new_params, new_slots) = adamw(t, &params, &clipped, &slots, &count_inc, &lr, &decay);
 
-    let mut outs = vec![&step + &g.full(1.0, DType::S32, &[]), count_inc];
-    outs.extend(new_params);
-    outs.extend(new_slots.iter().map(|s| s.mu.clone()));
-    outs.extend(new_slots.iter().map(|s| s.nu.clone()));
     let lb_loss = &lb_sum / &denom;
-    outs.extend([loss, raw_norm, norm, lr, weights, lb_loss]);
-    let mut program = Program::new("train_step", g.finish(&outs));
+    let groups = [
+        ("step", vec![&step + &g.full(1.0, DType::S32, &[])]),
+        ("opt_count", vec![count_inc]),
+        ("params", new_params),
+        ("mu", new_slots.iter().map(|s| s.mu.clone()).collect()),
+        ("nu", new_slots.iter().map(|s| s.nu.clone()).collect()),
+        ("metrics", vec![loss, raw_norm, norm, lr, weights, lb_loss]),
+    ];
+    let mut program = Program::new("train_step", g.finish_groups(&groups));
     program.matmul_precision = matmul_precision(cfg);
-    let tp = TrainProgram { program, decls };
-    program_names_and_shardings(cfg, tp, batch, seq)
-}
-
-fn program_names_and_shardings(cfg: &Config, mut tp: TrainProgram, batch: i64, seq: i64) -> Result<TrainProgram, TrainProgramError> {
-    let n = tp.decls.len();
-    let p = &mut tp.program;
-    p.arg_names[0] = "step".into();
-    p.arg_names[1] = "opt_state.count".into();
-    for (i, d) in tp.decls.iter().enumerate() {
-        p.arg_names[2 + i] = format!("params/{}", d.path);
-        p.arg_names[2 + n + i] = format!("mu/{}", d.path);
-        p.arg_names[2 + 2 * n + i] = format!("nu/{}", d.path);
+    program.name_args("step", ["step".to_string()]);
+    program.name_args("opt_count", ["opt_state.count".to_string()]);
+    for group in ["params", "mu", "nu"] {
+        program.name_args(group, decls.iter().map(|d| format!("{group}/{}", d.path)));
     }
-    for (k, name) in BATCH_KEYS.iter().enumerate() {
-        p.arg_names[2 + 3 * n + k] = name.to_string();
+    program.name_args("batch", BATCH_KEYS.iter().map(|k| k.to_string()));
+    for group in STATE_GROUPS {
+        program.donate_group(group, group);
     }
-    for a in 0..2 + 3 * n {
-        p.donations[a] = Some(a);
-    }
-    let mesh = device_mesh(cfg)?;
-    if mesh.num_devices() > 1 {
-        let rules = LogicalAxisRules::from_config(cfg);
-        let shardings = param_shardings(&tp.decls, &rules, &mesh);
-        let p = &mut tp.program;
-        for k in 0..3 {
-            for (i, s) in shardings.iter().enumerate() {
-                p.arg_shardings[2 + k * n + i] = Some(s.clone());
-                p.result_shardings[2 + k * n + i] = Some(s.clone());
-            }
-        }
-        let act = rules.resolve(&["activation_batch", "activation_length"], &[batch, seq], &mesh);
-        for k in 0..BATCH_KEYS.len() {
-            p.arg_shardings[2 + 3 * n + k] = Some(act.clone());
-        }
-        p.mesh = Some(mesh);
-    }
-    Ok(tp)
+    lay_out(&mut program, &ctx, &decls, &["params", "mu", "nu"], &["batch"]);
+    Ok(TrainProgram { program, decls })
 }

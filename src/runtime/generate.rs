@@ -2,11 +2,11 @@
 //! the decode state (KV, conv, recurrent caches) and the RNG state stay on the device between steps,
 //! donated to each step. Only the new tokens (and, when asked, logits) come back to the host.
 
-use super::execute::{RunError, Runtime};
+use super::execute::{DeviceArray, RunError, Runtime};
 use super::HostTensor;
 use crate::config::Config;
-use crate::pjrt::{Buffer, LoadedExecutable};
-use crate::program::{decode_program, prefill_program, DecodeProgram, OUT_LOGITS, OUT_RNG, OUT_STATE, OUT_TOKEN};
+use crate::pjrt::LoadedExecutable;
+use crate::program::{decode_program, prefill_program, DecodeProgram};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,8 @@ pub struct Generator<'r> {
     max_len: usize,
     decode: DecodeProgram,
     decode_exe: Arc<LoadedExecutable>,
-    /// Per device, the parameter buffers (shared by both programs).
-    params: Vec<Vec<Buffer>>,
+    /// The parameters on the devices (shared by both programs).
+    params: Vec<DeviceArray>,
 }
 
 /// Smallest power of two >= `n` (at least 1), capped at `cap`.
@@ -68,15 +68,8 @@ impl<'r> Generator<'r> {
         let max_len = cfg.data.max_target_length;
         let decode = decode_program(cfg, batch as i64, max_len as i64)?;
         let decode_exe = rt.compile(&decode.program)?;
-        let devices = decode_exe.addressable_devices().len();
-        let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(params.len())).collect();
-        for (i, p) in params.iter().enumerate() {
-            let arg = decode.first_param + i;
-            for (d, b) in rt.upload_arg(&decode.program, &decode_exe, arg, p)?.into_iter().enumerate() {
-                per_device[d].push(b);
-            }
-        }
-        Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params: per_device })
+        let params = rt.upload_group(&decode.program, &decode_exe, "params", params)?;
+        Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params })
     }
 
     pub fn batch(&self) -> usize {
@@ -137,17 +130,11 @@ impl<'r> Generator<'r> {
             HostTensor::from_i32(&positions, &dims),
             HostTensor::from_i32(&seg, &dims),
             HostTensor::from_i32(&lengths, &[b as i64]),
-            HostTensor::from_u64(&[seed, 0], &[2]),
         ];
         let pp = &prefill.program;
-        let mut inputs: Vec<Vec<Buffer>> = Vec::new();
-        for (i, x) in host_inputs.iter().enumerate() {
-            inputs.push(self.rt.upload_arg(pp, &prefill_exe, i, x)?);
-        }
-        let devices = self.params.len();
-        let args: Vec<Vec<&Buffer>> =
-            (0..devices).map(|d| inputs.iter().map(|a| &a[d]).chain(self.params[d].iter()).collect()).collect();
-        let mut outs = prefill_exe.execute(&args).map_err(RunError::from)?;
+        let inputs = self.rt.upload_group(pp, &prefill_exe, "inputs", &host_inputs)?;
+        let rng = self.rt.upload_group(pp, &prefill_exe, "rng", &[HostTensor::from_u64(&[seed, 0], &[2])])?;
+        let mut outs = self.rt.execute(pp, &prefill_exe, &[("inputs", &inputs), ("rng", &rng), ("params", &self.params)])?;
         let prefill_time = t0.elapsed();
 
         let mut generated: Vec<Vec<i64>> = vec![Vec::new(); rows];
@@ -159,8 +146,8 @@ impl<'r> Generator<'r> {
         let t_decode = Instant::now();
         let mut steps = 0;
         loop {
-            let next = self.rt.download_result(program, &outs, OUT_TOKEN)?.to_i64();
-            let step_logits = if keep_logits { Some(self.rt.download_result(program, &outs, OUT_LOGITS)?.to_f32()) } else { None };
+            let next = self.rt.download_group(program, &outs, "token")?[0].to_i64();
+            let step_logits = if keep_logits { Some(self.rt.download_group(program, &outs, "logits")?[0].to_f32()) } else { None };
             if first_token_time.is_zero() {
                 first_token_time = t0.elapsed();
             }
@@ -188,18 +175,10 @@ impl<'r> Generator<'r> {
             let toks: Vec<i32> = (0..b).map(|r| *generated[r.min(rows - 1)].last().unwrap() as i32).collect();
             let poss: Vec<i32> = (0..b).map(|r| pos[r.min(rows - 1)] as i32).collect();
             let dp = &self.decode.program;
-            let tok_buf = self.rt.upload_arg(dp, &self.decode_exe, 0, &HostTensor::from_i32(&toks, &[b as i64, 1]))?;
-            let pos_buf = self.rt.upload_arg(dp, &self.decode_exe, 1, &HostTensor::from_i32(&poss, &[b as i64, 1]))?;
-            let args: Vec<Vec<&Buffer>> = (0..devices)
-                .map(|d| {
-                    let mut a = vec![&tok_buf[d], &pos_buf[d]];
-                    a.extend((OUT_RNG..OUT_STATE + 4).map(|k| &outs[d][k]));
-                    a.extend(self.params[d].iter());
-                    a
-                })
-                .collect();
-            let new_outs = self.decode_exe.execute(&args).map_err(RunError::from)?;
-            outs = new_outs;
+            let step_inputs = [HostTensor::from_i32(&toks, &[b as i64, 1]), HostTensor::from_i32(&poss, &[b as i64, 1])];
+            let inputs = self.rt.upload_group(dp, &self.decode_exe, "inputs", &step_inputs)?;
+            let (rng, cache) = (outs.take("rng"), outs.take("cache"));
+            outs = self.rt.execute(dp, &self.decode_exe, &[("inputs", &inputs), ("rng", &rng), ("cache", &cache), ("params", &self.params)])?;
             program = dp;
             steps += 1;
             for p in pos.iter_mut() {

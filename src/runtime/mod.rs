@@ -6,7 +6,7 @@ mod host;
 mod init;
 mod trainer;
 
-pub use execute::{shard_host, unshard_host, RunError, Runtime};
+pub use execute::{shard_host, unshard_host, DeviceArray, Outputs, RunError, Runtime};
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};
 pub use init::init_params;

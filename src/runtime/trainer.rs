@@ -2,10 +2,10 @@
 //! says, and replaced by the program's donated outputs every step. Only the batch goes up and the metrics
 //! come down; the whole state comes to the host only for a checkpoint.
 
-use super::execute::{RunError, Runtime};
+use super::execute::{DeviceArray, RunError, Runtime};
 use super::HostTensor;
-use crate::pjrt::{Buffer, LoadedExecutable};
-use crate::program::TrainProgram;
+use crate::pjrt::LoadedExecutable;
+use crate::program::{TrainProgram, STATE_GROUPS};
 use std::sync::Arc;
 
 /// The metrics a train step returns.
@@ -24,39 +24,32 @@ pub struct Trainer<'r> {
     rt: &'r Runtime,
     tp: TrainProgram,
     exe: Arc<LoadedExecutable>,
-    /// Per device, the state buffers (the program's first `num_state` arguments).
-    state: Vec<Vec<Buffer>>,
+    /// The state groups (`STATE_GROUPS`), each as its arrays on the devices.
+    state: Vec<Vec<DeviceArray>>,
 }
 
-/// The state of a run that starts from `params`: step 0, count 0, the params, zero mu (in `mu_dtype`) and
-/// zero nu — in the train program's argument order.
-pub fn fresh_train_state(tp: &TrainProgram, params: Vec<HostTensor>) -> Vec<HostTensor> {
-    let zeros = |arg: usize| {
-        let ty = &tp.program.main.params[arg];
-        HostTensor::from_bytes(ty.dtype, &ty.dims, vec![0u8; ty.size_bytes() as usize])
+/// The state of a run that starts from `params`, group by group (`STATE_GROUPS`): step 0, count 0, the
+/// params, zero mu (in `mu_dtype`) and zero nu.
+pub fn fresh_train_state(tp: &TrainProgram, params: Vec<HostTensor>) -> Vec<Vec<HostTensor>> {
+    let p = &tp.program;
+    let zeros = |group: &str| -> Vec<HostTensor> {
+        p.args(group).map(|a| {
+            let ty = &p.main.params[a];
+            HostTensor::from_bytes(ty.dtype, &ty.dims, vec![0u8; ty.size_bytes() as usize])
+        }).collect()
     };
-    let mut state = vec![HostTensor::from_i32(&[0], &[]), HostTensor::from_i32(&[0], &[])];
-    state.extend(params);
-    state.extend((tp.mu_at()..tp.num_state()).map(zeros));
-    state
+    vec![vec![HostTensor::from_i32(&[0], &[])], vec![HostTensor::from_i32(&[0], &[])], params, zeros("mu"), zeros("nu")]
 }
 
 impl<'r> Trainer<'r> {
-    /// Compiles the step and uploads `state` (step, count, params, mu, nu in the program's order).
-    pub fn new(rt: &'r Runtime, tp: TrainProgram, state: &[HostTensor]) -> Result<Trainer<'r>, RunError> {
-        let n = tp.num_state();
-        if state.len() != n {
-            return Err(RunError::Arity { program: "train_step state".into(), expected: n, got: state.len() });
+    /// Compiles the step and uploads `state` (the `STATE_GROUPS`, in order).
+    pub fn new(rt: &'r Runtime, tp: TrainProgram, state: &[Vec<HostTensor>]) -> Result<Trainer<'r>, RunError> {
+        if state.len() != STATE_GROUPS.len() {
+            return Err(RunError::Arity { program: "train_step state groups".into(), expected: STATE_GROUPS.len(), got: state.len() });
         }
         let exe = rt.compile(&tp.program)?;
-        let devices = exe.addressable_devices().len();
-        let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(n)).collect();
-        for (i, x) in state.iter().enumerate() {
-            for (d, b) in rt.upload_arg(&tp.program, &exe, i, x)?.into_iter().enumerate() {
-                per_device[d].push(b);
-            }
-        }
-        Ok(Trainer { rt, tp, exe, state: per_device })
+        let state = STATE_GROUPS.iter().zip(state).map(|(g, xs)| rt.upload_group(&tp.program, &exe, g, xs)).collect::<Result<_, _>>()?;
+        Ok(Trainer { rt, tp, exe, state })
     }
 
     pub fn program(&self) -> &TrainProgram {
@@ -66,35 +59,23 @@ impl<'r> Trainer<'r> {
     /// One step on `batch` (the five batch arrays in `BATCH_KEYS` order).
     pub fn step(&mut self, batch: &[HostTensor]) -> Result<StepOutput, RunError> {
         let p = &self.tp.program;
-        let first = self.tp.num_state();
-        let mut bufs: Vec<Vec<Buffer>> = Vec::with_capacity(batch.len());
-        for (k, x) in batch.iter().enumerate() {
-            bufs.push(self.rt.upload_arg(p, &self.exe, first + k, x)?);
-        }
-        let args: Vec<Vec<&Buffer>> = self
-            .state
-            .iter()
-            .enumerate()
-            .map(|(d, s)| s.iter().chain(bufs.iter().map(|b| &b[d])).collect())
-            .collect();
-        let mut outs = self.exe.execute(&args)?;
-        let m = self.tp.metrics_at();
-        let metric = |k: usize| -> Result<f64, RunError> { Ok(self.download_from(&outs, m + k)?.to_f64()[0]) };
-        let out = StepOutput { loss: metric(0)?, raw_grad_norm: metric(1)?, grad_norm: metric(2)?, learning_rate: metric(3)?, total_weights: metric(4)?, moe_lb_loss: metric(5)? };
-        for o in outs.iter_mut() {
-            o.truncate(first);
-        }
-        self.state = outs;
+        let batch = self.rt.upload_group(p, &self.exe, "batch", batch)?;
+        let mut args: Vec<(&str, &[DeviceArray])> = STATE_GROUPS.iter().zip(&self.state).map(|(g, s)| (*g, s.as_slice())).collect();
+        args.push(("batch", &batch));
+        let mut outs = self.rt.execute(p, &self.exe, &args)?;
+        let m: Vec<f64> = self.rt.download_group(p, &outs, "metrics")?.iter().map(|t| t.to_f64()[0]).collect();
+        let out = StepOutput { loss: m[0], raw_grad_norm: m[1], grad_norm: m[2], learning_rate: m[3], total_weights: m[4], moe_lb_loss: m[5] };
+        self.state = STATE_GROUPS.iter().map(|g| outs.take(g)).collect();
         Ok(out)
     }
 
-    fn download_from(&self, outs: &[Vec<Buffer>], r: usize) -> Result<HostTensor, RunError> {
-        self.rt.download_result(&self.tp.program, outs, r)
-    }
-
-    /// The whole state on the host (for a checkpoint): step, count, params, mu, nu.
-    pub fn state_to_host(&self) -> Result<Vec<HostTensor>, RunError> {
-        let n = self.tp.num_state();
-        (0..n).map(|r| self.download_from(&self.state, r)).collect()
+    /// The whole state on the host (for a checkpoint), group by group (`STATE_GROUPS`).
+    pub fn state_to_host(&self) -> Result<Vec<Vec<HostTensor>>, RunError> {
+        let p = &self.tp.program;
+        STATE_GROUPS
+            .iter()
+            .zip(&self.state)
+            .map(|(g, arrays)| p.results(g).zip(arrays).map(|(r, a)| self.rt.download(p, r, a)).collect())
+            .collect()
     }
 }

@@ -3,7 +3,7 @@
 //! `crate::config::ParallelismConfig::mesh_shape`, so that a bad combination fails when the config loads.
 
 use crate::config::{Config, ParallelismConfig};
-use crate::ir::Mesh;
+use crate::ir::{LogicalAxisRules, Mesh, ShardingContext};
 
 use super::ShardingError;
 
@@ -13,6 +13,18 @@ pub fn device_mesh(cfg: &Config) -> Result<Mesh, ShardingError> {
         Some(axes) => Ok(Mesh { axes: axes.clone() }),
         None => build_mesh(&cfg.parallelism, cfg.devices_per_slice(), cfg.devices.num_slices),
     }
+}
+
+impl LogicalAxisRules {
+    /// The merged rules of a config.
+    pub fn from_config(cfg: &Config) -> LogicalAxisRules {
+        LogicalAxisRules::new(cfg.parallelism.logical_axis_rules.clone())
+    }
+}
+
+/// The mesh and rules a program for `cfg` is traced with.
+pub fn sharding_context(cfg: &Config) -> Result<ShardingContext, ShardingError> {
+    Ok(ShardingContext { mesh: device_mesh(cfg)?, rules: LogicalAxisRules::from_config(cfg) })
 }
 
 /// The mesh for `par` with `devices_per_slice` devices in each of `num_slices` slices.

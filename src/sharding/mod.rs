@@ -1,5 +1,5 @@
-//! Sharding: the device mesh built from the `ici_*` / `dcn_*` parallelism keys, MaxText's logical-axis
-//! rules resolved to per-dim mesh axes, and host-side splitting of whole arrays into per-partition shards
+//! Sharding from config: the device mesh built from the `ici_*` / `dcn_*` parallelism keys and the config's
+//! logical-axis rules (resolved in `crate::ir::sharding`, the one place that does it), and host-side splitting of whole arrays into per-partition shards
 //! (and back).
 //!
 //! Conventions shared with `crate::ir` and the emitter: a [`Mesh`] lists named axes in `mesh_axes` order;
@@ -9,13 +9,11 @@
 
 mod host;
 mod mesh;
-mod rules;
 
-pub use crate::ir::{Mesh, Sharding};
+pub use crate::ir::{resolve, LogicalAxisRules, Mesh, Sharding, ShardingContext};
 pub use host::{assemble, partition_coords, shard_dims, shard_offsets, split};
 pub use crate::config::fill_unspecified;
-pub use mesh::{build_mesh, device_mesh, drop_size_one_axes};
-pub use rules::{resolve, LogicalAxisRules};
+pub use mesh::{build_mesh, device_mesh, drop_size_one_axes, sharding_context};
 
 /// A mesh that cannot be built from the parallelism keys (the message names the keys and the numbers).
 pub use crate::config::MeshError as ShardingError;
