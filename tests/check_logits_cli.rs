@@ -71,6 +71,21 @@ fn f32_fsdp_on_4_devices_matches_hf() {
     assert_passes(&["cpu_device_count=4", "ici_fsdp_parallelism=-1"]);
 }
 
+/// Every mesh shape of the scale-out acceptance on 8 CPU devices, through the CLI.
+const MESHES_8: [&[&str]; 4] = [
+    &["ici_fsdp_parallelism=8"],
+    &["ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_expert_parallelism=2"],
+    &["ici_fsdp_parallelism=1", "ici_expert_parallelism=8"],
+    &["ici_data_parallelism=2", "ici_fsdp_parallelism=4"],
+];
+
+#[test]
+fn f32_on_8_devices_every_mesh_matches_hf() {
+    for mesh in MESHES_8 {
+        assert_passes(&[&["cpu_device_count=8", "scan_layers=true"][..], mesh].concat());
+    }
+}
+
 /// References made with `scripts/make_test_references.sh` (shapes nobody tuned the code to).
 fn assert_passes_reference(name: &str, extra: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
@@ -87,6 +102,14 @@ fn f32_other_shapes_match_hf() {
     // Full attention every 2nd layer, GDN heads 1:1, conv kernel 3, full rotary, norm_topk_prob=false.
     assert_passes_reference("tiny-interval2-ratio1", &["scan_layers=true"]);
     assert_passes_reference("tiny-interval2-ratio1", &["scan_layers=false", "cpu_device_count=2", "ici_fsdp_parallelism=-1"]);
+}
+
+#[test]
+fn f32_other_shapes_on_8_devices_match_hf() {
+    // 4 GDN key heads / 8 value heads, 4 query / 1 KV heads, 16 experts: other divisibility than the fixture.
+    for mesh in &MESHES_8[1..3] {
+        assert_passes_reference("tiny-8layers-gqa4", &[&["cpu_device_count=8", "scan_layers=true"][..], mesh].concat());
+    }
 }
 
 #[test]
@@ -154,4 +177,48 @@ fn export_hlo_real_80b_config_shapes_only() {
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("forward.stats.json")).unwrap()).unwrap();
     assert!(stats["cost_analysis"]["flops"].as_f64().unwrap() > 0.0, "{stats}");
     std::fs::remove_dir_all(&out_dir).ok();
+}
+
+fn export(program: &str, extra: &[&str]) -> (PathBuf, serde_json::Value) {
+    let out_dir = std::env::temp_dir().join(format!("maxtext_export_{program}_{}_{}", std::process::id(), extra.join("_").replace('=', "")));
+    let mut args: Vec<String> = ["export-hlo", "configs/base.yml", &format!("program={program}"), &format!("out_dir={}", out_dir.display())].iter().map(|s| s.to_string()).collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (ok, out) = maxtext(&args);
+    assert!(ok, "export-hlo {program} {extra:?}:\n{out}");
+    assert!(out.contains("per device arguments"), "{out}");
+    let stats = serde_json::from_str(&std::fs::read_to_string(out_dir.join(format!("{program}.stats.json"))).unwrap()).unwrap();
+    (out_dir, stats)
+}
+
+/// Every program exports on a 4-device mesh, and the residual stream carries the rule's sharding
+/// (activation_batch -> fsdp) as an `sdy.sharding_constraint` in the emitted StableHLO.
+#[test]
+fn export_hlo_every_program_with_residual_constraints() {
+    let tiny = ["model_name=qwen3-next-tiny", "per_device_batch_size=1", "max_target_length=64", "max_prefill_predict_length=16", "cpu_device_count=4", "ici_fsdp_parallelism=4"];
+    for program in ["forward", "train", "prefill", "decode"] {
+        let (dir, stats) = export(program, &tiny);
+        assert_eq!(stats["num_partitions"], 4, "{stats}");
+        let mlir = std::fs::read_to_string(dir.join(format!("{program}.stablehlo.mlir"))).unwrap();
+        // [batch 4, seq, embed 128]: batch over fsdp, the rest whole.
+        let residual = mlir.lines().filter(|l| l.contains("sdy.sharding_constraint") && l.contains("[{\"fsdp\"}, {}, {}]") && l.contains(": tensor<4x") && l.contains("x128x")).count();
+        assert!(residual >= 2, "{program}: expected the residual stream constrained to [{{fsdp}}, {{}}, {{}}]; found {residual} such constraints");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// The 80B train step over 8 devices with fsdp=8 takes 1/8 of the argument bytes per device that it takes
+/// on one device (parameters, optimizer state and batch all sharded).
+#[test]
+fn export_hlo_80b_train_fsdp8_shards_the_state() {
+    let real = ["model_name=qwen3-next-80b-a3b", "per_device_batch_size=1", "max_target_length=1024"];
+    let (d1, one) = export("train", &real);
+    let (d8, eight) = export("train", &[&real[..], &["cpu_device_count=8", "ici_fsdp_parallelism=8"]].concat());
+    let a1 = one["memory_per_device"]["argument_bytes"].as_f64().unwrap();
+    let a8 = eight["memory_per_device"]["argument_bytes"].as_f64().unwrap();
+    // One device holds one row of the batch; eight hold eight rows, one each: compare the state alone.
+    let ratio = a8 / a1;
+    eprintln!("80B train_step argument bytes per device: 1 device {a1:.4e}, 8 devices (fsdp=8) {a8:.4e}, ratio {ratio:.4}");
+    assert!((ratio - 0.125).abs() < 0.125 * 0.05, "argument bytes per device: 1 device {a1}, fsdp=8 {a8} (ratio {ratio})");
+    std::fs::remove_dir_all(&d1).ok();
+    std::fs::remove_dir_all(&d8).ok();
 }

@@ -43,7 +43,9 @@ fn config(dir: &Path, extra: &[&str]) -> Config {
 /// Greedy-decodes the golden prompts `batch` at a time; tokens must match exactly and each step's logits
 /// within `tol` (absolute).
 fn check(dir: &Path, extra: &[&str], batch: usize, tol: f32) {
-    let per_device = format!("per_device_batch_size={batch}");
+    // The global batch is `batch` whatever the device count (per_device_batch_size may be fractional).
+    let devices: usize = extra.iter().find_map(|e| e.strip_prefix("cpu_device_count=")).map_or(1, |n| n.parse().unwrap());
+    let per_device = format!("per_device_batch_size={}", batch as f64 / devices as f64);
     let mut extra = extra.to_vec();
     extra.push(&per_device);
     let cfg = config(dir, &extra);
@@ -95,4 +97,14 @@ fn greedy_matches_hf_batched_unscanned() {
 fn greedy_matches_hf_on_other_shapes() {
     check(&own("tiny-8layers-gqa4"), &["scan_layers=true"], 4, 5e-4);
     check(&own("tiny-interval2-ratio1"), &["scan_layers=false"], 2, 5e-4);
+}
+
+/// The model split over 8 devices (fsdp=2 x tensor=2 x expert=2; caches sharded by MaxText's cache rules)
+/// decodes HF's tokens.
+#[test]
+fn greedy_matches_hf_fsdp2_tensor2_expert2() {
+    let Some(dir) = shared_fixture() else { return };
+    let mesh = ["cpu_device_count=8", "ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_expert_parallelism=2"];
+    check(&dir, &[&["scan_layers=true"][..], &mesh].concat(), 4, 2e-4);
+    check(&dir, &[&["scan_layers=false"][..], &mesh].concat(), 2, 2e-4);
 }

@@ -64,7 +64,13 @@ pub fn lay_out(program: &mut Program, ctx: &ShardingContext, decls: &[ParamDecl]
         }).collect();
         program.shard_args(g, &s);
     }
-    // Everything else comes back whole to every device (metrics, tokens, logits): the host reads one copy.
+    // Everything else goes to and comes back from every device whole (tokens, rng, metrics, logits): the
+    // host writes and reads one copy, so the partitioner must not pick another layout for them.
+    for a in 0..program.arg_shardings.len() {
+        if program.arg_shardings[a].is_none() {
+            program.arg_shardings[a] = Some(Sharding::replicated(program.main.params[a].rank()));
+        }
+    }
     for r in 0..program.result_shardings.len() {
         if program.result_shardings[r].is_none() {
             let rank = program.main.value_type(program.main.results[r]).rank();
