@@ -12,7 +12,7 @@ mod mesh;
 mod rules;
 
 pub use crate::ir::{Mesh, Sharding};
-pub use host::{assemble, partition_coords, shard_dims, shard_offsets, split};
+pub use host::{assemble, extract_region, partition_coords, place_region, shard_dims, shard_offsets, split, unique_shards};
 pub use crate::config::fill_unspecified;
 pub use mesh::{build_mesh, device_mesh, drop_size_one_axes};
 pub use rules::{resolve, LogicalAxisRules};
