@@ -2,7 +2,7 @@
 //! generate until EOS or `max_target_length`, streaming text; prints prefill time, time to first token and
 //! decode tokens/s; `decode_output_path=FILE` writes one JSON line per sequence.
 
-use super::setup::{client, load_config, load_params_or_init};
+use super::setup::{client, load_config, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
 use maxtext::data::Tokenizer;
@@ -60,9 +60,9 @@ pub fn run(args: &[String]) -> Result<()> {
         rows.push(prompts.last().unwrap().clone());
     }
     let decls = maxtext::program::param_decls(&cfg);
-    let params = load_params_or_init(&cfg, &decls)?;
     let rt = Runtime::new(client(&cfg)?);
-    let gen = Generator::new(&rt, &cfg, &params)?;
+    // Parameters go to the devices shard by shard, straight from the checkpoint.
+    let gen = with_param_regions(&cfg, &decls, true, |read| Generator::from_regions(&rt, &cfg, decls.len(), read))?;
     let eos = tok.as_ref().map(|t| t.eos_ids()).unwrap_or_default();
     let texts_ok = |ids: &[i64]| tok.as_ref().filter(|t| ids.iter().all(|&i| (i as usize) < t.vocab_size()));
     let stream = rows.len() == 1;

@@ -103,12 +103,39 @@ pub fn load_params(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>>
     Ok(hf::load_params(dir, decls, &cfg.model)?)
 }
 
-/// As [`load_params`], but with no weights configured, random weights from `init_weights_seed` (said on
-/// stderr): what `decode` of a fresh tiny model uses.
-pub fn load_params_or_init(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
-    if cfg.tools.hf_model_path.is_none() && restore_path(cfg).is_none() {
-        eprintln!("no weights given (hf_model_path / load_parameters_path): using random weights from init_weights_seed={}", cfg.train.init_weights_seed);
-        return Ok(maxtext::runtime::init_params(decls, cfg.train.init_weights_seed));
+/// A reader of parameter boxes: `read(decl index, offsets, dims)` gives that box of the parameter in its
+/// decl's dtype, row-major.
+pub type ParamRegions<'a> = dyn FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>> + 'a;
+
+/// Runs `f` with a box reader over the parameters from wherever the config says (see [`load_params`]):
+/// an Orbax checkpoint (every shape checked first; only the chunks a box needs are read), HF safetensors
+/// (only the rows a box needs), else random init from `init_weights_seed` (one parameter at a time).
+pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], init_if_none: bool, f: impl FnOnce(&mut ParamRegions) -> Result<T>) -> Result<T> {
+    if let Some(path) = restore_path(cfg) {
+        let _span = tracing::info_span!("load", from = %path.display()).entered();
+        let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
+        eprintln!("restoring parameters from {}", ckpt.dir().display());
+        let sources = ckpt.plan(decls, &cfg.model)?;
+        return f(&mut |i, o, d| Ok(ckpt.read_param_region(&decls[i], &sources[i], o, d)?));
     }
-    load_params(cfg, decls)
+    if let Some(dir) = cfg.tools.hf_model_path.as_ref() {
+        let _span = tracing::info_span!("load", from = %dir.display()).entered();
+        let ckpt = hf::HfCheckpoint::open(dir)?;
+        let loader = hf::ParamLoader::new(&ckpt, decls, &cfg.model)?;
+        return f(&mut |i, o, d| Ok(loader.load_region(i, o, d)?));
+    }
+    if !init_if_none {
+        bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)");
+    }
+    eprintln!("no weights given (hf_model_path / load_parameters_path): using random weights from init_weights_seed={}", cfg.train.init_weights_seed);
+    // Host init, one parameter at a time: the last one made is kept while its boxes are read.
+    let seed = cfg.train.init_weights_seed;
+    let mut current: Option<(usize, HostTensor)> = None;
+    f(&mut |i, o, d| {
+        if current.as_ref().map(|c| c.0) != Some(i) {
+            current = Some((i, maxtext::runtime::init_params(&decls[i..i + 1], seed).remove(0)));
+        }
+        let t = &current.as_ref().unwrap().1;
+        Ok(maxtext::sharding::extract_region(&t.data, &t.dims, o, d, t.dtype.size_bytes()))
+    })
 }

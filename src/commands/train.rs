@@ -3,15 +3,16 @@
 //! written in the background while the next steps run), automatic resume from the run's latest
 //! checkpoint, and a clean stop on a NaN or Inf loss that keeps the last good checkpoint.
 
-use super::setup::{client, load_config, load_params_or_init};
+use super::setup::{client, load_config, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
-use maxtext::checkpoint::train_state::{latest_step, restore_train_state, restore_train_state_from, save_train_state};
+use maxtext::checkpoint::orbax::named_sharding_record;
+use maxtext::checkpoint::train_state::{latest_step, save_train_state_sharded, LeafLayout, TrainStateReader};
 use maxtext::config::Config;
 use maxtext::data::DataIterator;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
 use maxtext::program::{train_program, BATCH_KEYS};
-use maxtext::runtime::{fresh_train_state, HostTensor, Runtime, Trainer};
+use maxtext::runtime::{HostTensor, Runtime, Trainer};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -38,43 +39,80 @@ pub fn run(args: &[String]) -> Result<()> {
     let ckpt_on = cfg.checkpoint.enable_checkpointing;
 
     // Initial state: the run's own latest checkpoint, else load_full_state_path, else fresh (params from
-    // load_parameters_path / hf_model_path / random init; zero optimizer state).
+    // load_parameters_path / hf_model_path / random init; zero optimizer state). Either way it goes to the
+    // devices shard by shard, each device's box read straight from the checkpoint.
     let resume = if ckpt_on { latest_step(&root)? } else { None };
-    let (state, data_state) = if let Some(s) = resume {
-        eprintln!("resuming from checkpoint {}/{s}", root.display());
-        restore_train_state(&root, s, &tp.decls, &want, scan)?
-    } else if let Some(path) = &cfg.checkpoint.load_full_state_path {
-        let item = maxtext::checkpoint::params::resolve_item_dir(path).with_context(|| format!("load_full_state_path={}", path.display()))?;
-        let ck = OrbaxCheckpoint::open(&item).with_context(|| format!("load_full_state_path={}", path.display()))?;
-        restore_train_state_from(&ck, &tp.decls, &want, scan)?
-    } else {
-        let params = load_params_or_init(&cfg, &tp.decls)?;
-        let state = fresh_train_state(&tp, params);
-        (state, serde_json::Value::Null)
+    let full_state = match (resume, &cfg.checkpoint.load_full_state_path) {
+        (Some(s), _) => {
+            eprintln!("resuming from checkpoint {}/{s}", root.display());
+            Some(OrbaxCheckpoint::open_step(&root, s)?)
+        }
+        (None, Some(path)) => {
+            let item = maxtext::checkpoint::params::resolve_item_dir(path).with_context(|| format!("load_full_state_path={}", path.display()))?;
+            Some(OrbaxCheckpoint::open(&item).with_context(|| format!("load_full_state_path={}", path.display()))?)
+        }
+        (None, None) => None,
     };
-    let start = state[0].to_i64()[0] as u64;
-    if start >= steps {
-        println!("nothing to do: the run is at step {start} of steps={steps}");
-        return Ok(());
-    }
-    let mut data = if data_state.is_null() { DataIterator::new(&cfg, 0, 1)? } else { DataIterator::restore(&cfg, 0, 1, &data_state)? };
     let rt = Runtime::new(client(&cfg)?);
     let t_compile = Instant::now();
-    let mut trainer = Trainer::new(&rt, tp, &state)?;
-    tracing::info!("compiled train_step in {:.1} s", t_compile.elapsed().as_secs_f64());
-    drop(state);
+    let (mut trainer, data_state, start) = if let Some(ck) = full_state {
+        let (reader, data_state) = TrainStateReader::open(ck, &tp.decls, &want, scan)?;
+        let start = reader.step()? as u64;
+        if start >= steps {
+            println!("nothing to do: the run is at step {start} of steps={steps}");
+            return Ok(());
+        }
+        let trainer = Trainer::from_regions(&rt, tp, |i, o, d| -> Result<Vec<u8>> { Ok(reader.read_region(i, o, d)?) })?;
+        (trainer, data_state, start)
+    } else {
+        let decls = tp.decls.clone();
+        let (p0, mu) = (tp.params_at(), tp.mu_at());
+        let trainer = with_param_regions(&cfg, &decls, true, |params| {
+            // step, count and the optimizer moments start at zero.
+            Trainer::from_regions(&rt, tp, |i, o, d| {
+                if (p0..mu).contains(&i) {
+                    return params(i - p0, o, d);
+                }
+                let elem = want[i].0.size_bytes();
+                Ok(vec![0u8; d.iter().product::<i64>() as usize * elem])
+            })
+        })?;
+        (trainer, serde_json::Value::Null, 0)
+    };
+    tracing::info!("compiled train_step and loaded the state in {:.1} s", t_compile.elapsed().as_secs_f64());
+    let mut data = if data_state.is_null() { DataIterator::new(&cfg, 0, 1)? } else { DataIterator::restore(&cfg, 0, 1, &data_state)? };
     let mut metrics = MetricsWriter::new(&cfg)?;
     let mut pending: PendingSave = None;
     let decls = trainer.program().decls.clone();
     let save = |trainer: &Trainer, data: &DataIterator, step: u64, pending: &mut PendingSave| -> Result<()> {
         wait(pending)?;
-        let host = trainer.state_to_host()?;
+        let layouts = state_layouts(trainer);
         let (root, decls, data_state) = (root.clone(), decls.clone(), data.state());
-        let job = move || -> Result<std::path::PathBuf> { Ok(save_train_state(&root, step, &decls, &host, &data_state, scan)?) };
         if cfg.checkpoint.async_checkpointing {
-            *pending = Some(std::thread::spawn(job));
+            // As orbax's async save: the distinct shards are copied to the host now (the next step donates
+            // the buffers) and written in the background.
+            let mut held: Vec<Vec<(Vec<i64>, Vec<u8>)>> = Vec::new();
+            for i in 0..layouts.len() {
+                let mut shards = Vec::new();
+                trainer.for_each_state_shard(i, |o, _, bytes| -> Result<()> {
+                    shards.push((o.to_vec(), bytes));
+                    Ok(())
+                })?;
+                held.push(shards);
+            }
+            *pending = Some(std::thread::spawn(move || -> Result<std::path::PathBuf> {
+                save_train_state_sharded(&root, step, &decls, &layouts, &data_state, scan, |i, put| -> Result<()> {
+                    for (o, bytes) in &held[i] {
+                        put(o, bytes)?;
+                    }
+                    Ok(())
+                })
+            }));
         } else {
-            job()?;
+            // Leaf by leaf, shard by shard: one shard on the host at a time.
+            save_train_state_sharded(&root, step, &decls, &layouts, &data_state, scan, |i, put| -> Result<()> {
+                trainer.for_each_state_shard(i, |o, _, bytes| -> Result<()> { Ok(put(o, &bytes)?) })
+            })?;
         }
         Ok(())
     };
@@ -107,4 +145,22 @@ pub fn run(args: &[String]) -> Result<()> {
     wait(&mut pending)?;
     metrics.close()?;
     Ok(())
+}
+
+/// How each state entry lies on the devices, as a checkpoint records it: shards of the sharding's shard
+/// shape and, on more than one device, orbax's `NamedSharding` record of the mesh.
+fn state_layouts(trainer: &Trainer) -> Vec<LeafLayout> {
+    let ids = trainer.device_ids();
+    (0..trainer.program().num_state())
+        .map(|i| {
+            let spec = trainer.state_spec(i);
+            let (shard_dims, sharding) = match (spec.sharding, spec.mesh) {
+                (Some(s), Some(m)) if m.num_devices() > 1 => {
+                    (maxtext::sharding::shard_dims(spec.dims, s, m), Some(named_sharding_record(&m.axes, &ids, &s.dims)))
+                }
+                _ => (spec.dims.to_vec(), None),
+            };
+            LeafLayout { dtype: spec.dtype, dims: spec.dims.to_vec(), shard_dims, sharding }
+        })
+        .collect()
 }

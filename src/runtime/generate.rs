@@ -79,6 +79,30 @@ impl<'r> Generator<'r> {
         Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params: per_device })
     }
 
+    /// Compiles the decode step and uploads the parameters shard by shard: `read(i, offsets, dims)` gives
+    /// the box of parameter `i` (declaration order) in its dtype; each distinct shard is read once.
+    pub fn from_regions<E: From<RunError> + From<GenerateError>>(
+        rt: &'r Runtime,
+        cfg: &Config,
+        num_params: usize,
+        mut read: impl FnMut(usize, &[i64], &[i64]) -> std::result::Result<Vec<u8>, E>,
+    ) -> std::result::Result<Generator<'r>, E> {
+        let batch = cfg.batch.global_batch_size_to_load.max(1);
+        let max_len = cfg.data.max_target_length;
+        let decode = decode_program(cfg, batch as i64, max_len as i64).map_err(GenerateError::from)?;
+        let decode_exe = rt.compile(&decode.program)?;
+        let devices = decode_exe.addressable_devices().len();
+        let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(num_params)).collect();
+        for i in 0..num_params {
+            let arg = decode.first_param + i;
+            let bufs = rt.upload_arg_sharded(&decode.program, &decode_exe, arg, |o: &[i64], d: &[i64]| read(i, o, d))?;
+            for (d, b) in bufs.into_iter().enumerate() {
+                per_device[d].push(b);
+            }
+        }
+        Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params: per_device })
+    }
+
     pub fn batch(&self) -> usize {
         self.batch
     }

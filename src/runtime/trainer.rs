@@ -3,6 +3,7 @@
 //! come down; the whole state comes to the host only for a checkpoint.
 
 use super::execute::{RunError, Runtime};
+use super::state::{device_bytes, for_each_shard, ShardSpec};
 use super::HostTensor;
 use crate::pjrt::{Buffer, LoadedExecutable};
 use crate::program::TrainProgram;
@@ -57,6 +58,48 @@ impl<'r> Trainer<'r> {
             }
         }
         Ok(Trainer { rt, tp, exe, state: per_device })
+    }
+
+    /// Compiles the step and uploads the state shard by shard: `read(i, offsets, dims)` gives the box of
+    /// state entry `i` (step, count, params, mu, nu in the program's order) in the program's dtype. Each
+    /// distinct shard is read once and no entry is ever whole on the host (unless unsharded).
+    pub fn from_regions<E: From<RunError>>(
+        rt: &'r Runtime,
+        tp: TrainProgram,
+        mut read: impl FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>, E>,
+    ) -> Result<Trainer<'r>, E> {
+        let n = tp.num_state();
+        let exe = rt.compile(&tp.program)?;
+        let devices = exe.addressable_devices().len();
+        let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(n)).collect();
+        for i in 0..n {
+            let bufs = rt.upload_arg_sharded(&tp.program, &exe, i, |o: &[i64], d: &[i64]| read(i, o, d))?;
+            for (d, b) in bufs.into_iter().enumerate() {
+                per_device[d].push(b);
+            }
+        }
+        Ok(Trainer { rt, tp, exe, state: per_device })
+    }
+
+    /// The layout of state entry `i` on the devices (the train program's argument `i`).
+    pub fn state_spec(&self, i: usize) -> ShardSpec<'_> {
+        Runtime::arg_spec(&self.tp.program, i)
+    }
+
+    /// The ids of the devices holding partition 0, 1, ... (for a checkpoint's sharding record).
+    pub fn device_ids(&self) -> Vec<i64> {
+        self.exe.addressable_devices().iter().map(|d| d.id() as i64).collect()
+    }
+
+    /// Hands each distinct shard of state entry `i` to `f(offsets, dims, bytes)`, one download at a time.
+    pub fn for_each_state_shard<E: From<RunError>>(&self, i: usize, f: impl FnMut(&[i64], &[i64], Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let bufs: Vec<&Buffer> = self.state.iter().map(|d| &d[i]).collect();
+        for_each_shard(&bufs, self.state_spec(i), f)
+    }
+
+    /// Bytes the state's device buffers hold.
+    pub fn state_device_bytes(&self) -> Result<u64, RunError> {
+        device_bytes(self.state.iter().flatten())
     }
 
     pub fn program(&self) -> &TrainProgram {
