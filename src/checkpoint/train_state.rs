@@ -140,6 +140,15 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     Ok(w.finish().map_err(TrainStateError::from)?)
 }
 
+/// The run's metadata (`scan_layers`, `data_iterator`): the step's `_CHECKPOINT_METADATA`
+/// `custom_metadata`, where [`save_train_state`] puts it, else `_METADATA`'s.
+fn run_metadata(ck: &OrbaxCheckpoint) -> Value {
+    ck.checkpoint_metadata()
+        .and_then(|m| m.get("custom_metadata").cloned())
+        .filter(|m| m.is_object() && !m.as_object().unwrap().is_empty())
+        .unwrap_or_else(|| ck.custom_metadata().clone())
+}
+
 /// A train-state checkpoint opened for restoring box by box (see [`TrainStateReader::read_region`]).
 pub struct TrainStateReader {
     ck: OrbaxCheckpoint,
@@ -153,7 +162,7 @@ impl TrainStateReader {
     /// are read.
     pub fn open(ck: OrbaxCheckpoint, decls: &[ParamDecl], want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(TrainStateReader, Value), TrainStateError> {
         let dir = ck.dir().to_path_buf();
-        let meta = ck.custom_metadata().clone();
+        let meta = run_metadata(&ck);
         if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
             if saved != scan_layers {
                 return Err(TrainStateError::ScanLayers { dir, ckpt: saved, cfg: scan_layers });
@@ -184,4 +193,47 @@ impl TrainStateReader {
     pub fn step(&self) -> Result<i64, TrainStateError> {
         Ok(self.ck.read("step")?.to_i64()[0])
     }
+}
+
+/// How each state entry of `trainer` lies on its devices, as a checkpoint records it: shards of the
+/// sharding's shard shape and, on more than one device, orbax's `NamedSharding` record of the mesh.
+pub fn trainer_layouts(trainer: &crate::runtime::Trainer) -> Vec<LeafLayout> {
+    let ids = trainer.device_ids();
+    (0..trainer.program().num_state())
+        .map(|i| {
+            let spec = trainer.state_spec(i);
+            let (shard_dims, sharding) = match (spec.sharding, spec.mesh) {
+                (Some(s), Some(m)) if m.num_devices() > 1 => {
+                    (crate::sharding::shard_dims(spec.dims, s, m), Some(super::orbax::named_sharding_record(&m.axes, &ids, &s.dims)))
+                }
+                _ => (spec.dims.to_vec(), None),
+            };
+            LeafLayout { dtype: spec.dtype, dims: spec.dims.to_vec(), shard_dims, sharding }
+        })
+        .collect()
+}
+
+/// Saves `trainer`'s state as checkpoint `step` under `root`, leaf by leaf and shard by shard (one shard
+/// on the host at a time); returns the step directory.
+pub fn save_trainer_state(
+    trainer: &crate::runtime::Trainer,
+    root: &Path,
+    step: u64,
+    data_state: &Value,
+    scan_layers: bool,
+) -> Result<PathBuf, SaveError> {
+    let layouts = trainer_layouts(trainer);
+    let decls = trainer.program().decls.clone();
+    save_train_state_sharded(root, step, &decls, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
+        trainer.for_each_state_shard(i, |o, _, bytes| -> Result<(), SaveError> { Ok(put(o, &bytes)?) })
+    })
+}
+
+/// A failed save of device state: the download or the write.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error(transparent)]
+    State(#[from] TrainStateError),
+    #[error(transparent)]
+    Run(#[from] crate::runtime::RunError),
 }

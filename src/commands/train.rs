@@ -6,8 +6,7 @@
 use super::setup::{client, load_config, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
-use maxtext::checkpoint::orbax::named_sharding_record;
-use maxtext::checkpoint::train_state::{latest_step, save_train_state_sharded, LeafLayout, TrainStateReader};
+use maxtext::checkpoint::train_state::{latest_step, save_train_state_sharded, save_trainer_state, trainer_layouts, TrainStateReader};
 use maxtext::config::Config;
 use maxtext::data::DataIterator;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
@@ -86,7 +85,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let decls = trainer.program().decls.clone();
     let save = |trainer: &Trainer, data: &DataIterator, step: u64, pending: &mut PendingSave| -> Result<()> {
         wait(pending)?;
-        let layouts = state_layouts(trainer);
+        let layouts = trainer_layouts(trainer);
         let (root, decls, data_state) = (root.clone(), decls.clone(), data.state());
         if cfg.checkpoint.async_checkpointing {
             // As orbax's async save: the distinct shards are copied to the host now (the next step donates
@@ -110,9 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }));
         } else {
             // Leaf by leaf, shard by shard: one shard on the host at a time.
-            save_train_state_sharded(&root, step, &decls, &layouts, &data_state, scan, |i, put| -> Result<()> {
-                trainer.for_each_state_shard(i, |o, _, bytes| -> Result<()> { Ok(put(o, &bytes)?) })
-            })?;
+            save_trainer_state(trainer, &root, step, &data_state, scan)?;
         }
         Ok(())
     };
@@ -147,20 +144,3 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// How each state entry lies on the devices, as a checkpoint records it: shards of the sharding's shard
-/// shape and, on more than one device, orbax's `NamedSharding` record of the mesh.
-fn state_layouts(trainer: &Trainer) -> Vec<LeafLayout> {
-    let ids = trainer.device_ids();
-    (0..trainer.program().num_state())
-        .map(|i| {
-            let spec = trainer.state_spec(i);
-            let (shard_dims, sharding) = match (spec.sharding, spec.mesh) {
-                (Some(s), Some(m)) if m.num_devices() > 1 => {
-                    (maxtext::sharding::shard_dims(spec.dims, s, m), Some(named_sharding_record(&m.axes, &ids, &s.dims)))
-                }
-                _ => (spec.dims.to_vec(), None),
-            };
-            LeafLayout { dtype: spec.dtype, dims: spec.dims.to_vec(), shard_dims, sharding }
-        })
-        .collect()
-}
