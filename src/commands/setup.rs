@@ -7,7 +7,8 @@ use maxtext::checkpoint::params::ModelCheckpoint;
 use maxtext::config::{Config, Origin};
 use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
-use maxtext::runtime::HostTensor;
+use maxtext::pjrt::Buffer;
+use maxtext::runtime::{HostTensor, Runtime};
 use std::path::{Path, PathBuf};
 
 /// The base yml: the first argument when it names a yml, else `configs/base.yml` here or in the source tree.
@@ -109,8 +110,8 @@ pub type ParamRegions<'a> = dyn FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>> 
 
 /// Runs `f` with a box reader over the parameters from wherever the config says (see [`load_params`]):
 /// an Orbax checkpoint (every shape checked first; only the chunks a box needs are read), HF safetensors
-/// (only the rows a box needs), else random init from `init_weights_seed` (one parameter at a time).
-pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], init_if_none: bool, f: impl FnOnce(&mut ParamRegions) -> Result<T>) -> Result<T> {
+/// (only the rows a box needs); with neither it is an error (see [`init_on_device`] for random weights).
+pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], f: impl FnOnce(&mut ParamRegions) -> Result<T>) -> Result<T> {
     if let Some(path) = restore_path(cfg) {
         let _span = tracing::info_span!("load", from = %path.display()).entered();
         let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
@@ -124,18 +125,38 @@ pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], init_if_none: bo
         let loader = hf::ParamLoader::new(&ckpt, decls, &cfg.model)?;
         return f(&mut |i, o, d| Ok(loader.load_region(i, o, d)?));
     }
-    if !init_if_none {
-        bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)");
-    }
-    eprintln!("no weights given (hf_model_path / load_parameters_path): using random weights from init_weights_seed={}", cfg.train.init_weights_seed);
-    // Host init, one parameter at a time: the last one made is kept while its boxes are read.
+    bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)")
+}
+
+/// Whether the config names weights to load (`load_parameters_path`, `load_full_state_path`,
+/// `hf_model_path`).
+pub fn has_weights(cfg: &Config) -> bool {
+    restore_path(cfg).is_some() || cfg.tools.hf_model_path.is_some()
+}
+
+/// Random parameters computed on the devices by the `init_params` program (each device computes its own
+/// shard, laid out as the parameters are): `[param][device]`, taken out by the caller, and the ids of the
+/// devices in partition order.
+pub fn init_on_device(rt: &Runtime, cfg: &Config, decls: &[ParamDecl]) -> Result<(Vec<i32>, Vec<Vec<Option<Buffer>>>)> {
     let seed = cfg.train.init_weights_seed;
-    let mut current: Option<(usize, HostTensor)> = None;
-    f(&mut |i, o, d| {
-        if current.as_ref().map(|c| c.0) != Some(i) {
-            current = Some((i, maxtext::runtime::init_params(&decls[i..i + 1], seed).remove(0)));
+    eprintln!("no weights given (hf_model_path / load_parameters_path): random weights from init_weights_seed={seed}, computed on the devices");
+    let program = maxtext::program::init_program(cfg, decls, seed)?;
+    let (exe, outs) = rt.run_on_device(&program)?;
+    let ids = exe.addressable_devices().iter().map(|d| d.id()).collect();
+    let mut per_param: Vec<Vec<Option<Buffer>>> = (0..decls.len()).map(|_| Vec::new()).collect();
+    for device in outs {
+        for (i, b) in device.into_iter().enumerate() {
+            per_param[i].push(Some(b));
         }
-        let t = &current.as_ref().unwrap().1;
-        Ok(maxtext::sharding::extract_region(&t.data, &t.dims, o, d, t.dtype.size_bytes()))
-    })
+    }
+    Ok((ids, per_param))
+}
+
+/// Takes parameter `i`'s buffers out of an [`init_on_device`] result for an executable on `devices`.
+pub fn take_init(init: &mut (Vec<i32>, Vec<Vec<Option<Buffer>>>), i: usize, devices: &[maxtext::pjrt::Device]) -> Result<Vec<Buffer>> {
+    let ids: Vec<i32> = devices.iter().map(|d| d.id()).collect();
+    if ids != init.0 {
+        bail!("the init program ran on devices {:?} but the step runs on {ids:?}", init.0);
+    }
+    init.1[i].iter_mut().map(|b| b.take().context("parameter buffer taken twice")).collect()
 }

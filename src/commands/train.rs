@@ -3,7 +3,7 @@
 //! written in the background while the next steps run), automatic resume from the run's latest
 //! checkpoint, and a clean stop on a NaN or Inf loss that keeps the last good checkpoint.
 
-use super::setup::{client, load_config, with_param_regions};
+use super::setup::{client, has_weights, init_on_device, load_config, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use maxtext::checkpoint::train_state::{latest_step, save_train_state_sharded, save_trainer_state, trainer_layouts, TrainStateReader};
@@ -63,10 +63,23 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let trainer = Trainer::from_regions(&rt, tp, |i, o, d| -> Result<Vec<u8>> { Ok(reader.read_region(i, o, d)?) })?;
         (trainer, data_state, start)
+    } else if !has_weights(&cfg) {
+        // Random init on the devices; step, count and the optimizer moments start at zero.
+        let decls = tp.decls.clone();
+        let (p0, mu) = (tp.params_at(), tp.mu_at());
+        let mut init = init_on_device(&rt, &cfg, &decls)?;
+        let trainer = Trainer::from_uploads(&rt, tp, |p, exe, i| -> Result<Vec<maxtext::pjrt::Buffer>> {
+            if (p0..mu).contains(&i) {
+                return take_init(&mut init, i - p0, exe.addressable_devices());
+            }
+            let elem = want[i].0.size_bytes();
+            rt.upload_arg_sharded(p, exe, i, |_, d| -> Result<Vec<u8>> { Ok(vec![0u8; d.iter().product::<i64>() as usize * elem]) })
+        })?;
+        (trainer, serde_json::Value::Null, 0)
     } else {
         let decls = tp.decls.clone();
         let (p0, mu) = (tp.params_at(), tp.mu_at());
-        let trainer = with_param_regions(&cfg, &decls, true, |params| {
+        let trainer = with_param_regions(&cfg, &decls, |params| {
             // step, count and the optimizer moments start at zero.
             Trainer::from_regions(&rt, tp, |i, o, d| {
                 if (p0..mu).contains(&i) {

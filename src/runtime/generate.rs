@@ -87,6 +87,17 @@ impl<'r> Generator<'r> {
         num_params: usize,
         mut read: impl FnMut(usize, &[i64], &[i64]) -> std::result::Result<Vec<u8>, E>,
     ) -> std::result::Result<Generator<'r>, E> {
+        Self::from_uploads(rt, cfg, num_params, |p, exe, arg, i| rt.upload_arg_sharded(p, exe, arg, |o: &[i64], d: &[i64]| read(i, o, d)))
+    }
+
+    /// Compiles the decode step and takes parameter `i`'s per-device buffers from
+    /// `upload(program, exe, argument, i)` (laid out as that argument; e.g. an on-device init's results).
+    pub fn from_uploads<E: From<RunError> + From<GenerateError>>(
+        rt: &'r Runtime,
+        cfg: &Config,
+        num_params: usize,
+        mut upload: impl FnMut(&crate::ir::Program, &LoadedExecutable, usize, usize) -> std::result::Result<Vec<Buffer>, E>,
+    ) -> std::result::Result<Generator<'r>, E> {
         let batch = cfg.batch.global_batch_size_to_load.max(1);
         let max_len = cfg.data.max_target_length;
         let decode = decode_program(cfg, batch as i64, max_len as i64).map_err(GenerateError::from)?;
@@ -94,8 +105,10 @@ impl<'r> Generator<'r> {
         let devices = decode_exe.addressable_devices().len();
         let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(num_params)).collect();
         for i in 0..num_params {
-            let arg = decode.first_param + i;
-            let bufs = rt.upload_arg_sharded(&decode.program, &decode_exe, arg, |o: &[i64], d: &[i64]| read(i, o, d))?;
+            let bufs = upload(&decode.program, &decode_exe, decode.first_param + i, i)?;
+            if bufs.len() != devices {
+                return Err(RunError::Arity { program: format!("parameter {i} buffers"), expected: devices, got: bufs.len() }.into());
+            }
             for (d, b) in bufs.into_iter().enumerate() {
                 per_device[d].push(b);
             }

@@ -112,6 +112,22 @@ pub fn device_bytes<'a>(buffers: impl IntoIterator<Item = &'a Buffer>) -> RunRes
 }
 
 impl Runtime {
+    /// Runs a program that takes no arguments (e.g. `init_params`) and keeps its results on the devices:
+    /// `[device][result]`, each device holding its shard.
+    pub fn run_on_device(&self, program: &Program) -> RunResult<(std::sync::Arc<LoadedExecutable>, Vec<Vec<Buffer>>)> {
+        if !program.main.params.is_empty() {
+            let got = program.main.params.len();
+            return Err(RunError::Arity { program: program.name.clone(), expected: 0, got });
+        }
+        let exe = self.compile(program)?;
+        let args: Vec<Vec<&Buffer>> = exe.addressable_devices().iter().map(|_| Vec::new()).collect();
+        let outs = {
+            let _span = tracing::info_span!("execute", program = %program.name).entered();
+            exe.execute(&args)?
+        };
+        Ok((exe, outs))
+    }
+
     /// The layout of argument `arg` of `program`.
     pub fn arg_spec<'p>(program: &'p Program, arg: usize) -> ShardSpec<'p> {
         let ty = &program.main.params[arg];

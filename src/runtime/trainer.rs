@@ -68,12 +68,25 @@ impl<'r> Trainer<'r> {
         tp: TrainProgram,
         mut read: impl FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>, E>,
     ) -> Result<Trainer<'r>, E> {
+        Self::from_uploads(rt, tp, |p, exe, i| rt.upload_arg_sharded(p, exe, i, |o: &[i64], d: &[i64]| read(i, o, d)))
+    }
+
+    /// Compiles the step and takes state entry `i`'s per-device buffers from `upload(program, exe, i)`
+    /// (laid out as the program's argument `i`; e.g. the results of an on-device init).
+    pub fn from_uploads<E: From<RunError>>(
+        rt: &'r Runtime,
+        tp: TrainProgram,
+        mut upload: impl FnMut(&crate::ir::Program, &LoadedExecutable, usize) -> Result<Vec<Buffer>, E>,
+    ) -> Result<Trainer<'r>, E> {
         let n = tp.num_state();
         let exe = rt.compile(&tp.program)?;
         let devices = exe.addressable_devices().len();
         let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(n)).collect();
         for i in 0..n {
-            let bufs = rt.upload_arg_sharded(&tp.program, &exe, i, |o: &[i64], d: &[i64]| read(i, o, d))?;
+            let bufs = upload(&tp.program, &exe, i)?;
+            if bufs.len() != devices {
+                return Err(RunError::Arity { program: format!("state entry {i} buffers"), expected: devices, got: bufs.len() }.into());
+            }
             for (d, b) in bufs.into_iter().enumerate() {
                 per_device[d].push(b);
             }
