@@ -2,9 +2,10 @@
 //! a golden JSONL (`{"tokens": [...], "logits": [[...], ...]}` per line), run the forward pass on the
 //! tokens and compare every position: KL(P_golden || Q_ours) over the vocabulary, max |Δlogit|, top-1.
 
-use super::setup::{client, load_config, load_params};
+use super::setup::{client, load_config, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::program::{forward_program, ForwardProgram};
+use maxtext::pjrt::Buffer;
 use maxtext::runtime::{HostTensor, Runtime};
 use std::io::BufRead;
 use std::path::Path;
@@ -106,19 +107,30 @@ pub fn run(args: &[String]) -> Result<()> {
     let vocab = cfg.model.vocab_size;
     let goldens = read_golden(&path, vocab)?;
     let rt = Runtime::new(client(&cfg)?);
-    let mut params: Option<Vec<HostTensor>> = None;
+    // Parameters go to the devices once, shard by shard from the checkpoint, and serve every prompt's
+    // forward program (they all lay the parameters out the same way and never donate them).
+    let mut params: Option<Vec<Vec<Buffer>>> = None;
     let mut total = Figures::default();
     for (i, g) in goldens.iter().enumerate() {
         let len = g.tokens.len() as i64;
         let fp: ForwardProgram = forward_program(&cfg, 1, len)?;
+        let exe = rt.compile(&fp.program)?;
         if params.is_none() {
-            params = Some(load_params(&cfg, &fp.decls)?);
+            let per_param = with_param_regions(&cfg, &fp.decls, |read| {
+                (0..fp.decls.len()).map(|k| rt.upload_arg_sharded(&fp.program, &exe, 2 + k, |o: &[i64], d: &[i64]| read(k, o, d))).collect::<Result<Vec<_>>>()
+            })?;
+            params = Some(per_param);
         }
         let tokens: Vec<i32> = g.tokens.iter().map(|&t| t as i32).collect();
         let positions: Vec<i32> = (0..len as i32).collect();
-        let mut inputs = vec![HostTensor::from_i32(&tokens, &[1, len]), HostTensor::from_i32(&positions, &[1, len])];
-        inputs.extend(params.as_ref().unwrap().iter().cloned());
-        let out = rt.run(&fp.program, &inputs)?;
+        let tok = rt.upload_arg(&fp.program, &exe, 0, &HostTensor::from_i32(&tokens, &[1, len]))?;
+        let pos = rt.upload_arg(&fp.program, &exe, 1, &HostTensor::from_i32(&positions, &[1, len]))?;
+        let per_param = params.as_ref().unwrap();
+        let args: Vec<Vec<&Buffer>> = (0..exe.addressable_devices().len())
+            .map(|d| [&tok[d], &pos[d]].into_iter().chain(per_param.iter().map(|p| &p[d])).collect())
+            .collect();
+        let outs = exe.execute(&args)?;
+        let out = [rt.download_result(&fp.program, &outs, 0)?];
         let logits = out[0].to_f64();
         let mut fig = Figures::default();
         for (t, row) in g.logits.iter().enumerate() {

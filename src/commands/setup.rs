@@ -8,7 +8,7 @@ use maxtext::config::{Config, Origin};
 use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
 use maxtext::pjrt::Buffer;
-use maxtext::runtime::{HostTensor, Runtime};
+use maxtext::runtime::Runtime;
 use std::path::{Path, PathBuf};
 
 /// The base yml: the first argument when it names a yml, else `configs/base.yml` here or in the source tree.
@@ -88,27 +88,12 @@ pub fn client(cfg: &Config) -> Result<Client> {
     Ok(open_client(hw, cfg.run.pjrt_plugin_path.as_deref(), count)?)
 }
 
-/// Parameter values for `decls`: from the Orbax checkpoint of `load_parameters_path` /
-/// `load_full_state_path` (params only, converted to each decl's dtype), else from `hf_model_path`.
-pub fn load_params(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
-    if let Some(path) = restore_path(cfg) {
-        let _span = tracing::info_span!("load", from = %path.display()).entered();
-        let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
-        eprintln!("restoring parameters from {}", ckpt.dir().display());
-        return Ok(ckpt.restore_params(decls, &cfg.model)?);
-    }
-    let Some(dir) = cfg.tools.hf_model_path.as_ref() else {
-        bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)");
-    };
-    let _span = tracing::info_span!("load", from = %dir.display()).entered();
-    Ok(hf::load_params(dir, decls, &cfg.model)?)
-}
-
 /// A reader of parameter boxes: `read(decl index, offsets, dims)` gives that box of the parameter in its
 /// decl's dtype, row-major.
 pub type ParamRegions<'a> = dyn FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>> + 'a;
 
-/// Runs `f` with a box reader over the parameters from wherever the config says (see [`load_params`]):
+/// Runs `f` with a box reader over the parameters from wherever the config says (`load_parameters_path`
+/// / `load_full_state_path`, else `hf_model_path`):
 /// an Orbax checkpoint (every shape checked first; only the chunks a box needs are read), HF safetensors
 /// (only the rows a box needs); with neither it is an error (see [`init_on_device`] for random weights).
 pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], f: impl FnOnce(&mut ParamRegions) -> Result<T>) -> Result<T> {
