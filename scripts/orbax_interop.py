@@ -8,6 +8,9 @@ Run with the venv from scripts/setup_orbax_venv.sh:
                                               compares every array with WRITTEN_BY_RUST recomputed here
   orbax_interop.py write <out_dir>            orbax saves PYTHON_TREE in three layouts; every array's raw bytes
                                               and an index (expected.json) go next to them for the Rust reader
+  orbax_interop.py dump <item_dir> <out_dir>  targetless restore of a sharded save (needs as many host devices as
+                                              its mesh: XLA_FLAGS=--xla_force_host_platform_device_count=N);
+                                              raw bytes and shardings (restored.json) go to <out_dir>
 
 The tree WRITTEN_BY_RUST must match `rust_tree()` in tests/orbax_interop.rs value for value.
 """
@@ -186,8 +189,29 @@ def write(out):
     print(f"OK wrote {len(layouts)} checkpoints with {len(leaves)} leaves to {out}")
 
 
+def dump(items, out):
+    """Targetless restore of a checkpoint saved sharded (run with 4 host devices); every leaf's raw bytes
+    and its restored sharding go to <out> for the Rust side to compare."""
+    restored = ocp.PyTreeCheckpointer().restore(items)
+    index = []
+    for p, v in flatten(restored):
+        name = ".".join(p)
+        a = np.asarray(v)
+        with open(os.path.join(out, f"{name}.bin"), "wb") as f:
+            f.write(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
+        sharding = getattr(v, "sharding", None)
+        spec = [None if s is None else (s if isinstance(s, str) else list(s)) for s in sharding.spec] if hasattr(sharding, "spec") else None
+        devices = len(sharding.device_set) if sharding is not None else 0
+        index.append({"name": name, "dtype": str(a.dtype), "shape": list(a.shape), "spec": spec, "devices": devices})
+    with open(os.path.join(out, "restored.json"), "w") as f:
+        json.dump(index, f, indent=1)
+    print(f"OK restored {len(index)} sharded leaves on {len(jax.devices())} devices")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "restore":
+    if len(sys.argv) == 4 and sys.argv[1] == "dump":
+        dump(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "restore":
         restore(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) == 3 and sys.argv[1] == "write":
         write(sys.argv[2])

@@ -141,6 +141,18 @@ fn per_slot_layout_restores_to_the_same_parameters() {
     for ((d, g), w) in decls32.iter().zip(&got).zip(&want) {
         assert_eq!(g, w, "{} differs after restacking the per-slot layout", d.path);
     }
+    // Boxes (what a sharded load reads) restack the same way: halves of the first two dims.
+    let sources = ckpt.plan(&decls32, &cfg.model).unwrap();
+    for ((d, src), w) in decls32.iter().zip(&sources).zip(&want) {
+        for axis in 0..d.dims.len().min(2) {
+            let (mut o, mut b) = (vec![0; d.dims.len()], d.dims.clone());
+            b[axis] = (d.dims[axis] / 2).max(1);
+            o[axis] = d.dims[axis] - b[axis];
+            let got = ckpt.read_param_region(d, src, &o, &b).unwrap();
+            let slice = maxtext::sharding::extract_region(&w.data, &w.dims, &o, &b, w.dtype.size_bytes());
+            assert!(got == slice, "{} box {o:?}+{b:?} of the per-slot layout", d.path);
+        }
+    }
     // Into bf16 parameters: converted on the way.
     let cfg16 = maxtext_config(&["weight_dtype=bfloat16"]);
     let decls16 = decls(&cfg16);

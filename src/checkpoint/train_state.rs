@@ -3,7 +3,7 @@
 //! `ScaleByAdamState`), `opt_state.2.count` (the schedule's count) — plus, in the checkpoint's custom
 //! metadata, `scan_layers` and the data iterator's position, so a restarted run resumes exactly.
 
-use super::orbax::{list_steps, write_checkpoint, OrbaxCheckpoint, OrbaxError};
+use super::orbax::{list_steps, write_checkpoint, CheckpointWriter, OrbaxCheckpoint, OrbaxError, PathKey, PyJson, WriteOptions};
 use crate::ir::DType;
 use crate::nn::ParamDecl;
 use crate::runtime::HostTensor;
@@ -91,4 +91,149 @@ pub fn restore_train_state_from(ck: &OrbaxCheckpoint, decls: &[ParamDecl], want:
         state.push(as_dtype(t, *dtype));
     }
     Ok((state, meta.get("data_iterator").cloned().unwrap_or(Value::Null)))
+}
+
+/// How one train-state entry lies on the devices, for a sharded save: dtype, global dims, the dims of
+/// each shard and the leaf's `_sharding` record (`None`: the writer's default, a single-device record).
+#[derive(Clone, Debug)]
+pub struct LeafLayout {
+    pub dtype: DType,
+    pub dims: Vec<i64>,
+    pub shard_dims: Vec<i64>,
+    pub sharding: Option<PyJson>,
+}
+
+/// Receives the shards of one leaf: `put(offsets, bytes)` once per distinct shard.
+pub type PutShard<'a> = dyn FnMut(&[i64], &[u8]) -> Result<(), TrainStateError> + 'a;
+
+/// Saves the train state shard by shard: for state entry `i` (program order: step, count, params, mu,
+/// nu) `write(i, put)` hands each distinct shard to `put`; chunks are the shards, as orbax writes a sharded
+/// `jax.Array`. Only what `write` holds is on the host. With every layout unsharded this writes the same
+/// files as [`save_train_state`].
+pub fn save_train_state_sharded<E: From<TrainStateError>>(
+    root: &Path,
+    step: u64,
+    decls: &[ParamDecl],
+    layouts: &[LeafLayout],
+    data_state: &Value,
+    scan_layers: bool,
+    mut write: impl FnMut(usize, &mut PutShard) -> Result<(), E>,
+) -> Result<PathBuf, E> {
+    let _span = tracing::info_span!("checkpoint", save = step).entered();
+    let mut names: Vec<(String, usize)> = state_leaf_names(decls).into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+    // optax's schedule state (`opt_state.2.count`) advances with the Adam count.
+    names.push(("opt_state.2.count".to_string(), 1));
+    // orbax writes leaves in key-path order; so does `write_checkpoint` (the 1-device files stay identical).
+    let path_of = |n: &str| -> Vec<PathKey> {
+        n.split('.').map(|s| if s.bytes().all(|b| b.is_ascii_digit()) { PathKey::Index(s.parse().unwrap()) } else { PathKey::Key(s.into()) }).collect()
+    };
+    names.sort_by(|a, b| path_of(&a.0).cmp(&path_of(&b.0)));
+    let meta = json!({"scan_layers": scan_layers, "data_iterator": data_state});
+    let mut w = CheckpointWriter::create(root, step, WriteOptions { custom_metadata: meta, ..WriteOptions::default() }).map_err(TrainStateError::from)?;
+    for (name, i) in names {
+        let l = &layouts[i];
+        let array = w.begin_array(path_of(&name), l.dtype, &l.dims, &l.shard_dims, l.sharding.clone()).map_err(TrainStateError::from)?;
+        let mut put = |offsets: &[i64], bytes: &[u8]| -> Result<(), TrainStateError> { Ok(w.put_shard(&array, offsets, bytes)?) };
+        write(i, &mut put)?;
+        w.end_array(array).map_err(TrainStateError::from)?;
+    }
+    Ok(w.finish().map_err(TrainStateError::from)?)
+}
+
+/// The run's metadata (`scan_layers`, `data_iterator`): the step's `_CHECKPOINT_METADATA`
+/// `custom_metadata`, where [`save_train_state`] puts it, else `_METADATA`'s.
+fn run_metadata(ck: &OrbaxCheckpoint) -> Value {
+    ck.checkpoint_metadata()
+        .and_then(|m| m.get("custom_metadata").cloned())
+        .filter(|m| m.is_object() && !m.as_object().unwrap().is_empty())
+        .unwrap_or_else(|| ck.custom_metadata().clone())
+}
+
+/// A train-state checkpoint opened for restoring box by box (see [`TrainStateReader::read_region`]).
+pub struct TrainStateReader {
+    ck: OrbaxCheckpoint,
+    names: Vec<String>,
+    want: Vec<(DType, Vec<i64>)>,
+}
+
+impl TrainStateReader {
+    /// Checks every leaf's shape against `want` (the program's (dtype, dims) per state entry) and the
+    /// checkpoint's `scan_layers`; returns the reader and the saved data-iterator position. No array data
+    /// are read.
+    pub fn open(ck: OrbaxCheckpoint, decls: &[ParamDecl], want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(TrainStateReader, Value), TrainStateError> {
+        let dir = ck.dir().to_path_buf();
+        let meta = run_metadata(&ck);
+        if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
+            if saved != scan_layers {
+                return Err(TrainStateError::ScanLayers { dir, ckpt: saved, cfg: scan_layers });
+            }
+        }
+        let names = state_leaf_names(decls);
+        for (name, (dtype, dims)) in names.iter().zip(want) {
+            let info = ck.leaf(name).ok_or_else(|| OrbaxError::NoSuchLeaf { dir: dir.clone(), name: name.clone(), hint: String::new() })?;
+            let got: Vec<i64> = info.shape.iter().flatten().map(|d| *d as i64).collect();
+            if &got != dims || !info.is_array() {
+                let stored = info.dtype.map_or("?".to_string(), |d| d.to_string());
+                return Err(TrainStateError::Shape { dir, leaf: name.clone(), got: format!("{stored}{got:?}"), want: format!("{dtype}{dims:?}") });
+            }
+        }
+        let data = meta.get("data_iterator").cloned().unwrap_or(Value::Null);
+        Ok((TrainStateReader { ck, names, want: want.to_vec() }, data))
+    }
+
+    /// The box at `offsets` of shape `dims` of state entry `i`, in the program's dtype.
+    pub fn read_region(&self, i: usize, offsets: &[i64], dims: &[i64]) -> Result<Vec<u8>, TrainStateError> {
+        let u = |v: &[i64]| v.iter().map(|x| *x as u64).collect::<Vec<_>>();
+        let name = &self.names[i];
+        let t = self.ck.read_region(name, &u(offsets), &u(dims))?.into_host(name)?;
+        Ok(as_dtype(t, self.want[i].0).data)
+    }
+
+    /// The step the checkpoint was saved at (its `step` leaf).
+    pub fn step(&self) -> Result<i64, TrainStateError> {
+        Ok(self.ck.read("step")?.to_i64()[0])
+    }
+}
+
+/// How each state entry of `trainer` lies on its devices, as a checkpoint records it: shards of the
+/// sharding's shard shape and, on more than one device, orbax's `NamedSharding` record of the mesh.
+pub fn trainer_layouts(trainer: &crate::runtime::Trainer) -> Vec<LeafLayout> {
+    let ids = trainer.device_ids();
+    (0..trainer.num_state())
+        .map(|i| {
+            let spec = trainer.state_spec(i);
+            let (shard_dims, sharding) = match (spec.sharding, spec.mesh) {
+                (Some(s), Some(m)) if m.num_devices() > 1 => {
+                    (crate::sharding::shard_dims(spec.dims, s, m), Some(super::orbax::named_sharding_record(&m.axes, &ids, &s.dims)))
+                }
+                _ => (spec.dims.to_vec(), None),
+            };
+            LeafLayout { dtype: spec.dtype, dims: spec.dims.to_vec(), shard_dims, sharding }
+        })
+        .collect()
+}
+
+/// Saves `trainer`'s state as checkpoint `step` under `root`, leaf by leaf and shard by shard (one shard
+/// on the host at a time); returns the step directory.
+pub fn save_trainer_state(
+    trainer: &crate::runtime::Trainer,
+    root: &Path,
+    step: u64,
+    data_state: &Value,
+    scan_layers: bool,
+) -> Result<PathBuf, SaveError> {
+    let layouts = trainer_layouts(trainer);
+    let decls = trainer.program().decls.clone();
+    save_train_state_sharded(root, step, &decls, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
+        trainer.for_each_state_shard(i, |o, _, bytes| -> Result<(), SaveError> { Ok(put(o, &bytes)?) })
+    })
+}
+
+/// A failed save of device state: the download or the write.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error(transparent)]
+    State(#[from] TrainStateError),
+    #[error(transparent)]
+    Run(#[from] crate::runtime::RunError),
 }

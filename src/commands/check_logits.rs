@@ -2,7 +2,7 @@
 //! a golden JSONL (`{"tokens": [...], "logits": [[...], ...]}` per line), run the forward pass on the
 //! tokens and compare every position: KL(P_golden || Q_ours) over the vocabulary, max |Δlogit|, top-1.
 
-use super::setup::{describe_mesh, load_config, load_params, open_runtime};
+use super::setup::{describe_mesh, load_config, open_runtime, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::program::{forward_program, ForwardProgram};
 use maxtext::runtime::{DeviceArray, HostTensor};
@@ -105,6 +105,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let max_kl_div = cfg.tools.max_kl_div.unwrap_or(2e-4);
     let vocab = cfg.model.vocab_size;
     let goldens = read_golden(&path, vocab)?;
+    // Parameters go to the devices once, shard by shard from the checkpoint, and serve every prompt's
+    // forward program (they all lay the parameters out the same way and never donate them).
     let mut params: Option<Vec<DeviceArray>> = None;
     let mut total = Figures::default();
     for (i, g) in goldens.iter().enumerate() {
@@ -112,8 +114,10 @@ pub fn run(args: &[String]) -> Result<()> {
         let fp: ForwardProgram = forward_program(&cfg, 1, len)?;
         let exe = rt.compile(&fp.program)?;
         if params.is_none() {
-            // Parameter shardings do not depend on the sequence length: one upload serves every prompt.
-            params = Some(rt.upload_group(&fp.program, &exe, "params", &load_params(&cfg, &fp.decls)?)?);
+            let args: Vec<usize> = fp.program.args("params").collect();
+            params = Some(with_param_regions(&cfg, &fp.decls, |read| {
+                args.iter().enumerate().map(|(k, &a)| rt.upload_arg_sharded(&fp.program, &exe, a, |o: &[i64], d: &[i64]| read(k, o, d))).collect::<Result<Vec<_>>>()
+            })?);
         }
         let tokens: Vec<i32> = g.tokens.iter().map(|&t| t as i32).collect();
         let positions: Vec<i32> = (0..len as i32).collect();

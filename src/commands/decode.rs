@@ -2,7 +2,7 @@
 //! generate until EOS or `max_target_length`, streaming text; prints prefill time, time to first token and
 //! decode tokens/s; `decode_output_path=FILE` writes one JSON line per sequence.
 
-use super::setup::{load_config, load_params_or_init, open_runtime};
+use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
 use maxtext::data::Tokenizer;
@@ -60,8 +60,15 @@ pub fn run(args: &[String]) -> Result<()> {
         rows.push(prompts.last().unwrap().clone());
     }
     let decls = maxtext::program::param_decls(&cfg);
-    let params = load_params_or_init(&cfg, &decls)?;
-    let gen = Generator::new(&rt, &cfg, &params)?;
+    // Parameters go to the devices shard by shard, straight from the checkpoint.
+    let gen = if has_weights(&cfg) {
+        with_param_regions(&cfg, &decls, |read| Generator::from_regions(&rt, &cfg, decls.len(), read))?
+    } else {
+        let mut init = init_on_device(&rt, &cfg, &decls)?;
+        Generator::from_uploads(&rt, &cfg, decls.len(), |_, exe, _, i| -> Result<Vec<maxtext::pjrt::Buffer>> {
+            take_init(&mut init, i, exe.addressable_devices())
+        })?
+    };
     let eos = tok.as_ref().map(|t| t.eos_ids()).unwrap_or_default();
     let texts_ok = |ids: &[i64]| tok.as_ref().filter(|t| ids.iter().all(|&i| (i as usize) < t.vocab_size()));
     let stream = rows.len() == 1;

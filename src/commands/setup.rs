@@ -7,7 +7,8 @@ use maxtext::checkpoint::params::ModelCheckpoint;
 use maxtext::config::{Config, DeviceSource, Origin};
 use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
-use maxtext::runtime::{HostTensor, Runtime};
+use maxtext::pjrt::Buffer;
+use maxtext::runtime::Runtime;
 use std::path::{Path, PathBuf};
 
 /// The base yml: the first argument when it names a yml, else `configs/base.yml` here or in the source tree.
@@ -106,28 +107,60 @@ pub fn client(cfg: &Config) -> Result<Client> {
     Ok(open_client(hw, cfg.run.pjrt_plugin_path.as_deref(), count)?)
 }
 
-/// Parameter values for `decls`: from the Orbax checkpoint of `load_parameters_path` /
-/// `load_full_state_path` (params only, converted to each decl's dtype), else from `hf_model_path`.
-pub fn load_params(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
+/// A reader of parameter boxes: `read(decl index, offsets, dims)` gives that box of the parameter in its
+/// decl's dtype, row-major.
+pub type ParamRegions<'a> = dyn FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>> + 'a;
+
+/// Runs `f` with a box reader over the parameters from wherever the config says (`load_parameters_path`
+/// / `load_full_state_path`, else `hf_model_path`):
+/// an Orbax checkpoint (every shape checked first; only the chunks a box needs are read), HF safetensors
+/// (only the rows a box needs); with neither it is an error (see [`init_on_device`] for random weights).
+pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], f: impl FnOnce(&mut ParamRegions) -> Result<T>) -> Result<T> {
     if let Some(path) = restore_path(cfg) {
         let _span = tracing::info_span!("load", from = %path.display()).entered();
         let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
         eprintln!("restoring parameters from {}", ckpt.dir().display());
-        return Ok(ckpt.restore_params(decls, &cfg.model)?);
+        let sources = ckpt.plan(decls, &cfg.model)?;
+        return f(&mut |i, o, d| Ok(ckpt.read_param_region(&decls[i], &sources[i], o, d)?));
     }
-    let Some(dir) = cfg.tools.hf_model_path.as_ref() else {
-        bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)");
-    };
-    let _span = tracing::info_span!("load", from = %dir.display()).entered();
-    Ok(hf::load_params(dir, decls, &cfg.model)?)
+    if let Some(dir) = cfg.tools.hf_model_path.as_ref() {
+        let _span = tracing::info_span!("load", from = %dir.display()).entered();
+        let ckpt = hf::HfCheckpoint::open(dir)?;
+        let loader = hf::ParamLoader::new(&ckpt, decls, &cfg.model)?;
+        return f(&mut |i, o, d| Ok(loader.load_region(i, o, d)?));
+    }
+    bail!("no weights given: set load_parameters_path=DIR (an Orbax checkpoint) or hf_model_path=DIR (a HuggingFace checkpoint directory)")
 }
 
-/// As [`load_params`], but with no weights configured, random weights from `init_weights_seed` (said on
-/// stderr): what `decode` of a fresh tiny model uses.
-pub fn load_params_or_init(cfg: &Config, decls: &[ParamDecl]) -> Result<Vec<HostTensor>> {
-    if cfg.tools.hf_model_path.is_none() && restore_path(cfg).is_none() {
-        eprintln!("no weights given (hf_model_path / load_parameters_path): using random weights from init_weights_seed={}", cfg.train.init_weights_seed);
-        return Ok(maxtext::runtime::init_params(decls, cfg.train.init_weights_seed));
+/// Whether the config names weights to load (`load_parameters_path`, `load_full_state_path`,
+/// `hf_model_path`).
+pub fn has_weights(cfg: &Config) -> bool {
+    restore_path(cfg).is_some() || cfg.tools.hf_model_path.is_some()
+}
+
+/// Random parameters computed on the devices by the `init_params` program (each device computes its own
+/// shard, laid out as the parameters are): `[param][device]`, taken out by the caller, and the ids of the
+/// devices in partition order.
+pub fn init_on_device(rt: &Runtime, cfg: &Config, decls: &[ParamDecl]) -> Result<(Vec<i32>, Vec<Vec<Option<Buffer>>>)> {
+    let seed = cfg.train.init_weights_seed;
+    eprintln!("no weights given (hf_model_path / load_parameters_path): random weights from init_weights_seed={seed}, computed on the devices");
+    let program = maxtext::program::init_program(cfg, decls, seed)?;
+    let (exe, outs) = rt.run_on_device(&program)?;
+    let ids = exe.addressable_devices().iter().map(|d| d.id()).collect();
+    let mut per_param: Vec<Vec<Option<Buffer>>> = (0..decls.len()).map(|_| Vec::new()).collect();
+    for device in outs {
+        for (i, b) in device.into_iter().enumerate() {
+            per_param[i].push(Some(b));
+        }
     }
-    load_params(cfg, decls)
+    Ok((ids, per_param))
+}
+
+/// Takes parameter `i`'s buffers out of an [`init_on_device`] result for an executable on `devices`.
+pub fn take_init(init: &mut (Vec<i32>, Vec<Vec<Option<Buffer>>>), i: usize, devices: &[maxtext::pjrt::Device]) -> Result<Vec<Buffer>> {
+    let ids: Vec<i32> = devices.iter().map(|d| d.id()).collect();
+    if ids != init.0 {
+        bail!("the init program ran on devices {:?} but the step runs on {ids:?}", init.0);
+    }
+    init.1[i].iter_mut().map(|b| b.take().context("parameter buffer taken twice")).collect()
 }

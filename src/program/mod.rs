@@ -4,6 +4,7 @@
 
 mod decode;
 mod forward;
+mod init;
 mod layout;
 mod sampling;
 mod train;
@@ -11,5 +12,6 @@ mod train;
 pub use forward::{forward_program, matmul_precision, model_params, param_decls, ForwardProgram};
 pub use layout::{lay_out, param_shardings, INPUT_LOGICAL};
 pub use decode::{decode_program, prefill_program, DecodeProgram};
+pub use init::{erfinv, init_key, init_program, splitmix};
 pub use sampling::sample;
 pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, METRIC_NAMES, STATE_GROUPS};

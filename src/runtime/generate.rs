@@ -5,7 +5,7 @@
 use super::execute::{DeviceArray, RunError, Runtime};
 use super::HostTensor;
 use crate::config::Config;
-use crate::pjrt::LoadedExecutable;
+use crate::pjrt::{Buffer, LoadedExecutable};
 use crate::program::{decode_program, prefill_program, DecodeProgram};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +69,45 @@ impl<'r> Generator<'r> {
         let decode = decode_program(cfg, batch as i64, max_len as i64)?;
         let decode_exe = rt.compile(&decode.program)?;
         let params = rt.upload_group(&decode.program, &decode_exe, "params", params)?;
+        Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params })
+    }
+
+    /// Compiles the decode step and uploads the parameters shard by shard: `read(i, offsets, dims)` gives
+    /// the box of parameter `i` (declaration order) in its dtype; each distinct shard is read once.
+    pub fn from_regions<E: From<RunError> + From<GenerateError>>(
+        rt: &'r Runtime,
+        cfg: &Config,
+        num_params: usize,
+        mut read: impl FnMut(usize, &[i64], &[i64]) -> std::result::Result<Vec<u8>, E>,
+    ) -> std::result::Result<Generator<'r>, E> {
+        Self::from_uploads(rt, cfg, num_params, |p, exe, arg, i| rt.upload_arg_sharded(p, exe, arg, |o: &[i64], d: &[i64]| read(i, o, d)))
+    }
+
+    /// Compiles the decode step and takes parameter `i`'s per-device buffers from
+    /// `upload(program, exe, argument, i)` (laid out as that argument; e.g. an on-device init's results).
+    pub fn from_uploads<E: From<RunError> + From<GenerateError>>(
+        rt: &'r Runtime,
+        cfg: &Config,
+        num_params: usize,
+        mut upload: impl FnMut(&crate::ir::Program, &LoadedExecutable, usize, usize) -> std::result::Result<Vec<Buffer>, E>,
+    ) -> std::result::Result<Generator<'r>, E> {
+        let batch = cfg.batch.global_batch_size_to_load.max(1);
+        let max_len = cfg.data.max_target_length;
+        let decode = decode_program(cfg, batch as i64, max_len as i64).map_err(GenerateError::from)?;
+        let decode_exe = rt.compile(&decode.program)?;
+        let devices = decode_exe.addressable_devices().len();
+        let args = decode.program.args("params");
+        if args.len() != num_params {
+            return Err(RunError::Arity { program: "decode_step params".into(), expected: args.len(), got: num_params }.into());
+        }
+        let mut params = Vec::with_capacity(num_params);
+        for (i, arg) in args.enumerate() {
+            let bufs = upload(&decode.program, &decode_exe, arg, i)?;
+            if bufs.len() != devices {
+                return Err(RunError::Arity { program: format!("parameter {i} buffers"), expected: devices, got: bufs.len() }.into());
+            }
+            params.push(bufs);
+        }
         Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params })
     }
 

@@ -4,10 +4,12 @@ mod execute;
 mod generate;
 mod host;
 mod init;
+mod state;
 mod trainer;
 
 pub use execute::{shard_host, unshard_host, DeviceArray, Outputs, RunError, Runtime};
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};
 pub use init::init_params;
-pub use trainer::{fresh_train_state, StepOutput, Trainer};
+pub use state::{device_bytes, for_each_shard, upload_sharded, ShardBox, ShardSpec};
+pub use trainer::{fresh_train_state, state_args, state_entries, StepOutput, Trainer};

@@ -1,10 +1,15 @@
-//! The train state on device: (step, count, params, mu, nu) uploaded once, sharded as the train program
-//! says, and replaced by the program's donated outputs every step. Only the batch goes up and the metrics
-//! come down; the whole state comes to the host only for a checkpoint.
+//! The train state on device: (step, count, params, mu, nu) uploaded once — shard by shard, never whole
+//! on the host — sharded as the train program says, and replaced by the program's donated outputs every
+//! step. Only the batch goes up and the metrics come down; a checkpoint takes the state shard by shard.
+//!
+//! "State entry `i`" is the `i`-th array of the state groups (`STATE_GROUPS`) taken in order — step,
+//! count, params…, mu…, nu… — which is also the checkpoint's leaf order.
 
 use super::execute::{DeviceArray, RunError, Runtime};
+use super::state::{device_bytes, for_each_shard, ShardSpec};
 use super::HostTensor;
-use crate::pjrt::LoadedExecutable;
+use crate::ir::Program;
+use crate::pjrt::{Buffer, LoadedExecutable};
 use crate::program::{TrainProgram, STATE_GROUPS};
 use std::sync::Arc;
 
@@ -24,8 +29,19 @@ pub struct Trainer<'r> {
     rt: &'r Runtime,
     tp: TrainProgram,
     exe: Arc<LoadedExecutable>,
-    /// The state groups (`STATE_GROUPS`), each as its arrays on the devices.
-    state: Vec<Vec<DeviceArray>>,
+    /// The state entries on the devices, in state-entry order.
+    state: Vec<DeviceArray>,
+}
+
+/// The train program's argument behind each state entry.
+pub fn state_args(program: &Program) -> Vec<usize> {
+    STATE_GROUPS.iter().flat_map(|g| program.args(g)).collect()
+}
+
+/// The state entries of state group `group` (e.g. the params are entries 2.. after step and count).
+pub fn state_entries(program: &Program, group: &str) -> std::ops::Range<usize> {
+    let before: usize = STATE_GROUPS.iter().take_while(|g| **g != group).map(|g| program.args(g).len()).sum();
+    before..before + program.args(group).len()
 }
 
 /// The state of a run that starts from `params`, group by group (`STATE_GROUPS`): step 0, count 0, the
@@ -33,10 +49,12 @@ pub struct Trainer<'r> {
 pub fn fresh_train_state(tp: &TrainProgram, params: Vec<HostTensor>) -> Vec<Vec<HostTensor>> {
     let p = &tp.program;
     let zeros = |group: &str| -> Vec<HostTensor> {
-        p.args(group).map(|a| {
-            let ty = &p.main.params[a];
-            HostTensor::from_bytes(ty.dtype, &ty.dims, vec![0u8; ty.size_bytes() as usize])
-        }).collect()
+        p.args(group)
+            .map(|a| {
+                let ty = &p.main.params[a];
+                HostTensor::from_bytes(ty.dtype, &ty.dims, vec![0u8; ty.size_bytes() as usize])
+            })
+            .collect()
     };
     vec![vec![HostTensor::from_i32(&[0], &[])], vec![HostTensor::from_i32(&[0], &[])], params, zeros("mu"), zeros("nu")]
 }
@@ -48,34 +66,106 @@ impl<'r> Trainer<'r> {
             return Err(RunError::Arity { program: "train_step state groups".into(), expected: STATE_GROUPS.len(), got: state.len() });
         }
         let exe = rt.compile(&tp.program)?;
-        let state = STATE_GROUPS.iter().zip(state).map(|(g, xs)| rt.upload_group(&tp.program, &exe, g, xs)).collect::<Result<_, _>>()?;
+        let mut arrays = Vec::new();
+        for (g, xs) in STATE_GROUPS.iter().zip(state) {
+            arrays.extend(rt.upload_group(&tp.program, &exe, g, xs)?);
+        }
+        Ok(Trainer { rt, tp, exe, state: arrays })
+    }
+
+    /// Compiles the step and uploads the state shard by shard: `read(i, offsets, dims)` gives the box of
+    /// state entry `i` in the program's dtype. Each distinct shard is read once and no entry is ever whole
+    /// on the host (unless unsharded).
+    pub fn from_regions<E: From<RunError>>(
+        rt: &'r Runtime,
+        tp: TrainProgram,
+        mut read: impl FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>, E>,
+    ) -> Result<Trainer<'r>, E> {
+        Self::from_uploads(rt, tp, |p, exe, arg, i| rt.upload_arg_sharded(p, exe, arg, |o: &[i64], d: &[i64]| read(i, o, d)))
+    }
+
+    /// Compiles the step and takes state entry `i`'s per-device buffers from `upload(program, exe, arg, i)`,
+    /// laid out as the program's argument `arg` (e.g. the results of an on-device init).
+    pub fn from_uploads<E: From<RunError>>(
+        rt: &'r Runtime,
+        tp: TrainProgram,
+        mut upload: impl FnMut(&Program, &LoadedExecutable, usize, usize) -> Result<Vec<Buffer>, E>,
+    ) -> Result<Trainer<'r>, E> {
+        let exe = rt.compile(&tp.program)?;
+        let devices = exe.addressable_devices().len();
+        let mut state = Vec::new();
+        for (i, arg) in state_args(&tp.program).into_iter().enumerate() {
+            let bufs = upload(&tp.program, &exe, arg, i)?;
+            if bufs.len() != devices {
+                return Err(RunError::Arity { program: format!("state entry {i} buffers"), expected: devices, got: bufs.len() }.into());
+            }
+            state.push(bufs);
+        }
         Ok(Trainer { rt, tp, exe, state })
+    }
+
+    /// The number of state entries.
+    pub fn num_state(&self) -> usize {
+        self.state.len()
+    }
+
+    /// The layout of state entry `i` on the devices.
+    pub fn state_spec(&self, i: usize) -> ShardSpec<'_> {
+        Runtime::arg_spec(&self.tp.program, state_args(&self.tp.program)[i])
+    }
+
+    /// The ids of the devices holding partition 0, 1, ... (for a checkpoint's sharding record).
+    pub fn device_ids(&self) -> Vec<i64> {
+        self.exe.addressable_devices().iter().map(|d| d.id() as i64).collect()
+    }
+
+    /// Hands each distinct shard of state entry `i` to `f(offsets, dims, bytes)`, one download at a time.
+    pub fn for_each_state_shard<E: From<RunError>>(&self, i: usize, f: impl FnMut(&[i64], &[i64], Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let bufs: Vec<&Buffer> = self.state[i].iter().collect();
+        for_each_shard(&bufs, self.state_spec(i), f)
+    }
+
+    /// Bytes the state's device buffers hold.
+    pub fn state_device_bytes(&self) -> Result<u64, RunError> {
+        device_bytes(self.state.iter().flatten())
     }
 
     pub fn program(&self) -> &TrainProgram {
         &self.tp
     }
 
+    /// The state entries of each state group, as slices of `self.state`.
+    fn groups(&self) -> Vec<(&'static str, &[DeviceArray])> {
+        let mut at = 0;
+        STATE_GROUPS
+            .iter()
+            .map(|g| {
+                let n = self.tp.program.args(g).len();
+                at += n;
+                (*g, &self.state[at - n..at])
+            })
+            .collect()
+    }
+
     /// One step on `batch` (the five batch arrays in `BATCH_KEYS` order).
     pub fn step(&mut self, batch: &[HostTensor]) -> Result<StepOutput, RunError> {
         let p = &self.tp.program;
         let batch = self.rt.upload_group(p, &self.exe, "batch", batch)?;
-        let mut args: Vec<(&str, &[DeviceArray])> = STATE_GROUPS.iter().zip(&self.state).map(|(g, s)| (*g, s.as_slice())).collect();
+        let mut args = self.groups();
         args.push(("batch", &batch));
         let mut outs = self.rt.execute(p, &self.exe, &args)?;
         let m: Vec<f64> = self.rt.download_group(p, &outs, "metrics")?.iter().map(|t| t.to_f64()[0]).collect();
         let out = StepOutput { loss: m[0], raw_grad_norm: m[1], grad_norm: m[2], learning_rate: m[3], total_weights: m[4], moe_lb_loss: m[5] };
-        self.state = STATE_GROUPS.iter().map(|g| outs.take(g)).collect();
+        self.state = STATE_GROUPS.iter().flat_map(|g| outs.take(g)).collect();
         Ok(out)
     }
 
-    /// The whole state on the host (for a checkpoint), group by group (`STATE_GROUPS`).
+    /// The whole state on the host, group by group (`STATE_GROUPS`): for tests and small models; a
+    /// checkpoint goes shard by shard ([`Trainer::for_each_state_shard`]).
     pub fn state_to_host(&self) -> Result<Vec<Vec<HostTensor>>, RunError> {
         let p = &self.tp.program;
-        STATE_GROUPS
-            .iter()
-            .zip(&self.state)
-            .map(|(g, arrays)| p.results(g).zip(arrays).map(|(r, a)| self.rt.download(p, r, a)).collect())
-            .collect()
+        let results: Vec<usize> = STATE_GROUPS.iter().flat_map(|g| p.results(g)).collect();
+        let mut flat = results.iter().zip(&self.state).map(|(&r, a)| self.rt.download(p, r, a));
+        STATE_GROUPS.iter().map(|g| flat.by_ref().take(p.args(g).len()).collect()).collect()
     }
 }

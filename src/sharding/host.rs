@@ -64,6 +64,38 @@ pub fn shard_offsets(dims: &[i64], sharding: &Sharding, mesh: &Mesh, p: usize) -
         .collect()
 }
 
+/// The distinct shards of an array: each shard's element offsets with the partitions that hold it (in
+/// partition order), in the order of their first partition. Replicated shards appear once, so a loader
+/// reads each once and a checkpoint writes each once.
+pub fn unique_shards(dims: &[i64], sharding: &Sharding, mesh: &Mesh) -> Vec<(Vec<i64>, Vec<usize>)> {
+    let mut out: Vec<(Vec<i64>, Vec<usize>)> = Vec::new();
+    for p in 0..mesh.num_devices() as usize {
+        let offsets = shard_offsets(dims, sharding, mesh, p);
+        match out.iter_mut().find(|(o, _)| *o == offsets) {
+            Some((_, parts)) => parts.push(p),
+            None => out.push((offsets, vec![p])),
+        }
+    }
+    out
+}
+
+/// Copies the `block_dims` box at `offsets` out of a row-major array of shape `full_dims`.
+pub fn extract_region(full: &[u8], full_dims: &[i64], offsets: &[i64], block_dims: &[i64], elem: usize) -> Vec<u8> {
+    let mut out = vec![0u8; block_dims.iter().product::<i64>() as usize * elem];
+    if !out.is_empty() {
+        for_each_run(full_dims, block_dims, offsets, elem, |src, dst, n| out[dst..dst + n].copy_from_slice(&full[src..src + n]));
+    }
+    out
+}
+
+/// Copies a box (shape `block_dims`, row-major bytes) into a row-major array of shape `full_dims` at
+/// `offsets`.
+pub fn place_region(full: &mut [u8], full_dims: &[i64], block: &[u8], offsets: &[i64], block_dims: &[i64], elem: usize) {
+    if !block.is_empty() {
+        for_each_run(full_dims, block_dims, offsets, elem, |dst, src, n| full[dst..dst + n].copy_from_slice(&block[src..src + n]));
+    }
+}
+
 /// Calls `f(full_byte_offset, block_byte_offset, bytes)` for each contiguous run (one innermost row) of the
 /// block of shape `block_dims` at `offsets` inside a row-major array of shape `full_dims`.
 fn for_each_run(full_dims: &[i64], block_dims: &[i64], offsets: &[i64], elem: usize, mut f: impl FnMut(usize, usize, usize)) {
@@ -152,6 +184,19 @@ mod tests {
 
     fn as_u32(b: &[u8]) -> Vec<u32> {
         b.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn unique_shards_and_regions() {
+        let m = Mesh::new(&[("data", 2), ("fsdp", 2)]);
+        let s = Sharding::new(&[&["fsdp"], &[]]);
+        assert_eq!(unique_shards(&[4, 2], &s, &m), vec![(vec![0, 0], vec![0, 2]), (vec![2, 0], vec![1, 3])]);
+        let full = iota_bytes(8);
+        let r = extract_region(&full, &[4, 2], &[1, 1], &[2, 1], 4);
+        assert_eq!(as_u32(&r), vec![3, 5]);
+        let mut back = vec![0u8; 32];
+        place_region(&mut back, &[4, 2], &r, &[1, 1], &[2, 1], 4);
+        assert_eq!(as_u32(&back), vec![0, 0, 0, 3, 0, 5, 0, 0]);
     }
 
     #[test]

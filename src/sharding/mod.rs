@@ -11,7 +11,7 @@ mod host;
 mod mesh;
 
 pub use crate::ir::{resolve, LogicalAxisRules, Mesh, Sharding, ShardingContext};
-pub use host::{assemble, partition_coords, shard_dims, shard_offsets, split};
+pub use host::{assemble, extract_region, partition_coords, place_region, shard_dims, shard_offsets, split, unique_shards};
 pub use crate::config::fill_unspecified;
 pub use mesh::{build_mesh, device_mesh, drop_size_one_axes, sharding_context};
 

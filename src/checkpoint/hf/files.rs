@@ -206,6 +206,29 @@ impl HfCheckpoint {
         Ok(Some(HostTensor::from_bytes(dtype, &dims, data)))
     }
 
+    /// The box at `offsets` of shape `dims` of a tensor seen with shape `view` (a reshape of its stored
+    /// shape), converted to `dtype`: only the box's rows are read from the mapped file (then dropped from
+    /// the resident set); `None` if absent.
+    pub fn read_region_as(&self, name: &str, view: &[i64], offsets: &[i64], dims: &[i64], dtype: DType) -> Result<Option<Vec<u8>>> {
+        let Some(e) = self.tensors.get(name) else { return Ok(None) };
+        let unsupported = || HfError::UnsupportedDtype {
+            tensor: name.to_string(),
+            dtype: format!("{:?}", e.dtype),
+            target: dtype.to_string(),
+        };
+        let from = our_dtype(e.dtype).ok_or_else(unsupported)?;
+        let shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
+        assert_eq!(view.iter().product::<i64>(), shape.iter().product::<i64>(), "view {view:?} of {name} {shape:?}");
+        let shape = view.to_vec();
+        assert!(
+            shape.len() == dims.len() && (0..dims.len()).all(|d| offsets[d] + dims[d] <= shape[d]),
+            "box {offsets:?}+{dims:?} is outside HF tensor {name} of shape {shape:?}"
+        );
+        let part = crate::sharding::extract_region(self.bytes(e), &shape, offsets, dims, from.size_bytes());
+        self.release(e);
+        Ok(Some(convert_bytes(&part, from, dtype).ok_or_else(unsupported)?))
+    }
+
     fn bytes(&self, e: &Entry) -> &[u8] {
         let s = &self.shards[e.shard];
         &s.mmap[s.data_start + e.start..s.data_start + e.end]

@@ -36,9 +36,9 @@ pub fn load_params_from(ckpt: &HfCheckpoint, decls: &[ParamDecl], cfg: &ModelCon
 /// memory): [`ParamLoader::new`] checks every header against the decls (as [`load_params_from`] does),
 /// [`ParamLoader::load`] assembles one parameter.
 pub struct ParamLoader<'a> {
-    ckpt: &'a HfCheckpoint,
-    decls: &'a [ParamDecl],
-    sources: Vec<Source>,
+    pub(super) ckpt: &'a HfCheckpoint,
+    pub(super) decls: &'a [ParamDecl],
+    pub(super) sources: Vec<Source>,
 }
 
 impl<'a> ParamLoader<'a> {

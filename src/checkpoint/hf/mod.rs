@@ -22,6 +22,7 @@ mod convert;
 mod files;
 mod load;
 mod mapping;
+mod region;
 
 use std::path::PathBuf;
 

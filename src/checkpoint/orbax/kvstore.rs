@@ -3,7 +3,53 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ocdbt::OcdbtDatabase;
+use super::ocdbt::{OcdbtDatabase, ValueRef};
+
+/// Where one value lies: inline (small values in the OCDBT tree) or a byte range of a file.
+#[derive(Clone, Debug)]
+pub enum ValueLocation {
+    Inline(Vec<u8>),
+    File { path: PathBuf, offset: u64, length: u64 },
+}
+
+impl ValueLocation {
+    pub fn len(&self) -> u64 {
+        match self {
+            ValueLocation::Inline(b) => b.len() as u64,
+            ValueLocation::File { length, .. } => *length,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A reader over bytes `[start, start + len)` of the value (ranged: nothing else is read).
+    pub fn open_range(&self, start: u64, len: u64) -> Result<Box<dyn std::io::Read + '_>, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        if start.checked_add(len).map_or(true, |e| e > self.len()) {
+            return Err(format!("byte range {start}+{len} is outside a value of {} bytes", self.len()));
+        }
+        match self {
+            ValueLocation::Inline(b) => Ok(Box::new(&b[start as usize..(start + len) as usize])),
+            ValueLocation::File { path, offset, .. } => {
+                let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                f.seek(SeekFrom::Start(offset + start)).map_err(|e| format!("cannot seek in {}: {e}", path.display()))?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f.take(len))))
+            }
+        }
+    }
+
+    /// Bytes `[start, start + len)` of the value.
+    pub fn read_range(&self, start: u64, len: u64) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(len as usize);
+        self.open_range(start, len)?.read_to_end(&mut out).map_err(|e| format!("reading {len} bytes: {e}"))?;
+        if out.len() as u64 != len {
+            return Err(format!("value ended after {} of {len} bytes", out.len()));
+        }
+        Ok(out)
+    }
+}
 
 #[derive(Debug)]
 pub enum KvStore {
@@ -24,6 +70,28 @@ impl KvStore {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                     Err(_) if path.is_dir() => Ok(None),
                     Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                }
+            }
+        }
+    }
+
+    /// Where the value of `key` lies, so that parts of it can be read without reading all of it; `None`
+    /// if absent.
+    pub fn locate(&self, key: &str) -> Result<Option<ValueLocation>, String> {
+        match self {
+            KvStore::Ocdbt(db) => Ok(db.location(key.as_bytes()).map(|v| match v {
+                ValueRef::Inline(b) => ValueLocation::Inline(b.clone()),
+                ValueRef::Indirect { file, offset, length } => {
+                    ValueLocation::File { path: db.root().join(file), offset: *offset, length: *length }
+                }
+            })),
+            KvStore::Files(dir) => {
+                let path = dir.join(key);
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => Ok(Some(ValueLocation::File { path, offset: 0, length: m.len() })),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(format!("cannot stat {}: {e}", path.display())),
                 }
             }
         }

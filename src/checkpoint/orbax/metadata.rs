@@ -358,10 +358,11 @@ pub fn render_tree_metadata(leaves: &[(Vec<PathKey>, &str, Vec<u64>)], use_zarr3
 }
 
 /// `_sharding`: compact JSON, keys base64url(name) sorted, values JSON strings (Python-style inside).
-pub fn render_sharding(names: &[String], description: &PyJson) -> String {
-    let inner = Value::String(description.render());
-    let map: serde_json::Map<String, Value> =
-        names.iter().map(|n| (base64::engine::general_purpose::URL_SAFE.encode(n.as_bytes()), inner.clone())).collect();
+pub fn render_sharding(records: &[(String, PyJson)]) -> String {
+    let map: serde_json::Map<String, Value> = records
+        .iter()
+        .map(|(n, d)| (base64::engine::general_purpose::URL_SAFE.encode(n.as_bytes()), Value::String(d.render())))
+        .collect();
     serde_json::to_string(&Value::Object(map)).expect("JSON of strings")
 }
 
@@ -387,7 +388,7 @@ mod tests {
             ("sharding_type", PyJson::Str("SingleDeviceSharding".into())),
             ("device_str", PyJson::Str("cpu:0".into())),
         ]);
-        let s = render_sharding(&["counts".into(), "bf3d".into()], &desc);
+        let s = render_sharding(&[("counts".into(), desc.clone()), ("bf3d".into(), desc.clone())]);
         assert_eq!(
             s,
             r#"{"Y291bnRz":"{\"sharding_type\": \"SingleDeviceSharding\", \"device_str\": \"cpu:0\"}","YmYzZA==":"{\"sharding_type\": \"SingleDeviceSharding\", \"device_str\": \"cpu:0\"}"}"#

@@ -26,6 +26,7 @@ pub mod metadata;
 pub mod ocdbt;
 mod ocdbt_write;
 pub mod reader;
+mod region;
 pub mod writer;
 pub mod zarr;
 mod zarr3;
@@ -35,7 +36,11 @@ use std::path::{Path, PathBuf};
 pub use dtype::ZarrDType;
 pub use metadata::{LeafKind, PathKey};
 pub use reader::{list_steps, ArrayData, LeafInfo, OrbaxCheckpoint};
-pub use writer::{write_checkpoint, write_checkpoint_with, CheckpointWriter, ShardingRecord, WriteLeaf, WriteOptions};
+pub use writer::{
+    named_sharding_record, write_checkpoint, write_checkpoint_with, ArrayInProgress, CheckpointWriter, ShardingRecord, WriteLeaf,
+    WriteOptions,
+};
+pub use metadata::PyJson;
 
 /// Marker orbax puts into the name of a directory that is still being written; such a directory is never a
 /// finished checkpoint.

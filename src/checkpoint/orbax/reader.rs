@@ -283,6 +283,19 @@ impl OrbaxCheckpoint {
         Ok(ArrayData { dtype: meta.dtype, shape: meta.shape.clone(), data })
     }
 
+    /// Reads the box at `offsets` of shape `dims` of one array (or scalar, with empty box) with its stored
+    /// dtype, reading only the chunks (and parts of chunks) the box needs.
+    pub fn read_region(&self, name: &str, offsets: &[u64], dims: &[u64]) -> Result<ArrayData> {
+        let i = self.lookup(name)?;
+        let Some(meta) = &self.metas[i] else {
+            return self.read_array(name); // the error saying what the leaf is instead
+        };
+        let _span = tracing::debug_span!("checkpoint_read", array = name, ?offsets, ?dims).entered();
+        let ctx = ArrayCtx { dir: self.dir.clone(), array: name.into() };
+        let data = super::region::read_region(&self.store, meta, &ctx, self.strict, offsets, dims)?;
+        Ok(ArrayData { dtype: meta.dtype, shape: dims.to_vec(), data })
+    }
+
     /// Reads one array as a host tensor (little-endian, row-major).
     pub fn read(&self, name: &str) -> Result<HostTensor> {
         self.read_array(name)?.into_host(name)

@@ -159,6 +159,59 @@ fn check_tensor(path: &[PathKey], t: &HostTensor) -> Result<()> {
     Ok(())
 }
 
+/// What `_METADATA`, `_sharding` and `array_metadatas` record for one leaf.
+struct LeafRecord {
+    path: Vec<PathKey>,
+    value_type: &'static str,
+    write_shape: Vec<u64>,
+    array_metadata: PyJson,
+    /// The leaf's own `_sharding` record, if not the writer's default.
+    sharding: Option<PyJson>,
+}
+
+/// An array being written shard by shard (see [`CheckpointWriter::begin_array`]).
+#[derive(Debug)]
+pub struct ArrayInProgress {
+    path: Vec<PathKey>,
+    name: String,
+    dtype: crate::ir::DType,
+    shape: Vec<u64>,
+    write_shape: Vec<u64>,
+    chunks: Vec<u64>,
+    sharding: Option<PyJson>,
+}
+
+/// orbax's `NamedSharding` record of a leaf: the mesh (axis names and sizes, with the device ids of its
+/// partitions in row-major order) and, per array dim, the mesh axes it is split over.
+pub fn named_sharding_record(mesh_axes: &[(String, i64)], device_ids: &[i64], spec: &[Vec<String>]) -> PyJson {
+    fn nest(ids: &[i64], sizes: &[i64]) -> PyJson {
+        match sizes.split_first() {
+            None => PyJson::obj([("id", PyJson::Int(ids[0]))]),
+            Some((n, rest)) => {
+                let step = ids.len() / *n as usize;
+                PyJson::Arr((0..*n as usize).map(|i| nest(&ids[i * step..(i + 1) * step], rest)).collect())
+            }
+        }
+    }
+    let sizes: Vec<i64> = mesh_axes.iter().map(|(_, s)| *s).collect();
+    let pspec = spec
+        .iter()
+        .map(|axes| match axes.as_slice() {
+            [] => PyJson::Null,
+            [a] => PyJson::Str(a.clone()),
+            many => PyJson::Arr(many.iter().map(|a| PyJson::Str(a.clone())).collect()),
+        })
+        .collect();
+    PyJson::obj([
+        ("sharding_type", PyJson::Str("NamedSharding".into())),
+        ("shape", PyJson::ints(&sizes.iter().map(|s| *s as u64).collect::<Vec<_>>())),
+        ("axis_names", PyJson::Arr(mesh_axes.iter().map(|(n, _)| PyJson::Str(n.clone())).collect())),
+        ("axis_types", PyJson::Arr(mesh_axes.iter().map(|_| PyJson::Str("AxisType.Auto".into())).collect())),
+        ("partition_spec", PyJson::Arr(pspec)),
+        ("device_mesh", PyJson::obj([("mesh", nest(device_ids, &sizes))])),
+    ])
+}
+
 /// A checkpoint being written leaf by leaf, so that only one array is in memory at a time (what
 /// `maxtext convert` needs for models larger than RAM). Leaves may come in any order; the metadata files are
 /// written in orbax's (sorted) order by [`CheckpointWriter::finish`], which then renames the temporary
@@ -171,8 +224,8 @@ pub struct CheckpointWriter {
     opts: WriteOptions,
     init_ns: u64,
     db: Option<DbWriter>,
-    /// (key path, value type, shape, array_metadatas entry), in the order added.
-    leaves: Vec<(Vec<PathKey>, &'static str, Vec<u64>, PyJson)>,
+    /// In the order added.
+    leaves: Vec<LeafRecord>,
     names: std::collections::HashSet<String>,
     bytes: u64,
 }
@@ -222,43 +275,91 @@ impl CheckpointWriter {
     }
 
     /// Adds a leaf: its data are compressed and appended to the database now; the caller may drop the
-    /// tensor as soon as this returns.
+    /// tensor as soon as this returns. The same as one array of one shard.
     pub fn add_path(&mut self, path: Vec<PathKey>, t: &HostTensor) -> Result<()> {
         check_tensor(&path, t)?;
+        let array = self.begin_array(path, t.dtype, &t.dims, &t.dims, None)?;
+        self.put_shard(&array, &vec![0; t.dims.len()], &t.data)?;
+        self.end_array(array)
+    }
+
+    /// Starts a leaf saved shard by shard (a sharded `jax.Array`): `shard_dims` is the shape of every
+    /// shard, which orbax uses as the chunk shape (cut further only above `chunk_byte_size`), and
+    /// `sharding` the leaf's `_sharding` record (`None`: the writer's [`ShardingRecord`]). Each distinct
+    /// shard then goes in with [`CheckpointWriter::put_shard`]; [`CheckpointWriter::end_array`] checks that
+    /// all came.
+    pub fn begin_array(
+        &mut self,
+        path: Vec<PathKey>,
+        dtype: crate::ir::DType,
+        dims: &[i64],
+        shard_dims: &[i64],
+        sharding: Option<PyJson>,
+    ) -> Result<ArrayInProgress> {
         let name = leaf_name(&path);
-        if !self.names.insert(name.clone()) {
-            let reason = "two leaves have this name (orbax joins keys with '.' without escaping)".into();
-            return Err(OrbaxError::BadLeaf { name, reason });
+        let bad = |reason: String| OrbaxError::BadLeaf { name: name.clone(), reason };
+        if path.is_empty() {
+            return Err(bad("empty key path".into()));
         }
-        let opts = &self.opts;
+        if dims.len() != shard_dims.len() || dims.iter().zip(shard_dims).any(|(d, s)| *d < 0 || *s <= 0 && *d != 0 || *s > 0 && d % s != 0) {
+            return Err(bad(format!("shards of {shard_dims:?} do not tile {dims:?}")));
+        }
+        if !self.names.insert(name.clone()) {
+            return Err(bad("two leaves have this name (orbax joins keys with '.' without escaping)".into()));
+        }
+        let zdtype = ZarrDType::from_host(dtype);
+        let shape: Vec<u64> = dims.iter().map(|d| *d as u64).collect();
+        let write_shape: Vec<u64> = shard_dims.iter().map(|d| *d as u64).collect();
+        let chunks = choose_chunk_shape(&write_shape, zdtype.size() as u64, self.opts.chunk_byte_size);
         let db = self.db.as_mut().expect("the database is open until finish");
-        let dtype = ZarrDType::from_host(t.dtype);
-        let shape: Vec<u64> = t.dims.iter().map(|d| *d as u64).collect();
-        let chunks = choose_chunk_shape(&shape, dtype.size() as u64, opts.chunk_byte_size);
-        db.put(format!("{name}/zarr.json"), zarr_json(&shape, &chunks, dtype, opts.zstd_level).into_bytes())?;
-        let grid: Vec<u64> = shape.iter().zip(&chunks).map(|(s, c)| s.div_ceil(*c)).collect();
+        db.put(format!("{name}/zarr.json"), zarr_json(&shape, &chunks, zdtype, self.opts.zstd_level).into_bytes())?;
+        Ok(ArrayInProgress { path, name, dtype, shape, write_shape, chunks, sharding })
+    }
+
+    /// Writes one shard (at element `offsets`, row-major bytes of the array's shard shape) of an array
+    /// begun with [`CheckpointWriter::begin_array`]: its chunks are compressed and appended now.
+    pub fn put_shard(&mut self, array: &ArrayInProgress, offsets: &[i64], data: &[u8]) -> Result<()> {
+        let elem = ZarrDType::from_host(array.dtype).size();
+        let want = array.write_shape.iter().product::<u64>() as usize * elem;
+        let aligned = offsets.len() == array.shape.len()
+            && offsets.iter().zip(&array.write_shape).zip(&array.shape).all(|((o, w), s)| *o >= 0 && (*o as u64) < (*s).max(1) && (*w == 0 || *o as u64 % w == 0));
+        if data.len() != want || !aligned {
+            return Err(OrbaxError::BadLeaf {
+                name: array.name.clone(),
+                reason: format!("shard at {offsets:?} with {} bytes does not fit shards of {:?} ({want} bytes)", data.len(), array.write_shape),
+            });
+        }
+        let (chunks, level) = (&array.chunks, self.opts.zstd_level);
+        let db = self.db.as_mut().expect("the database is open until finish");
+        let local: Vec<u64> = array.write_shape.iter().zip(chunks).map(|(s, c)| s.div_ceil(*c)).collect();
         let mut result = Ok(());
-        for_each_index(&grid, |g| {
+        for_each_index(&local, |g| {
             if result.is_ok() {
-                let key =
-                    std::iter::once("c".to_string()).chain(g.iter().map(u64::to_string)).collect::<Vec<_>>().join("/");
-                let block = extract_block(&t.data, &shape, g, &chunks, dtype.size());
-                result = db.put_shard(format!("{name}/{key}"), &block, opts.zstd_level);
+                let global: Vec<u64> = g.iter().zip(offsets).zip(chunks).map(|((i, o), c)| i + *o as u64 / c).collect();
+                let key = std::iter::once("c".to_string()).chain(global.iter().map(u64::to_string)).collect::<Vec<_>>().join("/");
+                let block = extract_block(data, &array.write_shape, g, chunks, elem);
+                result = db.put_shard(format!("{}/{key}", array.name), &block, level);
             }
         });
         result?;
-        let value_type = if opts.sharding == ShardingRecord::NoneNumpy { "np.ndarray" } else { "jax.Array" };
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Records an array begun with [`CheckpointWriter::begin_array`] once all its shards are in.
+    pub fn end_array(&mut self, array: ArrayInProgress) -> Result<()> {
+        let value_type =
+            if self.opts.sharding == ShardingRecord::NoneNumpy && array.sharding.is_none() { "np.ndarray" } else { "jax.Array" };
         let am = PyJson::obj([(
             "array_metadata",
             PyJson::obj([
-                ("param_name", PyJson::Str(name)),
-                ("write_shape", PyJson::ints(&shape)),
-                ("chunk_shape", PyJson::ints(&chunks)),
+                ("param_name", PyJson::Str(array.name.clone())),
+                ("write_shape", PyJson::ints(&array.write_shape)),
+                ("chunk_shape", PyJson::ints(&array.chunks)),
                 ("ext_metadata", PyJson::Null),
             ]),
         )]);
-        self.leaves.push((path, value_type, shape, am));
-        self.bytes += t.data.len() as u64;
+        self.leaves.push(LeafRecord { path: array.path, value_type, write_shape: array.write_shape, array_metadata: am, sharding: array.sharding });
         Ok(())
     }
 
@@ -266,10 +367,10 @@ impl CheckpointWriter {
     /// directory to `<root>/<step>`; returns that step directory.
     pub fn finish(mut self) -> Result<PathBuf> {
         let _span = tracing::info_span!("checkpoint", root = %self.root.display()).entered();
-        self.leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        self.leaves.sort_by(|a, b| a.path.cmp(&b.path));
         for w in self.leaves.windows(2) {
-            if w[1].0.starts_with(&w[0].0) {
-                let (a, b) = (leaf_name(&w[0].0), leaf_name(&w[1].0));
+            if w[1].path.starts_with(&w[0].path) {
+                let (a, b) = (leaf_name(&w[0].path), leaf_name(&w[1].path));
                 return Err(OrbaxError::BadLeaf { name: a, reason: format!("it is both a leaf and the parent of {b}") });
             }
         }
@@ -291,10 +392,9 @@ impl CheckpointWriter {
         let proc_dir = items.join(PROCESS_DIR);
         db.finish(&items)?;
         let tree: Vec<(Vec<PathKey>, &str, Vec<u64>)> =
-            self.leaves.iter().map(|(p, vt, s, _)| (p.clone(), *vt, s.clone())).collect();
+            self.leaves.iter().map(|l| (l.path.clone(), l.value_type, l.write_shape.clone())).collect();
         write_file(&items.join(METADATA_FILE), render_tree_metadata(&tree, true, &Value::Null).as_bytes())?;
-        let names: Vec<String> = self.leaves.iter().map(|l| leaf_name(&l.0)).collect();
-        let sharding = match opts.sharding {
+        let default_sharding = match opts.sharding {
             ShardingRecord::SingleDeviceCpu0 => Some(PyJson::obj([
                 ("sharding_type", PyJson::Str("SingleDeviceSharding".into())),
                 ("device_str", PyJson::Str("cpu:0".into())),
@@ -308,10 +408,15 @@ impl CheckpointWriter {
             ])),
             ShardingRecord::NoneNumpy => None,
         };
-        if let Some(desc) = sharding {
-            write_file(&items.join(SHARDING_FILE), render_sharding(&names, &desc).as_bytes())?;
+        let records: Vec<(String, PyJson)> = self
+            .leaves
+            .iter()
+            .filter_map(|l| Some((leaf_name(&l.path), l.sharding.clone().or_else(|| default_sharding.clone())?)))
+            .collect();
+        if !records.is_empty() {
+            write_file(&items.join(SHARDING_FILE), render_sharding(&records).as_bytes())?;
         }
-        let array_metadatas = self.leaves.iter().map(|l| l.3.clone()).collect();
+        let array_metadatas = self.leaves.iter().map(|l| l.array_metadata.clone()).collect();
         let am = PyJson::obj([("array_metadatas", PyJson::Arr(array_metadatas))]).render();
         write_file(&items.join(ARRAY_METADATAS_DIR).join("process_0"), am.as_bytes())?;
         let commit = |dir: &Path| format!("Checkpoint commit was successful to {}", dir.display());

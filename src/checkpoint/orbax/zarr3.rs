@@ -121,7 +121,7 @@ impl CodecChain {
     }
 
     /// Bytes the chain adds to raw array bytes, if that is fixed (no compression, no sharding).
-    fn fixed_overhead(&self) -> Option<usize> {
+    pub(super) fn fixed_overhead(&self) -> Option<usize> {
         if !matches!(self.array_to_bytes, ArrayToBytes::Bytes(_)) {
             return None;
         }

@@ -18,6 +18,7 @@
 //! ```
 
 mod layout;
+mod region;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,257 @@
+//! Sharded state: boxes read from Orbax checkpoints (every fixture orbax or MaxText wrote, every codec
+//! variant) and from HF safetensors equal the same slice of a whole read; sharded uploads put each
+//! device's box on it; the train state saved from 4 devices restores bit-exactly on 1 and vice versa.
+
+use std::path::{Path, PathBuf};
+
+use maxtext::checkpoint::hf::{self, HfCheckpoint, ParamLoader};
+use maxtext::checkpoint::orbax::OrbaxCheckpoint;
+use maxtext::config::Config;
+use maxtext::sharding::extract_region;
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
+}
+
+/// Boxes that exercise chunk edges: each half along each dim, an interior box, a single element at the
+/// end, and the whole array.
+pub fn boxes(dims: &[i64]) -> Vec<(Vec<i64>, Vec<i64>)> {
+    let mut out = vec![(vec![0; dims.len()], dims.to_vec())];
+    if dims.contains(&0) {
+        return out;
+    }
+    for d in 0..dims.len() {
+        if dims[d] >= 2 {
+            let h = dims[d] / 2;
+            let mut o = vec![0; dims.len()];
+            let mut s = dims.to_vec();
+            s[d] = h;
+            out.push((o.clone(), s.clone()));
+            o[d] = h;
+            s[d] = dims[d] - h;
+            out.push((o, s));
+        }
+    }
+    let inner: (Vec<i64>, Vec<i64>) = dims.iter().map(|&d| (d / 3, (d / 2).max(1).min(d - d / 3))).unzip();
+    out.push(inner);
+    out.push((dims.iter().map(|d| d - 1).collect(), vec![1; dims.len()]));
+    out
+}
+
+/// Item directories under the shared orbax fixtures (any directory holding `_METADATA`).
+fn item_dirs(root: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.join("_METADATA").is_file() {
+                out.push(p.clone());
+            }
+            item_dirs(&p, out);
+        }
+    }
+}
+
+#[test]
+fn orbax_boxes_equal_slices_of_whole_reads() {
+    let root = shared("orbax");
+    if !root.is_dir() {
+        eprintln!("SKIP: no shared orbax fixtures at {}", root.display());
+        return;
+    }
+    let mut dirs = Vec::new();
+    item_dirs(&root, &mut dirs);
+    let (mut checked, mut arrays) = (0, 0);
+    for dir in &dirs {
+        let Ok(ck) = OrbaxCheckpoint::open(dir) else { continue }; // deliberately broken fixtures
+        for leaf in ck.leaves().iter().filter(|l| l.is_array()) {
+            let Ok(whole) = ck.read_array(&leaf.name) else { continue };
+            arrays += 1;
+            let dims: Vec<i64> = whole.shape.iter().map(|d| *d as i64).collect();
+            let elem = whole.dtype.size();
+            for (o, d) in boxes(&dims) {
+                let u = |v: &[i64]| v.iter().map(|x| *x as u64).collect::<Vec<_>>();
+                let got = ck.read_region(&leaf.name, &u(&o), &u(&d)).unwrap_or_else(|e| panic!("{}: {}: {e}", dir.display(), leaf.name));
+                let want = extract_region(&whole.data, &dims, &o, &d, elem);
+                assert!(got.data == want, "{}: {} box {o:?}+{d:?} differs", dir.display(), leaf.name);
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} boxes of {arrays} arrays in {} checkpoints", dirs.len());
+    assert!(arrays > 50, "only {arrays} arrays found under {}", root.display());
+}
+
+fn maxtext_config(extra: &[&str]) -> Config {
+    let mut args: Vec<String> = "model_name=qwen3-next-80b-a3b override_model_config=true \
+        base_emb_dim=128 base_num_decoder_layers=4 base_num_query_heads=4 base_num_kv_heads=2 head_dim=32 \
+        base_mlp_dim=64 base_moe_mlp_dim=64 num_experts=8 num_experts_per_tok=2 shared_experts=1 vocab_size=1024 \
+        gdn_key_head_dim=32 gdn_value_head_dim=32 gdn_num_key_heads=2 gdn_num_value_heads=4 gdn_chunk_size=64 \
+        per_device_batch_size=1 max_target_length=128 attention=dot_product dtype=float32 weight_dtype=float32 \
+        megablox=false sparse_matmul=false"
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/base.yml"), &args).unwrap()
+}
+
+#[test]
+fn maxtext_checkpoint_param_boxes_equal_slices() {
+    let dir = shared("orbax/maxtext_qwen3next_tiny");
+    if !dir.join("0/items/_METADATA").is_file() {
+        eprintln!("SKIP: no MaxText fixture at {}", dir.display());
+        return;
+    }
+    for dtype in ["float32", "bfloat16"] {
+        let cfg = maxtext_config(&[&format!("weight_dtype={dtype}")]);
+        let decls = maxtext::program::param_decls(&cfg);
+        let ck = maxtext::checkpoint::params::ModelCheckpoint::open(&dir).unwrap();
+        let whole = ck.restore_params(&decls, &cfg.model).unwrap();
+        let sources = ck.plan(&decls, &cfg.model).unwrap();
+        for ((d, src), w) in decls.iter().zip(&sources).zip(&whole) {
+            for (o, b) in boxes(&d.dims) {
+                let got = ck.read_param_region(d, src, &o, &b).unwrap();
+                assert!(got == extract_region(&w.data, &w.dims, &o, &b, w.dtype.size_bytes()), "{} box {o:?}+{b:?} ({dtype})", d.path);
+            }
+        }
+    }
+}
+
+#[test]
+fn hf_param_boxes_equal_slices() {
+    let dir = shared("hf/qwen3-next-tiny");
+    if !dir.join("config.json").is_file() {
+        eprintln!("SKIP: no HF fixture at {}", dir.display());
+        return;
+    }
+    for extra in [&["scan_layers=true"][..], &["scan_layers=false", "weight_dtype=bfloat16"][..]] {
+        let mut o = hf::read_config_overrides(&dir).unwrap();
+        o.extend(extra.iter().map(|s| s.to_string()));
+        let cfg = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/base.yml"), &o).unwrap();
+        let decls = maxtext::program::param_decls(&cfg);
+        let ck = HfCheckpoint::open(&dir).unwrap();
+        let loader = ParamLoader::new(&ck, &decls, &cfg.model).unwrap();
+        for (i, d) in decls.iter().enumerate() {
+            let w = loader.load(i).unwrap();
+            for (o, b) in boxes(&d.dims) {
+                let got = loader.load_region(i, &o, &b).unwrap();
+                assert!(got == extract_region(&w.data, &w.dims, &o, &b, w.dtype.size_bytes()), "{} box {o:?}+{b:?} {extra:?}", d.path);
+            }
+        }
+    }
+}
+
+mod train_state {
+    use super::*;
+    use maxtext::checkpoint::orbax::OrbaxCheckpoint;
+    use maxtext::checkpoint::train_state::{save_trainer_state, TrainStateReader};
+    use maxtext::pjrt::{open_client, Hardware};
+    use maxtext::program::train_program;
+    use maxtext::runtime::{HostTensor, RunError, Runtime, Trainer};
+
+    fn cfg(devices: usize) -> Config {
+        let args: Vec<String> = format!(
+            "model_name=qwen3-next-tiny override_model_config=true vocab_size=1024 per_device_batch_size={} \
+             max_target_length=32 max_prefill_predict_length=32 dtype=float32 cpu_device_count={devices} ici_fsdp_parallelism=-1",
+            4 / devices
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/base.yml"), &args).unwrap()
+    }
+
+    /// A state with distinct values everywhere (random params, mu and nu; step and count 3).
+    fn host_state(tp: &maxtext::program::TrainProgram) -> Vec<HostTensor> {
+        maxtext::runtime::state_args(&tp.program)
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let ty = &tp.program.main.params[a];
+                if ty.dims.is_empty() {
+                    return HostTensor::from_i32(&[3], &[]);
+                }
+                let n = ty.num_elements() as usize;
+                let v: Vec<f32> = (0..n).map(|k| ((k * 7919 + i * 104729) % 10007) as f32 / 10007.0 - 0.5).collect();
+                HostTensor::from_f32_as(&v, &ty.dims, ty.dtype)
+            })
+            .collect()
+    }
+
+    fn whole_from(reader: &TrainStateReader, i: usize, dims: &[i64]) -> Vec<u8> {
+        reader.read_region(i, &vec![0; dims.len()], dims).unwrap()
+    }
+
+    fn downloaded(t: &Trainer, i: usize) -> Vec<(Vec<i64>, Vec<u8>)> {
+        let mut out = Vec::new();
+        t.for_each_state_shard(i, |o, _, b| -> Result<(), RunError> {
+            out.push((o.to_vec(), b));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// Saved from 4 devices (fsdp=4): chunks are the shards and `_sharding` names the mesh; it restores
+    /// bit-exactly whole and onto 1 device. Saved from 1 device, it restores onto 4.
+    #[test]
+    fn sharded_state_round_trips_between_4_devices_and_1() {
+        let rt = Runtime::new(open_client(Hardware::Cpu, None, Some(4)).unwrap());
+        let (cfg4, cfg1) = (cfg(4), cfg(1));
+        let (tp4, tp1) = (train_program(&cfg4, 4, 32).unwrap(), train_program(&cfg1, 4, 32).unwrap());
+        let state = host_state(&tp4);
+        let want: Vec<_> = maxtext::runtime::state_args(&tp4.program).into_iter().map(|a| &tp4.program.main.params[a]).map(|t| (t.dtype, t.dims.clone())).collect();
+        let decls = tp4.decls.clone();
+        let t4 = Trainer::from_regions(&rt, tp4, |i, o, d| -> Result<Vec<u8>, RunError> {
+            Ok(extract_region(&state[i].data, &state[i].dims, o, d, state[i].dtype.size_bytes()))
+        })
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let step4 = save_trainer_state(&t4, &tmp.path().join("four"), 3, &serde_json::json!({"pos": 1}), true).unwrap();
+
+        // On disk: the embedding is split over fsdp, so its chunks are its shards.
+        let emb = "params.params.token_embedder.embedding";
+        let ck = OrbaxCheckpoint::open(step4.join("items")).unwrap();
+        let sharding = ck.sharding(emb).expect("a _sharding record").to_string();
+        assert!(sharding.contains("NamedSharding") && sharding.contains("fsdp"), "{sharding}");
+        let params = maxtext::runtime::state_entries(&t4.program().program, "params");
+        let spec = t4.state_spec(params.start + decls.iter().position(|d| d.path == "token_embedder/embedding").unwrap());
+        let shard = maxtext::sharding::shard_dims(spec.dims, spec.sharding.unwrap(), spec.mesh.unwrap());
+        assert_ne!(shard, spec.dims.to_vec(), "the embedding should be sharded on 4 devices");
+        let zarr: serde_json::Value = {
+            let db = maxtext::checkpoint::orbax::ocdbt::OcdbtDatabase::open(&step4.join("items")).unwrap();
+            serde_json::from_slice(&db.get(format!("{emb}/zarr.json").as_bytes()).unwrap().unwrap()).unwrap()
+        };
+        assert_eq!(zarr["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!(shard), "{zarr}");
+
+        // Whole, bit-exact.
+        let (reader, data) = TrainStateReader::open(ck, &decls, &want, true).unwrap();
+        assert_eq!(data, serde_json::json!({"pos": 1}));
+        for (i, t) in state.iter().enumerate() {
+            assert!(whole_from(&reader, i, &t.dims) == t.data, "entry {i} ({}) differs", t.dims.len());
+        }
+        // Onto 1 device, bit-exact; saved from there (unsharded), back onto 4.
+        let t1 = Trainer::from_regions(&rt, tp1, |i, o, d| -> Result<Vec<u8>, RunError> { Ok(reader.read_region(i, o, d).unwrap()) }).unwrap();
+        for (i, t) in state.iter().enumerate() {
+            assert!(downloaded(&t1, i) == vec![(vec![0; t.dims.len()], t.data.clone())], "entry {i} on 1 device");
+        }
+        let step1 = save_trainer_state(&t1, &tmp.path().join("one"), 3, &serde_json::Value::Null, true).unwrap();
+        let (reader1, _) = TrainStateReader::open(OrbaxCheckpoint::open(step1.join("items")).unwrap(), &decls, &want, true).unwrap();
+        let tp4b = train_program(&cfg4, 4, 32).unwrap();
+        let t4b = Trainer::from_regions(&rt, tp4b, |i, o, d| -> Result<Vec<u8>, RunError> { Ok(reader1.read_region(i, o, d).unwrap()) }).unwrap();
+        for (i, t) in state.iter().enumerate() {
+            for (o, bytes) in downloaded(&t4b, i) {
+                let dims = maxtext::sharding::shard_dims(&t.dims, t4b.state_spec(i).sharding.unwrap_or(&maxtext::ir::Sharding::replicated(t.dims.len())), t4b.state_spec(i).mesh.unwrap());
+                assert!(bytes == extract_region(&t.data, &t.dims, &o, &dims, t.dtype.size_bytes()), "entry {i} shard at {o:?} on 4 devices");
+            }
+        }
+        if let Some(dir) = std::env::var_os("SHARDED_STATE_KEEP") {
+            // For the orbax interop check: keep the 4-device checkpoint.
+            let _ = std::fs::create_dir_all(&dir);
+            let dst = Path::new(&dir).join("3");
+            let _ = std::fs::remove_dir_all(&dst);
+            std::fs::rename(&step4, &dst).unwrap();
+        }
+    }
+}
