@@ -127,9 +127,12 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     let path_of = |n: &str| -> Vec<PathKey> {
         n.split('.').map(|s| if s.bytes().all(|b| b.is_ascii_digit()) { PathKey::Index(s.parse().unwrap()) } else { PathKey::Key(s.into()) }).collect()
     };
-    names.sort_by(|a, b| path_of(&a.0).cmp(&path_of(&b.0)));
+    names.sort_by_cached_key(|(n, _)| path_of(n));
     let meta = json!({"scan_layers": scan_layers, "data_iterator": data_state});
     let mut w = CheckpointWriter::create(root, step, WriteOptions { custom_metadata: meta, ..WriteOptions::default() }).map_err(TrainStateError::from)?;
+    // optax's `EmptyState()` between Adam and the schedule, as MaxText saves it (`opt_state.1`: None);
+    // without it orbax cannot rebuild the `opt_state` list.
+    w.add_none(path_of("opt_state.1")).map_err(TrainStateError::from)?;
     for (name, i) in names {
         let l = &layouts[i];
         let array = w.begin_array(path_of(&name), l.dtype, &l.dims, &l.shard_dims, l.sharding.clone()).map_err(TrainStateError::from)?;

@@ -138,10 +138,13 @@ pub fn has_weights(cfg: &Config) -> bool {
     restore_path(cfg).is_some() || cfg.tools.hf_model_path.is_some()
 }
 
+/// The ids of the devices (partition order) and, per parameter, its per-device buffers (taken out once).
+pub type InitBuffers = (Vec<i32>, Vec<Vec<Option<Buffer>>>);
+
 /// Random parameters computed on the devices by the `init_params` program (each device computes its own
 /// shard, laid out as the parameters are): `[param][device]`, taken out by the caller, and the ids of the
 /// devices in partition order.
-pub fn init_on_device(rt: &Runtime, cfg: &Config, decls: &[ParamDecl]) -> Result<(Vec<i32>, Vec<Vec<Option<Buffer>>>)> {
+pub fn init_on_device(rt: &Runtime, cfg: &Config, decls: &[ParamDecl]) -> Result<InitBuffers> {
     let seed = cfg.train.init_weights_seed;
     eprintln!("no weights given (hf_model_path / load_parameters_path): random weights from init_weights_seed={seed}, computed on the devices");
     let program = maxtext::program::init_program(cfg, decls, seed)?;
@@ -157,7 +160,7 @@ pub fn init_on_device(rt: &Runtime, cfg: &Config, decls: &[ParamDecl]) -> Result
 }
 
 /// Takes parameter `i`'s buffers out of an [`init_on_device`] result for an executable on `devices`.
-pub fn take_init(init: &mut (Vec<i32>, Vec<Vec<Option<Buffer>>>), i: usize, devices: &[maxtext::pjrt::Device]) -> Result<Vec<Buffer>> {
+pub fn take_init(init: &mut InitBuffers, i: usize, devices: &[maxtext::pjrt::Device]) -> Result<Vec<Buffer>> {
     let ids: Vec<i32> = devices.iter().map(|d| d.id()).collect();
     if ids != init.0 {
         bail!("the init program ran on devices {:?} but the step runs on {ids:?}", init.0);

@@ -27,9 +27,7 @@ impl ParamLoader<'_> {
         }
         // The piece as a block of the output: 1 at the stack axes.
         let mut block_dims = dims.to_vec();
-        for d in at..at + k {
-            block_dims[d] = 1;
-        }
+        block_dims[at..at + k].fill(1);
         let mut result = Ok(());
         crate::checkpoint::orbax::zarr::for_each_index(&stack_box, |idx| {
             if result.is_err() {

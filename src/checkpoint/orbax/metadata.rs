@@ -333,17 +333,17 @@ pub fn render_tree_metadata(leaves: &[(Vec<PathKey>, &str, Vec<u64>)], use_zarr3
                     PyJson::obj([("key", PyJson::Str(k.as_string())), ("key_type", PyJson::Int(k.key_type() as i64))])
                 })
                 .collect();
-            let entry = PyJson::obj([
-                ("key_metadata", PyJson::Arr(keys)),
-                (
-                    "value_metadata",
-                    PyJson::obj([
-                        ("value_type", PyJson::Str(value_type.to_string())),
-                        ("skip_deserialize", PyJson::Bool(false)),
-                        ("write_shape", PyJson::ints(write_shape)),
-                    ]),
-                ),
-            ]);
+            // An empty node (optax's `EmptyState()`, saved as `None`) has nothing to read and no shape.
+            let value = if *value_type == "None" {
+                PyJson::obj([("value_type", PyJson::Str("None".into())), ("skip_deserialize", PyJson::Bool(true))])
+            } else {
+                PyJson::obj([
+                    ("value_type", PyJson::Str(value_type.to_string())),
+                    ("skip_deserialize", PyJson::Bool(false)),
+                    ("write_shape", PyJson::ints(write_shape)),
+                ])
+            };
+            let entry = PyJson::obj([("key_metadata", PyJson::Arr(keys)), ("value_metadata", value)]);
             (python_tuple_repr(path), entry)
         })
         .collect();

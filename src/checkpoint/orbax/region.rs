@@ -105,7 +105,7 @@ fn read_chunk_part(
         if meta.dtype != ZarrDType::Int4 && codecs.transposes.is_empty() && codecs.bytes_codecs.is_empty() {
             if let ArrayToBytes::Sharding(sh) = &codecs.array_to_bytes {
                 if let Some(inner) = Streamable::of(&sh.codecs) {
-                    return read_sharded_part(&loc, meta, sh, inner, ctx, ov, out, box_dims, elem).map_err(damaged);
+                    return read_sharded_part(&loc, meta, sh, inner, ctx, ov, out, box_dims).map_err(damaged);
                 }
             }
         }
@@ -163,7 +163,6 @@ fn read_sharded_part(
     ov: &Overlap,
     out: &mut [u8],
     box_dims: &[u64],
-    elem: usize,
 ) -> Result<(), String> {
     let grid: Vec<u64> = meta.chunks.iter().zip(&sh.chunk_shape).map(|(s, c)| s / c).collect();
     let n = grid.iter().product::<u64>();
@@ -204,7 +203,6 @@ fn read_sharded_part(
             .and_then(|r| stream_part(inner, r, &sh.chunk_shape, &part, out, box_dims, meta.dtype))
             .map_err(|e| format!("inner chunk {g:?}: {e}"));
     });
-    let _ = elem;
     result
 }
 

@@ -164,7 +164,8 @@ struct LeafRecord {
     path: Vec<PathKey>,
     value_type: &'static str,
     write_shape: Vec<u64>,
-    array_metadata: PyJson,
+    /// `None` for empty leaves (no array).
+    array_metadata: Option<PyJson>,
     /// The leaf's own `_sharding` record, if not the writer's default.
     sharding: Option<PyJson>,
 }
@@ -346,6 +347,17 @@ impl CheckpointWriter {
         Ok(())
     }
 
+    /// Adds an empty leaf (`None`: what orbax saves for optax's `EmptyState()`, e.g. MaxText's
+    /// `opt_state.1`); orbax needs it to rebuild a list whose later items are present.
+    pub fn add_none(&mut self, path: Vec<PathKey>) -> Result<()> {
+        let name = leaf_name(&path);
+        if !self.names.insert(name.clone()) {
+            return Err(OrbaxError::BadLeaf { name, reason: "two leaves have this name".into() });
+        }
+        self.leaves.push(LeafRecord { path, value_type: "None", write_shape: vec![], array_metadata: None, sharding: None });
+        Ok(())
+    }
+
     /// Records an array begun with [`CheckpointWriter::begin_array`] once all its shards are in.
     pub fn end_array(&mut self, array: ArrayInProgress) -> Result<()> {
         let value_type =
@@ -359,7 +371,7 @@ impl CheckpointWriter {
                 ("ext_metadata", PyJson::Null),
             ]),
         )]);
-        self.leaves.push(LeafRecord { path: array.path, value_type, write_shape: array.write_shape, array_metadata: am, sharding: array.sharding });
+        self.leaves.push(LeafRecord { path: array.path, value_type, write_shape: array.write_shape, array_metadata: Some(am), sharding: array.sharding });
         Ok(())
     }
 
@@ -411,12 +423,13 @@ impl CheckpointWriter {
         let records: Vec<(String, PyJson)> = self
             .leaves
             .iter()
+            .filter(|l| l.array_metadata.is_some())
             .filter_map(|l| Some((leaf_name(&l.path), l.sharding.clone().or_else(|| default_sharding.clone())?)))
             .collect();
         if !records.is_empty() {
             write_file(&items.join(SHARDING_FILE), render_sharding(&records).as_bytes())?;
         }
-        let array_metadatas = self.leaves.iter().map(|l| l.array_metadata.clone()).collect();
+        let array_metadatas = self.leaves.iter().filter_map(|l| l.array_metadata.clone()).collect();
         let am = PyJson::obj([("array_metadatas", PyJson::Arr(array_metadatas))]).render();
         write_file(&items.join(ARRAY_METADATAS_DIR).join("process_0"), am.as_bytes())?;
         let commit = |dir: &Path| format!("Checkpoint commit was successful to {}", dir.display());
