@@ -44,7 +44,7 @@ fn report_replicated_dims(d: &ParamDecl, logical: &[&str], got: &Sharding, ctx: 
 }
 
 /// Puts `program` on the mesh of `ctx` (nothing on one device): each group in `param_groups` (arguments
-/// and, when the program returns them, results of the same name) is sharded like `decls`; each argument
+/// and results of that name, whichever the program has) is sharded like `decls`; each argument
 /// group in `input_groups` holds [batch, length] (or [batch]) data sharded by [`INPUT_LOGICAL`].
 pub fn lay_out(program: &mut Program, ctx: &ShardingContext, decls: &[ParamDecl], param_groups: &[&str], input_groups: &[&str]) {
     if ctx.mesh.num_devices() <= 1 {
@@ -52,7 +52,9 @@ pub fn lay_out(program: &mut Program, ctx: &ShardingContext, decls: &[ParamDecl]
     }
     let shardings = param_shardings(decls, ctx);
     for g in param_groups {
-        program.shard_args(g, &shardings);
+        if program.arg_groups.iter().any(|a| a.name == *g) {
+            program.shard_args(g, &shardings);
+        }
         if program.result_groups.iter().any(|r| r.name == *g) {
             program.shard_results(g, &shardings);
         }
