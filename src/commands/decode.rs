@@ -5,7 +5,7 @@
 use super::setup::{client, load_config, load_params_or_init};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
-use maxtext::data::Tokenizer;
+use maxtext::data::{TextStream, Tokenizer};
 use maxtext::runtime::{Generator, Runtime};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,32 +64,41 @@ pub fn run(args: &[String]) -> Result<()> {
     let rt = Runtime::new(client(&cfg)?);
     let gen = Generator::new(&rt, &cfg, &params)?;
     let eos = tok.as_ref().map(|t| t.eos_ids()).unwrap_or_default();
-    let texts_ok = |ids: &[i64]| tok.as_ref().filter(|t| ids.iter().all(|&i| (i as usize) < t.vocab_size()));
+    // The vocabulary size is read once: asking the tokenizer per token rebuilds its whole vocabulary map.
+    let tok_vocab = tok.as_ref().map(|t| t.vocab_size()).unwrap_or(0);
+    let texts_ok = |ids: &[i64]| tok.as_ref().filter(|_| ids.iter().all(|&i| i >= 0 && (i as usize) < tok_vocab));
     let stream = rows.len() == 1;
-    let mut shown = String::new();
-    let mut so_far: Vec<i64> = Vec::new();
+    // Streaming decodes only the new tokens' window (TextStream), so a step's host cost does not grow
+    // with the sequence; a token outside the tokenizer's vocabulary stops the text stream.
+    let mut text_stream = TextStream::new(true);
+    let mut streaming = stream && tok.is_some();
     if stream {
         if let Some(t) = texts_ok(&rows[0]) {
             print!("{}", t.decode(&rows[0])?);
         }
     }
     let out = gen.generate(&rows, usize::MAX, &eos, false, |step| {
-        if !stream {
+        if !streaming {
             return;
         }
-        if let Some(id) = step[0] {
-            so_far.push(id);
-            if let Some(t) = texts_ok(&so_far) {
-                if let Ok(text) = t.decode(&so_far) {
-                    if text.len() > shown.len() && text.starts_with(&shown) {
-                        print!("{}", &text[shown.len()..]);
-                        let _ = std::io::stdout().flush();
-                        shown = text;
-                    }
+        if let (Some(id), Some(t)) = (step[0], tok.as_ref()) {
+            if id < 0 || id as usize >= tok_vocab {
+                streaming = false;
+                return;
+            }
+            if let Ok(text) = text_stream.push(t, id) {
+                if !text.is_empty() {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
                 }
             }
         }
     })?;
+    if streaming {
+        if let Some(t) = tok.as_ref() {
+            print!("{}", text_stream.finish(t).unwrap_or_default());
+        }
+    }
     if stream {
         println!();
     } else {

@@ -1,0 +1,154 @@
+//! The two programs of the serving engine (`src/serve`), over a decode batch of `slots` rows that requests
+//! enter and leave independently (continuous batching). Both share one set of weight buffers with the
+//! decode programs (parameters last, same shardings), and both donate the decode state:
+//! - `prefill_insert`: one prompt right-padded to `bucket` is prefilled from a zero state and its state is
+//!   written into row `slot` of the batch state; returns per-position log-probabilities of the prompt
+//!   (of each next prompt token, and the best one) and the log-softmax at the last prompt token, from which
+//!   the host draws the first new token. Log-softmax runs on the device so that only [bucket] numbers
+//!   and one [vocab] row come back, never [bucket, vocab] logits.
+//!   (targets, tokens, positions, segment_ids [1, bucket], lengths [1], slot [], kv_k, kv_v, conv, rec,
+//!   params...) -> (target_logprob [1, bucket], top_logprob [1, bucket], top_id [1, bucket],
+//!   last_logprobs [1, vocab], kv_k, kv_v, conv, rec)
+//! - `decode_slots`: one token per row at its own position (rows not in use get token 0 at position 0 and
+//!   their output is ignored; a later insert overwrites the whole row).
+//!   (tokens, positions [slots, 1], kv_k, kv_v, conv, rec, params...) -> (top_id [slots],
+//!   top_logprob [slots], logprobs [slots, vocab], kv_k, kv_v, conv, rec); the host downloads the
+//!   [slots, vocab] log-probabilities only when a row samples or asks for top-n log-probabilities.
+
+use super::decode::DecodeProgram;
+use super::forward::{matmul_precision, model_params, param_shardings};
+use crate::config::Config;
+use crate::ir::{DType, Graph, Program, Sharding, Tensor, TensorType};
+use crate::model::{forward_with_state, state_types, DecodeState, ForwardInputs, Pass};
+use crate::nn::ParamDecl;
+use crate::sharding::{device_mesh, LogicalAxisRules, ShardingError};
+
+/// Results of `prefill_insert` before the state (the state arrays start here).
+pub const INSERT_OUT_STATE: usize = 4;
+/// Results of `decode_slots` before the state.
+pub const SLOTS_OUT_STATE: usize = 3;
+/// Arguments of `prefill_insert` before its state (targets, tokens, positions, segment_ids, lengths, slot).
+pub const INSERT_STATE_ARG: usize = 6;
+/// Arguments of `decode_slots` before its state (tokens, positions).
+pub const SLOTS_STATE_ARG: usize = 2;
+
+/// log_softmax over the last axis of `logits` (f32): `logits − max − log Σ exp(logits − max)`.
+/// Returns (log-probabilities, the largest log-probability, its index).
+fn log_softmax_last(logits: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let logits = logits.convert(DType::F32);
+    let r = logits.rank();
+    let dims = logits.dims().to_vec();
+    let keep: Vec<i64> = (0..r as i64 - 1).collect();
+    let (max, top_id) = logits.argmax(r - 1, DType::S32);
+    let shifted = &logits - &max.broadcast_in_dim(&dims, &keep);
+    let lse = shifted.exp().sum(&[r as i64 - 1]).log();
+    let logp = &shifted - &lse.broadcast_in_dim(&dims, &keep);
+    (logp, lse.neg(), top_id)
+}
+
+/// `logp[..., ids[...]]` for log-probabilities [..., vocab] and integer ids [...].
+fn pick(logp: &Tensor, ids: &Tensor) -> Tensor {
+    let g = logp.graph();
+    let r = logp.rank();
+    let dims = logp.dims().to_vec();
+    let keep: Vec<i64> = (0..r as i64 - 1).collect();
+    let iota = g.iota(DType::S32, &dims, r - 1);
+    let hit = iota.eq_(&ids.convert(DType::S32).broadcast_in_dim(&dims, &keep));
+    hit.select(logp, &logp.full_like(f64::NEG_INFINITY)).reduce_max(&[r as i64 - 1])
+}
+
+fn finish(cfg: &Config, g: Graph, name: &str, outputs: Vec<Tensor>, decls: Vec<ParamDecl>, arg_names: &[&str], state_arg: usize, state_out: usize) -> Result<DecodeProgram, ShardingError> {
+    let first_param = arg_names.len();
+    let mut program = Program::new(name, g.finish(&outputs));
+    program.matmul_precision = matmul_precision(cfg);
+    for (i, n) in arg_names.iter().enumerate() {
+        program.arg_names[i] = n.to_string();
+    }
+    for (i, d) in decls.iter().enumerate() {
+        program.arg_names[first_param + i] = d.path.clone();
+    }
+    for k in 0..4 {
+        program = program.donate(state_arg + k, state_out + k);
+    }
+    let mesh = device_mesh(cfg)?;
+    if mesh.num_devices() > 1 {
+        let rules = LogicalAxisRules::from_config(cfg);
+        for (i, s) in param_shardings(&decls, &rules, &mesh).into_iter().enumerate() {
+            program.arg_shardings[first_param + i] = Some(s);
+        }
+        // As in the decode programs: the state and the small outputs stay replicated.
+        for r in 0..program.result_shardings.len() {
+            let rank = program.main.value_type(program.main.results[r]).rank();
+            program.result_shardings[r] = Some(Sharding::replicated(rank));
+        }
+        program = program.with_mesh(mesh);
+    }
+    Ok(DecodeProgram { program, decls, first_param })
+}
+
+fn state_params(g: &Graph, cfg: &Config, slots: i64, max_len: i64) -> DecodeState {
+    let [kt, vt, ct, rt] = state_types(&cfg.model, cfg.compute.dtype, slots, max_len);
+    DecodeState { kv_k: g.param(kt), kv_v: g.param(vt), conv: g.param(ct), rec: g.param(rt) }
+}
+
+/// Prefills one prompt (right-padded to `bucket`) into row `slot` of a `slots`-row decode state.
+pub fn prefill_insert_program(cfg: &Config, slots: i64, bucket: i64, max_len: i64) -> Result<DecodeProgram, ShardingError> {
+    let g = Graph::new();
+    let tok = |g: &Graph| g.param(TensorType::named(DType::S32, &[1, bucket], &["batch", "seq"]));
+    let (targets, tokens, positions, segment_ids) = (tok(&g), tok(&g), tok(&g), tok(&g));
+    let lengths = g.param(TensorType::named(DType::S32, &[1], &["batch"]));
+    let slot = g.param(TensorType::scalar(DType::S32));
+    let batch_state = state_params(&g, cfg, slots, max_len);
+    let mut pb = model_params(&g, cfg);
+    let one = state_types(&cfg.model, cfg.compute.dtype, 1, max_len);
+    let zeros = |t: &TensorType| g.zeros(t.dtype, &t.dims).with_axes(&t.axes);
+    let fresh = DecodeState { kv_k: zeros(&one[0]), kv_v: zeros(&one[1]), conv: zeros(&one[2]), rec: zeros(&one[3]) };
+    let inputs = ForwardInputs { tokens, positions, segment_ids: Some(segment_ids.clone()) };
+    let pass = Pass::Prefill { segment_ids: &segment_ids, lengths: &lengths };
+    let (logits, st) = forward_with_state(&cfg.model, &mut pb, &inputs, pass, fresh, cfg.compute.scan_layers);
+    let (logp, top_lp, top_id) = log_softmax_last(&logits);
+    let target_lp = pick(&logp, &targets);
+    let vocab = logp.dims()[2];
+    let zero = g.full(0.0, DType::S32, &[]);
+    let last = lengths.reshape(&[]).add_scalar(-1.0);
+    let last_lp = logp.dynamic_slice(&[zero.clone(), last, zero.clone()], &[1, 1, vocab]).reshape(&[1, vocab]);
+    // Row `slot` of each state array (axis 1 is the batch) becomes the prefilled row.
+    let insert = |stack: &Tensor, row: &Tensor| {
+        let mut starts = vec![zero.clone(); stack.rank()];
+        starts[1] = slot.clone();
+        stack.dynamic_update_slice(&row.convert(stack.dtype()), &starts).with_axes(&stack.ty().axes)
+    };
+    let outs = vec![
+        target_lp,
+        top_lp,
+        top_id,
+        last_lp,
+        insert(&batch_state.kv_k, &st.kv_k),
+        insert(&batch_state.kv_v, &st.kv_v),
+        insert(&batch_state.conv, &st.conv),
+        insert(&batch_state.rec, &st.rec),
+    ];
+    let names = ["targets", "tokens", "positions", "segment_ids", "lengths", "slot", "kv_k", "kv_v", "conv", "rec"];
+    finish(cfg, g, "prefill_insert", outs, pb.decls, &names, INSERT_STATE_ARG, INSERT_OUT_STATE)
+}
+
+/// One decode step over all `slots` rows, each at its own position.
+pub fn decode_slots_program(cfg: &Config, slots: i64, max_len: i64) -> Result<DecodeProgram, ShardingError> {
+    let g = Graph::new();
+    let tokens = g.param(TensorType::named(DType::S32, &[slots, 1], &["batch", "seq"]));
+    let positions = g.param(TensorType::named(DType::S32, &[slots, 1], &["batch", "seq"]));
+    let state = state_params(&g, cfg, slots, max_len);
+    let mut pb = model_params(&g, cfg);
+    let inputs = ForwardInputs { tokens, positions, segment_ids: None };
+    let (logits, st) = forward_with_state(&cfg.model, &mut pb, &inputs, Pass::Decode, state, cfg.compute.scan_layers);
+    let (b, v) = (logits.dims()[0], logits.dims()[2]);
+    let logits = logits.reshape(&[b, v]).named(&["batch", "vocab"]);
+    let (logp, top_lp, top_id) = log_softmax_last(&logits);
+    let outs = vec![top_id, top_lp, logp, st.kv_k, st.kv_v, st.conv, st.rec];
+    finish(cfg, g, "decode_slots", outs, pb.decls, &["tokens", "positions", "kv_k", "kv_v", "conv", "rec"], SLOTS_STATE_ARG, SLOTS_OUT_STATE)
+}
+
+/// Zero decode state for `slots` rows (the engine's starting state), as host-side types.
+pub fn slot_state_types(cfg: &Config, slots: i64, max_len: i64) -> [TensorType; 4] {
+    state_types(&cfg.model, cfg.compute.dtype, slots, max_len)
+}

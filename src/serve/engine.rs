@@ -1,0 +1,525 @@
+//! The serving engine: one thread owns the device state and runs continuous batching over a decode batch
+//! of `slots` rows. A sequence (one prompt of a request) waits in a queue, is prefilled into a free row
+//! (`prefill_insert`, which also gives its prompt log-probabilities), then advances one token per
+//! `decode_slots` step together with every other row in use, and leaves when it stops, so its row takes
+//! the next waiting sequence. Tokens are drawn on the host from log-probabilities computed on the device
+//! (greedy needs only the per-row best id; sampling downloads the rows' log-probabilities).
+//! Results go back per sequence over a channel; a sequence whose receiver is gone (client went away, or
+//! a stop string matched) is cancelled at the next step.
+
+use super::sampling::{draw, top_n, Sampling};
+use crate::config::Config;
+use crate::pjrt::{Buffer, LoadedExecutable};
+use crate::program::{decode_slots_program, prefill_insert_program, slot_state_types, DecodeProgram, INSERT_OUT_STATE, INSERT_STATE_ARG, SLOTS_OUT_STATE, SLOTS_STATE_ARG};
+use crate::runtime::{prefill_bucket, HostTensor, RunError, Runtime};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// A token with its log-probability (under the model, before temperature) and the best alternatives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub id: i64,
+    pub logprob: f32,
+    /// The `n` most likely tokens at this position (id, log-probability), best first.
+    pub top: Vec<(i64, f32)>,
+}
+
+/// Why a sequence stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-sequence token.
+    Stop,
+    /// `max_tokens`, or the cache is full (`max_target_length`).
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// What the engine reports for a sequence, in order: `Prompt` (when asked), `Token`s, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum SeqEvent {
+    /// Positions 1.. of the prompt: each prompt token's log-probability given the tokens before it.
+    Prompt(Vec<TokenLogprob>),
+    Token(TokenLogprob),
+    Done(Finish),
+    Failed(String),
+}
+
+/// One prompt to complete.
+pub struct SeqRequest {
+    pub prompt: Vec<i64>,
+    /// New tokens at most (0: prompt log-probabilities only).
+    pub max_new: usize,
+    pub sampling: Sampling,
+    pub prompt_logprobs: bool,
+    /// How many alternatives to report per generated token (0: none).
+    pub top_logprobs: usize,
+    /// Token ids that end the sequence (EOS), reported as generated.
+    pub stop_ids: Vec<i64>,
+    pub events: UnboundedSender<SeqEvent>,
+}
+
+impl SeqRequest {
+    /// A request and the receiver of its events.
+    pub fn new(prompt: Vec<i64>, max_new: usize) -> (SeqRequest, UnboundedReceiver<SeqEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let r = SeqRequest { prompt, max_new, sampling: Sampling::greedy(), prompt_logprobs: false, top_logprobs: 0, stop_ids: Vec::new(), events: tx };
+        (r, rx)
+    }
+}
+
+/// Sizes the engine was built with (what requests are checked against).
+#[derive(Clone, Debug)]
+pub struct EngineInfo {
+    pub slots: usize,
+    pub max_len: usize,
+    pub max_prefill: usize,
+    pub vocab: usize,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the server is busy: {pending} sequences queued or running, the queue holds {capacity}; retry later")]
+    QueueFull { pending: usize, capacity: usize },
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("starting the engine: {0}")]
+    Start(String),
+}
+
+/// The handle: submit sequences; dropping it (or `shutdown`) lets the engine finish what it has and stop.
+pub struct Engine {
+    tx: Option<mpsc::Sender<SeqRequest>>,
+    pending: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub info: EngineInfo,
+}
+
+impl Engine {
+    /// Compiles the decode program, uploads `params` (declaration order) and starts the engine thread.
+    /// The decode batch has `global_batch_size_to_load` rows; caches hold `max_target_length` positions.
+    pub fn start(rt: Runtime, cfg: &Config, params: Vec<HostTensor>, queue_capacity: usize) -> Result<Engine, EngineError> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<SeqRequest>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let cfg = cfg.clone();
+        let p = pending.clone();
+        let thread = std::thread::Builder::new()
+            .name("serve-engine".into())
+            .spawn(move || match Worker::new(rt, &cfg, params, p) {
+                Ok(mut w) => {
+                    let _ = ready_tx.send(Ok(w.info()));
+                    w.run(rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            })
+            .map_err(|e| EngineError::Start(e.to_string()))?;
+        let info = ready_rx.recv().map_err(|_| EngineError::Start("the engine thread died".into()))?.map_err(EngineError::Start)?;
+        Ok(Engine { tx: Some(tx), pending, thread: Some(thread), info: EngineInfo { queue_capacity, ..info } })
+    }
+
+    /// Queues all of `reqs`, or none of them when the queue cannot take them all.
+    pub fn submit(&self, reqs: Vec<SeqRequest>) -> Result<(), EngineError> {
+        let n = reqs.len();
+        let cap = self.info.queue_capacity;
+        let mut cur = self.pending.load(Ordering::SeqCst);
+        loop {
+            if cur + n > cap {
+                return Err(EngineError::QueueFull { pending: cur, capacity: cap });
+            }
+            match self.pending.compare_exchange(cur, cur + n, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        let tx = self.tx.as_ref().ok_or(EngineError::Stopped)?;
+        for r in reqs {
+            if tx.send(r).is_err() {
+                return Err(EngineError::Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sequences queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Stops taking sequences, finishes the ones queued and running, and joins the engine thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A sequence in a row of the decode batch.
+struct Active {
+    req: SeqRequest,
+    /// Tokens in the cache so far plus the one to feed next (prompt + generated).
+    len: usize,
+    generated: usize,
+    last: i64,
+    rng: StdRng,
+}
+
+struct Worker {
+    rt: Runtime,
+    cfg: Config,
+    slots: usize,
+    max_len: usize,
+    vocab: usize,
+    decode: DecodeProgram,
+    decode_exe: Arc<LoadedExecutable>,
+    inserts: HashMap<usize, (DecodeProgram, Arc<LoadedExecutable>)>,
+    /// Per device, the parameter buffers (shared by both programs).
+    params: Vec<Vec<Buffer>>,
+    /// Per device, kv_k, kv_v, conv, rec of all rows.
+    state: Vec<Vec<Buffer>>,
+    rows: Vec<Option<Active>>,
+    waiting: VecDeque<SeqRequest>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// What can go wrong in the engine thread: tracing a program for a new prefill length, or running one.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Sharding(#[from] crate::sharding::ShardingError),
+    #[error(transparent)]
+    Pjrt(#[from] crate::pjrt::Error),
+}
+
+type Res<T> = Result<T, StepError>;
+
+impl Worker {
+    fn new(rt: Runtime, cfg: &Config, params: Vec<HostTensor>, pending: Arc<AtomicUsize>) -> Result<Worker, Box<dyn std::error::Error>> {
+        let slots = cfg.batch.global_batch_size_to_load.max(1);
+        let max_len = cfg.data.max_target_length;
+        let decode = decode_slots_program(cfg, slots as i64, max_len as i64)?;
+        let decode_exe = rt.compile(&decode.program)?;
+        let devices = decode_exe.addressable_devices().len();
+        let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(params.len())).collect();
+        for (i, p) in params.iter().enumerate() {
+            for (d, b) in rt.upload_arg(&decode.program, &decode_exe, decode.first_param + i, p)?.into_iter().enumerate() {
+                per_device[d].push(b);
+            }
+        }
+        drop(params);
+        let mut w = Worker {
+            rt,
+            cfg: cfg.clone(),
+            slots,
+            max_len,
+            vocab: cfg.model.vocab_size,
+            decode,
+            decode_exe,
+            inserts: HashMap::new(),
+            params: per_device,
+            state: Vec::new(),
+            rows: (0..slots).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            pending,
+        };
+        w.reset_state()?;
+        Ok(w)
+    }
+
+    fn info(&self) -> EngineInfo {
+        EngineInfo { slots: self.slots, max_len: self.max_len, max_prefill: self.cfg.data.max_prefill_predict_length, vocab: self.vocab, queue_capacity: 0 }
+    }
+
+    /// Zero state for every row.
+    fn reset_state(&mut self) -> Res<()> {
+        let types = slot_state_types(&self.cfg, self.slots as i64, self.max_len as i64);
+        let devices = self.params.len();
+        let mut state: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::new()).collect();
+        for (k, t) in types.iter().enumerate() {
+            let n: i64 = t.dims.iter().product();
+            let zeros = HostTensor::from_bytes(t.dtype, &t.dims, vec![0u8; n as usize * t.dtype.size_bytes()]);
+            for (d, b) in self.rt.upload_arg(&self.decode.program, &self.decode_exe, SLOTS_STATE_ARG + k, &zeros)?.into_iter().enumerate() {
+                state[d].push(b);
+            }
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<SeqRequest>) {
+        let mut open = true;
+        loop {
+            let busy = self.rows.iter().any(|r| r.is_some()) || !self.waiting.is_empty();
+            if !busy {
+                if !open {
+                    return;
+                }
+                match rx.recv() {
+                    Ok(r) => self.waiting.push_back(r),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(r) => self.waiting.push_back(r),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.admit().and_then(|_| self.step()) {
+                self.fail_all(&e.to_string());
+            }
+        }
+    }
+
+    fn release(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A device error: every sequence in a row fails, and the state starts afresh.
+    fn fail_all(&mut self, msg: &str) {
+        tracing::error!("serve engine: {msg}");
+        for row in self.rows.iter_mut() {
+            if let Some(a) = row.take() {
+                let _ = a.req.events.send(SeqEvent::Failed(msg.to_string()));
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if let Err(e) = self.reset_state() {
+            tracing::error!("serve engine: cannot reset the decode state: {e}");
+        }
+    }
+
+    /// Prefills waiting sequences into free rows.
+    fn admit(&mut self) -> Res<()> {
+        while let Some(slot) = self.rows.iter().position(|r| r.is_none()) {
+            let Some(req) = self.waiting.pop_front() else { break };
+            if req.events.is_closed() {
+                self.release();
+                continue;
+            }
+            match self.insert(slot, req) {
+                Ok(Some(active)) => self.rows[slot] = Some(active),
+                Ok(None) => self.release(),
+                Err((req, e)) => {
+                    let _ = req.events.send(SeqEvent::Failed(e.to_string()));
+                    self.release();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_exe(&mut self, bucket: usize) -> Res<()> {
+        if !self.inserts.contains_key(&bucket) {
+            let _span = tracing::info_span!("compile", program = "prefill_insert", bucket).entered();
+            let p = prefill_insert_program(&self.cfg, self.slots as i64, bucket as i64, self.max_len as i64)?;
+            let exe = self.rt.compile(&p.program)?;
+            self.inserts.insert(bucket, (p, exe));
+        }
+        Ok(())
+    }
+
+    /// Prefills `req` into row `slot`; returns it as active, or None when it is already finished.
+    fn insert(&mut self, slot: usize, req: SeqRequest) -> Result<Option<Active>, (SeqRequest, StepError)> {
+        let n = req.prompt.len();
+        let bucket = prefill_bucket(n, self.cfg.data.max_prefill_predict_length);
+        if let Err(e) = self.insert_exe(bucket) {
+            return Err((req, e));
+        }
+        let outs = match self.run_insert(slot, bucket, &req.prompt) {
+            Ok(o) => o,
+            Err(e) => return Err((req, e)),
+        };
+        let (target_lp, top_lp, top_id, last) = outs;
+        if req.prompt_logprobs {
+            let prompt: Vec<TokenLogprob> = (1..n)
+                .map(|i| TokenLogprob { id: req.prompt[i], logprob: target_lp[i - 1], top: vec![(top_id[i - 1], top_lp[i - 1])] })
+                .collect();
+            let _ = req.events.send(SeqEvent::Prompt(prompt));
+        }
+        if req.max_new == 0 {
+            let _ = req.events.send(SeqEvent::Done(Finish::Length));
+            return Ok(None);
+        }
+        let mut rng = match req.sampling.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        let id = draw(&last, &req.sampling, &mut rng);
+        let tok = TokenLogprob { id, logprob: last[id as usize], top: top_n(&last, req.top_logprobs) };
+        let mut active = Active { req, len: n + 1, generated: 1, last: id, rng };
+        Ok(self.emit(&mut active, tok).then_some(active))
+    }
+
+    /// Sends a generated token; false when the sequence is over (Done sent) or its receiver is gone.
+    fn emit(&self, a: &mut Active, tok: TokenLogprob) -> bool {
+        let id = tok.id;
+        if a.req.events.send(SeqEvent::Token(tok)).is_err() {
+            return false;
+        }
+        let finish = if a.req.stop_ids.contains(&id) {
+            Some(Finish::Stop)
+        } else if a.generated >= a.req.max_new || a.len >= self.max_len {
+            Some(Finish::Length)
+        } else {
+            None
+        };
+        match finish {
+            Some(f) => {
+                let _ = a.req.events.send(SeqEvent::Done(f));
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn run_insert(&mut self, slot: usize, bucket: usize, prompt: &[i64]) -> Res<(Vec<f32>, Vec<f32>, Vec<i64>, Vec<f32>)> {
+        let n = prompt.len();
+        let mut targets = vec![0i32; bucket];
+        let mut tokens = vec![0i32; bucket];
+        let mut seg = vec![0i32; bucket];
+        for t in 0..n {
+            tokens[t] = prompt[t] as i32;
+            seg[t] = 1;
+            if t + 1 < n {
+                targets[t] = prompt[t + 1] as i32;
+            }
+        }
+        let positions: Vec<i32> = (0..bucket as i32).collect();
+        let dims = [1, bucket as i64];
+        let host = [
+            HostTensor::from_i32(&targets, &dims),
+            HostTensor::from_i32(&tokens, &dims),
+            HostTensor::from_i32(&positions, &dims),
+            HostTensor::from_i32(&seg, &dims),
+            HostTensor::from_i32(&[n as i32], &[1]),
+            HostTensor::from_i32(&[slot as i32], &[]),
+        ];
+        let (p, exe) = &self.inserts[&bucket];
+        let mut inputs = Vec::with_capacity(host.len());
+        for (i, x) in host.iter().enumerate() {
+            inputs.push(self.rt.upload_arg(&p.program, exe, i, x)?);
+        }
+        let devices = self.params.len();
+        let state = std::mem::take(&mut self.state);
+        let args: Vec<Vec<&Buffer>> = (0..devices)
+            .map(|d| inputs.iter().map(|a| &a[d]).chain(state[d].iter()).chain(self.params[d].iter()).collect())
+            .collect();
+        debug_assert_eq!(INSERT_STATE_ARG, host.len());
+        let result = exe.execute(&args);
+        drop(args);
+        let outs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                // A failed execution may have consumed the donated state: start it afresh.
+                self.state = state;
+                return Err(e.into());
+            }
+        };
+        let target = self.rt.download_result(&p.program, &outs, 0)?.to_f32();
+        let top_lp = self.rt.download_result(&p.program, &outs, 1)?.to_f32();
+        let top_id = self.rt.download_result(&p.program, &outs, 2)?.to_i64();
+        let last = self.rt.download_result(&p.program, &outs, 3)?.to_f32();
+        self.state = outs.into_iter().map(|d| d.into_iter().skip(INSERT_OUT_STATE).collect()).collect();
+        Ok((target, top_lp, top_id, last))
+    }
+
+    /// One decode step for every row in use.
+    fn step(&mut self) -> Res<()> {
+        // Rows whose client went away leave before the step.
+        for row in self.rows.iter_mut() {
+            if row.as_ref().is_some_and(|a| a.req.events.is_closed()) {
+                *row = None;
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if self.rows.iter().all(|r| r.is_none()) {
+            return Ok(());
+        }
+        let s = self.slots;
+        let mut toks = vec![0i32; s];
+        let mut poss = vec![0i32; s];
+        let mut need_full = false;
+        for (r, a) in self.rows.iter().enumerate() {
+            if let Some(a) = a {
+                toks[r] = a.last as i32;
+                poss[r] = (a.len - 1) as i32;
+                need_full |= !a.req.sampling.is_greedy() || a.req.top_logprobs > 0;
+            }
+        }
+        let dp = &self.decode.program;
+        let tok_buf = self.rt.upload_arg(dp, &self.decode_exe, 0, &HostTensor::from_i32(&toks, &[s as i64, 1]))?;
+        let pos_buf = self.rt.upload_arg(dp, &self.decode_exe, 1, &HostTensor::from_i32(&poss, &[s as i64, 1]))?;
+        let state = std::mem::take(&mut self.state);
+        let devices = self.params.len();
+        let args: Vec<Vec<&Buffer>> = (0..devices)
+            .map(|d| [&tok_buf[d], &pos_buf[d]].into_iter().chain(state[d].iter()).chain(self.params[d].iter()).collect())
+            .collect();
+        let result = self.decode_exe.execute(&args);
+        drop(args);
+        let outs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                self.state = state;
+                return Err(e.into());
+            }
+        };
+        let top_id = self.rt.download_result(dp, &outs, 0)?.to_i64();
+        let top_lp = self.rt.download_result(dp, &outs, 1)?.to_f32();
+        let full = if need_full { Some(self.rt.download_result(dp, &outs, 2)?.to_f32()) } else { None };
+        self.state = outs.into_iter().map(|d| d.into_iter().skip(SLOTS_OUT_STATE).collect()).collect();
+        let v = self.vocab;
+        for r in 0..s {
+            let Some(mut a) = self.rows[r].take() else { continue };
+            let row = full.as_ref().map(|f| &f[r * v..(r + 1) * v]);
+            let tok = match row {
+                Some(row) if !a.req.sampling.is_greedy() => {
+                    let id = draw(row, &a.req.sampling, &mut a.rng);
+                    TokenLogprob { id, logprob: row[id as usize], top: top_n(row, a.req.top_logprobs) }
+                }
+                _ => TokenLogprob { id: top_id[r], logprob: top_lp[r], top: row.map(|row| top_n(row, a.req.top_logprobs)).unwrap_or_default() },
+            };
+            a.last = tok.id;
+            a.len += 1;
+            a.generated += 1;
+            if self.emit(&mut a, tok) {
+                self.rows[r] = Some(a);
+            } else {
+                self.release();
+            }
+        }
+        Ok(())
+    }
+}
