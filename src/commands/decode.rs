@@ -121,6 +121,14 @@ pub fn run(args: &[String]) -> Result<()> {
         if decode_s > 0.0 { (out.decode_steps * rows.len()) as f64 / decode_s } else { 0.0 },
         new_tokens
     );
+    if out.decode_steps > 0 {
+        let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / out.decode_steps as f64;
+        eprintln!(
+            "decode step: {:.2} ms on the device (execute to token on the host), {:.3} ms host overhead",
+            per(out.device_time),
+            per(out.decode_time.saturating_sub(out.device_time))
+        );
+    }
     if let Some(path) = &cfg.decode.decode_output_path {
         let mut f = std::fs::File::create(path).with_context(|| format!("creating decode_output_path {}", path.display()))?;
         for (r, g) in out.generated.iter().enumerate().take(prompts.len()) {

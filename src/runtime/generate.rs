@@ -42,6 +42,9 @@ pub struct Generation {
     pub first_token_time: Duration,
     pub decode_time: Duration,
     pub decode_steps: usize,
+    /// Of `decode_time`, the time spent waiting for the device: each decode step's execution up to its
+    /// token on the host. The rest is host overhead (inputs, bookkeeping, callbacks).
+    pub device_time: Duration,
 }
 
 /// A model ready to generate: compiled programs and parameters on the device.
@@ -158,8 +161,13 @@ impl<'r> Generator<'r> {
         let mut first_token_time = Duration::ZERO;
         let t_decode = Instant::now();
         let mut steps = 0;
+        let mut device_time = Duration::ZERO;
+        let mut t_exec: Option<Instant> = None;
         loop {
             let next = self.rt.download_result(program, &outs, OUT_TOKEN)?.to_i64();
+            if let Some(t) = t_exec.take() {
+                device_time += t.elapsed();
+            }
             let step_logits = if keep_logits { Some(self.rt.download_result(program, &outs, OUT_LOGITS)?.to_f32()) } else { None };
             if first_token_time.is_zero() {
                 first_token_time = t0.elapsed();
@@ -198,6 +206,7 @@ impl<'r> Generator<'r> {
                     a
                 })
                 .collect();
+            t_exec = Some(Instant::now());
             let new_outs = self.decode_exe.execute(&args).map_err(RunError::from)?;
             outs = new_outs;
             program = dp;
@@ -214,6 +223,7 @@ impl<'r> Generator<'r> {
             first_token_time,
             decode_time: t_decode.elapsed(),
             decode_steps: steps,
+            device_time,
         })
     }
 }

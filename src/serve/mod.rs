@@ -3,6 +3,8 @@
 //! (`api`), the Qwen3 chat template (`chat`), the HTTP routes (`http`), and MMLU scoring through the same
 //! engine (`mmlu`).
 
+pub mod api;
+pub mod chat;
 pub mod engine;
 pub mod sampling;
 
