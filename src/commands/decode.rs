@@ -15,7 +15,7 @@ const SHIPPED_QWEN3: &str = "assets/tokenizers/qwen3-tokenizer";
 
 /// `tokenizer_path` when it is a local path; else the shipped Qwen3 tokenizer for Qwen3-Next models (the
 /// default path is a hub id, and there is no network to fetch it).
-fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
+pub(crate) fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
     let given = cfg.data.tokenizer_path.clone().unwrap_or_default();
     let local = PathBuf::from(&given);
     let path = if !given.is_empty() && local.exists() {

@@ -6,6 +6,9 @@
 pub mod api;
 pub mod chat;
 pub mod engine;
+pub mod http;
+pub mod mmlu;
+pub mod output;
 pub mod sampling;
 
 pub use engine::{Engine, EngineError, EngineInfo, Finish, SeqEvent, SeqRequest, TokenLogprob};
