@@ -1,7 +1,8 @@
-//! `maxtext eval mmlu [base.yml] key=value ... [subjects=a,b] [limit=N] [mmlu_path=DIR]`: 0-shot MMLU by the
-//! log-likelihood of the four answer letters (lm-eval's `mmlu` prompt and `acc`), scored by the serving
+//! `maxtext eval mmlu [base.yml] key=value ... [subjects=a,b] [limit=N] [mmlu_path=DIR] [mmlu_output=FILE]`:
+//! 0-shot MMLU by the log-likelihood of the four answer letters (lm-eval's `mmlu` prompt and `acc`), scored by the serving
 //! engine, i.e. the programs `maxtext serve` answers lm-eval with. Prints per-subject and overall accuracy
-//! (overall = all questions pooled, lm-eval's `weight_by_size`). Prompts longer than
+//! (overall = all questions pooled, lm-eval's `weight_by_size`); `mmlu_output` writes one JSON line per
+//! question (subject, the four log-likelihoods, predicted, answer). Prompts longer than
 //! `max_prefill_predict_length` lose tokens on the left, as lm-eval does with `max_length` one above it.
 
 use super::decode::tokenizer;
@@ -23,13 +24,14 @@ pub fn run(args: &[String]) -> Result<()> {
     if task != "mmlu" {
         bail!("unknown eval task `{task}` (known: mmlu)");
     }
-    let (mut subjects, mut limit, mut dir) = (None, None, None);
+    let (mut subjects, mut limit, mut dir, mut out_path) = (None, None, None, None);
     let mut cfg_args = Vec::new();
     for a in rest {
         match a.split_once('=') {
             Some(("subjects", v)) => subjects = Some(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>()),
             Some(("limit", v)) => limit = Some(v.parse::<usize>().with_context(|| format!("limit={v}: not a count"))?),
             Some(("mmlu_path", v)) => dir = Some(PathBuf::from(v)),
+            Some(("mmlu_output", v)) => out_path = Some(PathBuf::from(v)),
             _ => cfg_args.push(a.clone()),
         }
     }
@@ -53,6 +55,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let t0 = std::time::Instant::now();
     let scored = mmlu::score(&engine, &tok, &questions, max_len)?;
     let acc = mmlu::accuracy(&scored);
+    if let Some(path) = &out_path {
+        let mut text = String::new();
+        for s in &scored {
+            let line = serde_json::json!({"subject": s.subject, "loglikelihoods": s.loglikelihoods, "predicted": s.predicted, "answer": s.answer});
+            text.push_str(&format!("{line}\n"));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing mmlu_output {}", path.display()))?;
+    }
     let (mut c, mut n) = (0, 0);
     for (s, (ok, total)) in &acc {
         println!("{s:<40} {:.4} ({ok}/{total})", *ok as f64 / *total as f64);
