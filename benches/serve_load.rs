@@ -23,8 +23,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// (wall seconds, device ms per step) of one `maxtext decode` run with `new` new tokens.
-fn decode_run(new: usize) -> (f64, f64) {
+/// (wall seconds, device ms per step, decode-loop seconds) of one `maxtext decode` run with `new` new tokens.
+fn decode_run(new: usize) -> (f64, f64, f64) {
     let ids = prompt(0).iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
     let t0 = Instant::now();
     let out = Command::new(BIN)
@@ -41,24 +41,39 @@ fn decode_run(new: usize) -> (f64, f64) {
         .lines()
         .find_map(|l| l.strip_prefix("decode step: ").and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()))
         .expect("decode prints its device step time");
-    (wall, device_ms)
+    // "decode N steps: X tokens/s": the loop took N / X seconds (one row).
+    let loop_s = err
+        .lines()
+        .find_map(|l| {
+            let r = l.split("decode ").nth(1)?;
+            let steps: f64 = r.split_whitespace().next()?.parse().ok()?;
+            let tps: f64 = r.split("steps: ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+            Some(steps / tps)
+        })
+        .expect("decode prints its tokens/s");
+    (wall, device_ms, loop_s)
 }
 
 fn decode_overhead() {
     let runs = |n| (0..3).map(|_| decode_run(n)).collect::<Vec<_>>();
     let (short, long) = (runs(32), runs(288));
-    let wall = |r: &Vec<(f64, f64)>| median(r.iter().map(|x| x.0).collect());
-    // Device seconds of the whole decode loop: steps (new tokens - 1) x ms per step.
-    let dev = |r: &Vec<(f64, f64)>, steps: f64| median(r.iter().map(|x| x.1 * steps / 1e3).collect());
-    let slope_ms = (wall(&long) - wall(&short)) * 1e3 / 256.0;
-    let dev_slope_ms = (dev(&long, 287.0) - dev(&short, 31.0)) * 1e3 / 256.0;
-    println!("maxtext decode (tiny, whole process, median of 3): 32 new tokens {:.2} s, 288 new tokens {:.2} s", wall(&short), wall(&long));
+    let med = |r: &Vec<(f64, f64, f64)>, f: fn(&(f64, f64, f64)) -> f64| median(r.iter().map(f).collect());
+    let (ws, wl) = (med(&short, |x| x.0), med(&long, |x| x.0));
+    let (ls, ll) = (med(&short, |x| x.2), med(&long, |x| x.2));
+    // Device seconds of the decode loop: steps (new tokens - 1) x ms per step.
+    let (ds, dl) = (med(&short, |x| x.1 * 31.0 / 1e3), med(&long, |x| x.1 * 287.0 / 1e3));
+    let per = |a: f64, b: f64| (b - a) * 1e3 / 256.0;
+    println!("maxtext decode (tiny, whole process, median of 3): 32 new tokens {ws:.2} s, 288 new tokens {wl:.2} s");
     println!(
-        "  wall slope {slope_ms:.2} ms/token; device slope {dev_slope_ms:.2} ms/token (step {:.2} ms at cache 64, {:.2} ms at cache 320); host overhead {:.2} ms/token",
-        median(short.iter().map(|x| x.1).collect()),
-        median(long.iter().map(|x| x.1).collect()),
-        slope_ms - dev_slope_ms
+        "  wall slope {:.2} ms/token = device {:.2} + host in the loop {:.3} + outside the loop {:.2} (startup, compile for a 64- vs 320-position cache, prefill: {:.2} s vs {:.2} s)",
+        per(ws, wl),
+        per(ds, dl),
+        per(ls - ds, ll - dl),
+        per(ws - ls, wl - ll),
+        ws - ls,
+        wl - ll
     );
+    println!("  host overhead per token beyond the device step: {:.3} ms in the loop", per(ls - ds, ll - dl));
 }
 
 fn serve_load() {
