@@ -159,3 +159,26 @@ impl TextStream {
         Ok(now.get(before.len()..).unwrap_or("").to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_stream_pieces_add_up_to_the_whole_text() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tokenizers/qwen3-tokenizer");
+        let tok = Tokenizer::load(&dir).unwrap();
+        let text = "Héllo wörld — 你好，世界! 🙂🚀 done.";
+        let ids = tok.encode(text, false).unwrap();
+        let mut s = TextStream::new(true);
+        let mut out = String::new();
+        for &id in &ids {
+            let piece = s.push(&tok, id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "a partial character leaked: {piece:?}");
+            out.push_str(&piece);
+        }
+        out.push_str(&s.finish(&tok).unwrap());
+        assert_eq!(out, text);
+        assert_eq!(tok.vocab_size(), 151669);
+    }
+}
