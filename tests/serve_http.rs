@@ -2,7 +2,8 @@
 //! token-id prompts): echoed prompt logprobs equal log-softmax of HF's logits within 1e-4 with exactly one
 //! generated token (lm-eval's loglikelihood contract); bad requests get 400s with the reason; a few
 //! hundred concurrent requests are each answered (equal to the same prompt sent alone, greedy) or refused
-//! with 503, none lost; SIGTERM finishes the request in flight.
+//! with 503, none lost; seeded sampling repeats; stop strings; streaming; SIGTERM finishes the request in
+//! flight.
 
 mod serve_common;
 
@@ -138,7 +139,32 @@ fn server_contract_errors_load_and_shutdown() {
     let streamed: String = data[..data.len() - 1].iter().map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["text"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(streamed, alone[0]);
 
-    // 5. SIGTERM while a request is in flight: it is answered, then the process exits 0.
+    // 5. Sampling with a seed repeats; stop strings cut the text; chat (plain and streamed); models.
+    let seeded = json!({"prompt": prompts[2], "max_tokens": 8, "temperature": 1.0, "top_p": 0.9, "top_k": 50, "seed": 7});
+    let (s1, a) = server.post_json("/v1/completions", &seeded);
+    let (s2, b) = server.post_json("/v1/completions", &seeded);
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"], "same seed, same tokens");
+    let full = alone[3].clone();
+    if let Some(stop) = full.chars().nth(2).map(|c| c.to_string()).filter(|c| !c.trim().is_empty()) {
+        let (st, v) = server.post_json("/v1/completions", &json!({"prompt": prompts[3], "max_tokens": 6, "temperature": 0, "stop": [stop.clone()]}));
+        assert_eq!(st, 200);
+        let text = v["choices"][0]["text"].as_str().unwrap();
+        assert_eq!(text, &full[..full.find(&stop).unwrap()], "text cut before the stop string {stop:?} of {full:?}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+    // Chat on this 1024-word model: the template's special tokens are outside its vocabulary, a clear 400
+    // (chat itself is exercised on the full-vocabulary tiny model in tests/serve_lmeval.rs).
+    let (st, v) = server.post_json("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}));
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("vocabulary"), "{v}");
+    let (st, m) = server.post_json("/tokenize", &json!({"prompt": "hello", "add_special_tokens": false}));
+    assert_eq!(st, 200);
+    let (st, d) = server.post_json("/detokenize", &json!({"tokens": m["tokens"]}));
+    assert_eq!((st, d["prompt"].as_str()), (200, Some("hello")));
+    assert!(server.get("/v1/models").1.contains("\"object\":\"list\""));
+
+    // 6. SIGTERM while a request is in flight: it is answered, then the process exits 0.
     let addr = server.addr.clone();
     let p = prompts[1].clone();
     let inflight = std::thread::spawn(move || serve_common::request(&addr, "POST", "/v1/completions", &json!({"prompt": p, "max_tokens": 100, "temperature": 0}).to_string()));

@@ -2,7 +2,7 @@
 //! scripts/setup_lmeval_venv.sh) scores MMLU subjects against `maxtext serve` on the tiny model (random
 //! weights, real Qwen3 vocabulary), over the local MMLU JSONL (task YAMLs from scripts/make_mmlu_tasks.py);
 //! its per-subject accuracy, and every per-choice log-likelihood, must equal `maxtext eval mmlu` on the same
-//! questions. If the venv cannot be installed, the test FAILS saying so (it never passes silently).
+//! questions; chat completions (plain and streamed) on the same server. If the venv cannot be installed, the test FAILS saying so (it never passes silently).
 
 mod serve_common;
 
@@ -122,4 +122,23 @@ fn lm_eval_mmlu_through_the_server_equals_maxtext_eval() {
         }
     }
     assert_eq!(checked, SUBJECTS.len() * LIMIT, "every question's log-likelihoods compared");
+
+    // 4. Chat on the same server (Qwen3 template, full vocabulary): plain and streamed agree.
+    let chat = serde_json::json!({"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 2});
+    let (st, v) = server.post_json("/v1/chat/completions", &chat);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    assert_eq!(v["choices"][0]["logprobs"]["content"][0]["top_logprobs"].as_array().unwrap().len(), 2);
+    let mut streamed_req = chat.clone();
+    streamed_req["stream"] = serde_json::json!(true);
+    let (st, text) = server.post("/v1/chat/completions", &streamed_req.to_string());
+    assert_eq!(st, 200);
+    let data = serve_common::sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let streamed: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(streamed, v["choices"][0]["message"]["content"].as_str().unwrap());
 }
