@@ -9,11 +9,11 @@
 //!   (targets, tokens, positions, segment_ids [1, bucket], lengths [1], slot [], kv_k, kv_v, conv, rec,
 //!   params...) -> (target_logprob [1, bucket], top_logprob [1, bucket], top_id [1, bucket],
 //!   last_logprobs [1, vocab], kv_k, kv_v, conv, rec)
-//! - `decode_slots`: one token per row at its own position (rows not in use get token 0 at position 0 and
-//!   their output is ignored; a later insert overwrites the whole row).
-//!   (tokens, positions [slots, 1], kv_k, kv_v, conv, rec, params...) -> (top_id [slots],
-//!   top_logprob [slots], logprobs [slots, vocab], kv_k, kv_v, conv, rec); the host downloads the
-//!   [slots, vocab] log-probabilities only when a row samples or asks for top-n log-probabilities.
+//! - `decode_slots`: one token per row for rows `0..rows` (a power of two), each at its own position (rows
+//!   not in use get token 0 at position 0 and their output is ignored; a later insert overwrites the whole
+//!   row). (tokens, positions [rows, 1], kv_k, kv_v, conv, rec, params...) -> (top_id [rows],
+//!   top_logprob [rows], logprobs [rows, vocab], kv_k, kv_v, conv, rec); the host downloads the
+//!   [rows, vocab] log-probabilities only when a row samples or asks for top-n log-probabilities.
 
 use super::decode::DecodeProgram;
 use super::forward::{matmul_precision, model_params, param_shardings};
@@ -132,19 +132,33 @@ pub fn prefill_insert_program(cfg: &Config, slots: i64, bucket: i64, max_len: i6
     finish(cfg, g, "prefill_insert", outs, pb.decls, &names, INSERT_STATE_ARG, INSERT_OUT_STATE)
 }
 
-/// One decode step over all `slots` rows, each at its own position.
-pub fn decode_slots_program(cfg: &Config, slots: i64, max_len: i64) -> Result<DecodeProgram, ShardingError> {
+/// One decode step over rows `0..rows` of a `slots`-row state (rows past them are left as they are), each
+/// at its own position. The engine fills rows lowest first and runs the smallest power of two that covers
+/// the rows in use, so a lone request does not pay for the whole batch.
+pub fn decode_slots_program(cfg: &Config, slots: i64, rows: i64, max_len: i64) -> Result<DecodeProgram, ShardingError> {
+    assert!(0 < rows && rows <= slots, "decode_slots: rows {rows} of {slots}");
     let g = Graph::new();
-    let tokens = g.param(TensorType::named(DType::S32, &[slots, 1], &["batch", "seq"]));
-    let positions = g.param(TensorType::named(DType::S32, &[slots, 1], &["batch", "seq"]));
-    let state = state_params(&g, cfg, slots, max_len);
+    let tokens = g.param(TensorType::named(DType::S32, &[rows, 1], &["batch", "seq"]));
+    let positions = g.param(TensorType::named(DType::S32, &[rows, 1], &["batch", "seq"]));
+    let full = state_params(&g, cfg, slots, max_len);
     let mut pb = model_params(&g, cfg);
+    // Rows 0..rows of each state array (axis 1 is the batch), and back into place after the step.
+    let head = |t: &Tensor| if rows == slots { t.clone() } else { t.slice_dim(1, 0, rows) };
+    let state = DecodeState { kv_k: head(&full.kv_k), kv_v: head(&full.kv_v), conv: head(&full.conv), rec: head(&full.rec) };
     let inputs = ForwardInputs { tokens, positions, segment_ids: None };
     let (logits, st) = forward_with_state(&cfg.model, &mut pb, &inputs, Pass::Decode, state, cfg.compute.scan_layers);
     let (b, v) = (logits.dims()[0], logits.dims()[2]);
     let logits = logits.reshape(&[b, v]).named(&["batch", "vocab"]);
     let (logp, top_lp, top_id) = log_softmax_last(&logits);
-    let outs = vec![top_id, top_lp, logp, st.kv_k, st.kv_v, st.conv, st.rec];
+    let zero = g.full(0.0, DType::S32, &[]);
+    let back = |stack: &Tensor, part: &Tensor| {
+        if rows == slots {
+            return part.clone();
+        }
+        let starts = vec![zero.clone(); stack.rank()];
+        stack.dynamic_update_slice(&part.convert(stack.dtype()), &starts).with_axes(&stack.ty().axes)
+    };
+    let outs = vec![top_id, top_lp, logp, back(&full.kv_k, &st.kv_k), back(&full.kv_v, &st.kv_v), back(&full.conv, &st.conv), back(&full.rec, &st.rec)];
     finish(cfg, g, "decode_slots", outs, pb.decls, &["tokens", "positions", "kv_k", "kv_v", "conv", "rec"], SLOTS_STATE_ARG, SLOTS_OUT_STATE)
 }
 

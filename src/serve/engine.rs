@@ -198,6 +198,8 @@ struct Worker {
     decode: DecodeProgram,
     decode_exe: Arc<LoadedExecutable>,
     inserts: HashMap<usize, (DecodeProgram, Arc<LoadedExecutable>)>,
+    /// Decode steps by the number of leading rows they advance.
+    steps: HashMap<usize, (DecodeProgram, Arc<LoadedExecutable>)>,
     /// Per device, the parameter buffers (shared by both programs).
     params: Vec<Vec<Buffer>>,
     /// Per device, kv_k, kv_v, conv, rec of all rows.
@@ -224,7 +226,7 @@ impl Worker {
     fn new(rt: Runtime, cfg: &Config, params: Vec<HostTensor>, pending: Arc<AtomicUsize>) -> Result<Worker, Box<dyn std::error::Error>> {
         let slots = cfg.batch.global_batch_size_to_load.max(1);
         let max_len = cfg.data.max_target_length;
-        let decode = decode_slots_program(cfg, slots as i64, max_len as i64)?;
+        let decode = decode_slots_program(cfg, slots as i64, slots as i64, max_len as i64)?;
         let decode_exe = rt.compile(&decode.program)?;
         let devices = decode_exe.addressable_devices().len();
         let mut per_device: Vec<Vec<Buffer>> = (0..devices).map(|_| Vec::with_capacity(params.len())).collect();
@@ -243,6 +245,7 @@ impl Worker {
             decode,
             decode_exe,
             inserts: HashMap::new(),
+            steps: HashMap::new(),
             params: per_device,
             state: Vec::new(),
             rows: (0..slots).map(|_| None).collect(),
@@ -250,6 +253,7 @@ impl Worker {
             pending,
         };
         w.reset_state()?;
+        w.step_exe(slots)?; // the same program: a hit in the executable cache
         Ok(w)
     }
 
@@ -337,6 +341,17 @@ impl Worker {
                     return Err(e);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The decode step over rows 0..rows (compiled on first use; the whole batch is compiled at start).
+    fn step_exe(&mut self, rows: usize) -> Res<()> {
+        if !self.steps.contains_key(&rows) {
+            let _span = tracing::info_span!("compile", program = "decode_slots", rows).entered();
+            let p = decode_slots_program(&self.cfg, self.slots as i64, rows as i64, self.max_len as i64)?;
+            let exe = self.rt.compile(&p.program)?;
+            self.steps.insert(rows, (p, exe));
         }
         Ok(())
     }
@@ -468,26 +483,30 @@ impl Worker {
         if self.rows.iter().all(|r| r.is_none()) {
             return Ok(());
         }
-        let s = self.slots;
+        // Rows are filled lowest first: step only 0..s, the power of two covering the rows in use.
+        let hi = self.rows.iter().rposition(|r| r.is_some()).map_or(1, |r| r + 1);
+        let s = hi.next_power_of_two().min(self.slots);
+        self.step_exe(s)?;
         let mut toks = vec![0i32; s];
         let mut poss = vec![0i32; s];
         let mut need_full = false;
-        for (r, a) in self.rows.iter().enumerate() {
+        for (r, a) in self.rows.iter().enumerate().take(s) {
             if let Some(a) = a {
                 toks[r] = a.last as i32;
                 poss[r] = (a.len - 1) as i32;
                 need_full |= !a.req.sampling.is_greedy() || a.req.top_logprobs > 0;
             }
         }
-        let dp = &self.decode.program;
-        let tok_buf = self.rt.upload_arg(dp, &self.decode_exe, 0, &HostTensor::from_i32(&toks, &[s as i64, 1]))?;
-        let pos_buf = self.rt.upload_arg(dp, &self.decode_exe, 1, &HostTensor::from_i32(&poss, &[s as i64, 1]))?;
+        let (step, exe) = &self.steps[&s];
+        let dp = &step.program;
+        let tok_buf = self.rt.upload_arg(dp, exe, 0, &HostTensor::from_i32(&toks, &[s as i64, 1]))?;
+        let pos_buf = self.rt.upload_arg(dp, exe, 1, &HostTensor::from_i32(&poss, &[s as i64, 1]))?;
         let state = std::mem::take(&mut self.state);
         let devices = self.params.len();
         let args: Vec<Vec<&Buffer>> = (0..devices)
             .map(|d| [&tok_buf[d], &pos_buf[d]].into_iter().chain(state[d].iter()).chain(self.params[d].iter()).collect())
             .collect();
-        let result = self.decode_exe.execute(&args);
+        let result = exe.execute(&args);
         drop(args);
         let outs = match result {
             Ok(o) => o,
