@@ -1,7 +1,8 @@
 //! maxtext-rs: MaxText's Qwen3-Next support rebuilt in Rust.
 //!
 //! The modules follow the data flow of DESIGN.md, top to bottom; a module imports only modules above it:
-//! config -> ir -> nn -> model -> program -> emit / sharding -> pjrt -> compile -> runtime.
+//! config -> ir -> nn -> model -> program -> emit / sharding -> pjrt -> compile -> runtime -> data ->
+//! checkpoint -> serve.
 
 pub mod config;
 pub mod ir;
@@ -18,3 +19,4 @@ pub mod runtime;
 pub mod data;
 pub mod checkpoint;
 pub mod metrics;
+pub mod serve;

@@ -31,6 +31,10 @@ enum Command {
     ExportHlo(Args),
     /// List the platform, plugin and devices (like `jax.devices()`).
     Devices(Args),
+    /// OpenAI-compatible HTTP server (`--host`, `--port`, `--max-queue`), continuous batching.
+    Serve(Args),
+    /// Evaluate: `maxtext eval mmlu [base.yml] key=value ... [subjects=a,b] [limit=N]`.
+    Eval(Args),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
         Command::CheckLogits(a) => commands::check_logits::run(&a.args),
         Command::Compile(_) => not_built("compile", "the TPU AOT work"),
         Command::ExportHlo(a) => commands::export_hlo::run(&a.args),
+        Command::Serve(a) => commands::serve::run(&a.args),
+        Command::Eval(a) => commands::eval::run(&a.args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
-use maxtext::data::Tokenizer;
+use maxtext::data::{TextStream, Tokenizer};
 use maxtext::runtime::Generator;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ const SHIPPED_QWEN3: &str = "assets/tokenizers/qwen3-tokenizer";
 
 /// `tokenizer_path` when it is a local path; else the shipped Qwen3 tokenizer for Qwen3-Next models (the
 /// default path is a hub id, and there is no network to fetch it).
-fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
+pub(crate) fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
     let given = cfg.data.tokenizer_path.clone().unwrap_or_default();
     let local = PathBuf::from(&given);
     let path = if !given.is_empty() && local.exists() {
@@ -70,32 +70,41 @@ pub fn run(args: &[String]) -> Result<()> {
         })?
     };
     let eos = tok.as_ref().map(|t| t.eos_ids()).unwrap_or_default();
-    let texts_ok = |ids: &[i64]| tok.as_ref().filter(|t| ids.iter().all(|&i| (i as usize) < t.vocab_size()));
+    // The vocabulary size is read once: asking the tokenizer per token rebuilds its whole vocabulary map.
+    let tok_vocab = tok.as_ref().map(|t| t.vocab_size()).unwrap_or(0);
+    let texts_ok = |ids: &[i64]| tok.as_ref().filter(|_| ids.iter().all(|&i| i >= 0 && (i as usize) < tok_vocab));
     let stream = rows.len() == 1;
-    let mut shown = String::new();
-    let mut so_far: Vec<i64> = Vec::new();
+    // Streaming decodes only the new tokens' window (TextStream), so a step's host cost does not grow
+    // with the sequence; a token outside the tokenizer's vocabulary stops the text stream.
+    let mut text_stream = TextStream::new(true);
+    let mut streaming = stream && tok.is_some();
     if stream {
         if let Some(t) = texts_ok(&rows[0]) {
             print!("{}", t.decode(&rows[0])?);
         }
     }
     let out = gen.generate(&rows, usize::MAX, &eos, false, |step| {
-        if !stream {
+        if !streaming {
             return;
         }
-        if let Some(id) = step[0] {
-            so_far.push(id);
-            if let Some(t) = texts_ok(&so_far) {
-                if let Ok(text) = t.decode(&so_far) {
-                    if text.len() > shown.len() && text.starts_with(&shown) {
-                        print!("{}", &text[shown.len()..]);
-                        let _ = std::io::stdout().flush();
-                        shown = text;
-                    }
+        if let (Some(id), Some(t)) = (step[0], tok.as_ref()) {
+            if id < 0 || id as usize >= tok_vocab {
+                streaming = false;
+                return;
+            }
+            if let Ok(text) = text_stream.push(t, id) {
+                if !text.is_empty() {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
                 }
             }
         }
     })?;
+    if streaming {
+        if let Some(t) = tok.as_ref() {
+            print!("{}", text_stream.finish(t).unwrap_or_default());
+        }
+    }
     if stream {
         println!();
     } else {
@@ -118,6 +127,14 @@ pub fn run(args: &[String]) -> Result<()> {
         if decode_s > 0.0 { (out.decode_steps * rows.len()) as f64 / decode_s } else { 0.0 },
         new_tokens
     );
+    if out.decode_steps > 0 {
+        let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / out.decode_steps as f64;
+        eprintln!(
+            "decode step: {:.2} ms on the device (execute to token on the host), {:.3} ms host overhead",
+            per(out.device_time),
+            per(out.decode_time.saturating_sub(out.device_time))
+        );
+    }
     if let Some(path) = &cfg.decode.decode_output_path {
         let mut f = std::fs::File::create(path).with_context(|| format!("creating decode_output_path {}", path.display()))?;
         for (r, g) in out.generated.iter().enumerate().take(prompts.len()) {

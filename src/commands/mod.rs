@@ -3,6 +3,8 @@
 pub mod check_logits;
 pub mod convert;
 pub mod decode;
+pub mod eval;
 pub mod export_hlo;
+pub mod serve;
 pub mod setup;
 pub mod train;

@@ -9,6 +9,7 @@ use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, Client};
 use maxtext::pjrt::Buffer;
 use maxtext::runtime::Runtime;
+use maxtext::serve::Engine;
 use std::path::{Path, PathBuf};
 
 /// The base yml: the first argument when it names a yml, else `configs/base.yml` here or in the source tree.
@@ -166,4 +167,21 @@ pub fn take_init(init: &mut InitBuffers, i: usize, devices: &[maxtext::pjrt::Dev
         bail!("the init program ran on devices {:?} but the step runs on {ids:?}", init.0);
     }
     init.1[i].iter_mut().map(|b| b.take().context("parameter buffer taken twice")).collect()
+}
+
+/// Opens the runtime and starts the serving engine with the parameters from wherever the config says
+/// (shard by shard from a checkpoint, or random on the devices), queueing at most `queue_capacity`.
+pub fn start_engine(cfg: Config, queue_capacity: usize) -> Result<(Engine, Config)> {
+    let (rt, cfg) = open_runtime(cfg)?;
+    eprintln!("devices: {}", describe_mesh(&cfg));
+    let decls = maxtext::program::param_decls(&cfg);
+    let engine = if has_weights(&cfg) {
+        with_param_regions(&cfg, &decls, |read| {
+            Ok(Engine::start(rt, &cfg, queue_capacity, |rt, p, exe, arg, i| rt.upload_arg_sharded(p, exe, arg, |o: &[i64], d: &[i64]| read(i, o, d)))?)
+        })?
+    } else {
+        let mut init = init_on_device(&rt, &cfg, &decls)?;
+        Engine::start(rt, &cfg, queue_capacity, |_, _, exe, _, i| take_init(&mut init, i, exe.addressable_devices()))?
+    };
+    Ok((engine, cfg))
 }

@@ -14,4 +14,4 @@ pub use batch::Batch;
 pub use error::DataError;
 pub use iterator::DataIterator;
 pub use source::{Corpus, Doc, FileFormat};
-pub use tokenizer::{Tokenizer, TokenizerError};
+pub use tokenizer::{TextStream, Tokenizer, TokenizerError};

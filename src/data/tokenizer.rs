@@ -19,6 +19,9 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos: Option<u32>,
     eos: Vec<u32>,
+    /// `get_vocab_size(true)` builds the whole vocabulary map (151k entries for Qwen3): computed once here,
+    /// never per token.
+    vocab_size: usize,
     pub path: PathBuf,
 }
 
@@ -47,7 +50,8 @@ impl Tokenizer {
                 eos.push(id);
             }
         }
-        Ok(Tokenizer { inner, bos, eos, path: file })
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Tokenizer { inner, bos, eos, vocab_size, path: file })
     }
 
     /// Token ids of `text`; with `add_bos`, the BOS token first when the tokenizer has one (Qwen3 has none).
@@ -72,7 +76,109 @@ impl Tokenizer {
         self.eos.iter().map(|&i| i as i64).collect()
     }
 
+    /// Number of ids the tokenizer knows (added tokens included); cached at load.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
+    }
+
+    /// The id of a token string (special tokens included), if any.
+    pub fn token_to_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(|i| i as i64)
+    }
+
+    /// The token string of an id (byte-level form, e.g. `Ġthe`), if any.
+    pub fn id_to_token(&self, id: i64) -> Option<String> {
+        u32::try_from(id).ok().and_then(|i| self.inner.id_to_token(i))
+    }
+
+    /// Text of `ids` with special tokens kept (the form the server's `text` fields and `/detokenize` return).
+    pub fn decode_all(&self, ids: &[i64]) -> Result<String, TokenizerError> {
+        let ids: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+        self.inner.decode(&ids, false).map_err(|e| TokenizerError::Decode(e.to_string()))
+    }
+
+    /// The BOS token string and the EOS token string (the first EOS id), as `tokenizer_config.json` names them.
+    pub fn bos_token(&self) -> Option<String> {
+        self.bos.and_then(|b| self.inner.id_to_token(b))
+    }
+
+    pub fn eos_token(&self) -> Option<String> {
+        self.eos.first().and_then(|&e| self.inner.id_to_token(e))
+    }
+
+    /// The directory the tokenizer was loaded from (where `tokenizer_config.json` lives).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Streams text from tokens as they are generated: only the new suffix is decoded each time (the window
+/// from the last stable point), so a step costs O(1) in the sequence length, and a partial UTF-8 character
+/// (a byte-level token that ends mid-character, decoded as U+FFFD) is held back until it completes.
+pub struct TextStream {
+    ids: Vec<i64>,
+    prefix: usize,
+    read: usize,
+    skip_special: bool,
+}
+
+impl TextStream {
+    pub fn new(skip_special: bool) -> TextStream {
+        TextStream { ids: Vec::new(), prefix: 0, read: 0, skip_special }
+    }
+
+    fn text(&self, tok: &Tokenizer, ids: &[i64]) -> Result<String, TokenizerError> {
+        if self.skip_special {
+            tok.decode(ids)
+        } else {
+            tok.decode_all(ids)
+        }
+    }
+
+    /// Adds one token and returns the text it completes (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: i64) -> Result<String, TokenizerError> {
+        self.ids.push(id);
+        let before = self.text(tok, &self.ids[self.prefix..self.read])?;
+        let now = self.text(tok, &self.ids[self.prefix..])?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
+            let new = now[before.len()..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(new)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Whatever is held back (an incomplete character at the end), as decoded.
+    pub fn finish(&mut self, tok: &Tokenizer) -> Result<String, TokenizerError> {
+        let before = self.text(tok, &self.ids[self.prefix..self.read])?;
+        let now = self.text(tok, &self.ids[self.prefix..])?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        Ok(now.get(before.len()..).unwrap_or("").to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_stream_pieces_add_up_to_the_whole_text() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tokenizers/qwen3-tokenizer");
+        let tok = Tokenizer::load(&dir).unwrap();
+        let text = "Héllo wörld — 你好，世界! 🙂🚀 done.";
+        let ids = tok.encode(text, false).unwrap();
+        let mut s = TextStream::new(true);
+        let mut out = String::new();
+        for &id in &ids {
+            let piece = s.push(&tok, id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "a partial character leaked: {piece:?}");
+            out.push_str(&piece);
+        }
+        out.push_str(&s.finish(&tok).unwrap());
+        assert_eq!(out, text);
+        assert_eq!(tok.vocab_size(), 151669);
     }
 }

@@ -22,7 +22,7 @@ pub struct DecodeProgram {
     pub decls: Vec<ParamDecl>,
 }
 
-fn rng_type() -> TensorType {
+pub(super) fn rng_type() -> TensorType {
     TensorType::new(DType::U64, &[2])
 }
 
@@ -46,15 +46,22 @@ fn finish(cfg: &Config, ctx: &ShardingContext, g: Graph, name: &str, logits: &Te
     program.name_args("inputs", inputs.iter().map(|s| s.to_string()));
     program.name_args("params", decls.iter().map(|d| d.path.clone()));
     program.donate_group("rng", "rng");
-    if ctx.mesh.num_devices() > 1 {
-        let cache: Vec<Sharding> = program.results("cache").zip(STATE_LOGICAL).map(|(r, l)| ctx.resolve(l, &program.main.value_type(program.main.results[r]).dims)).collect();
-        program.shard_results("cache", &cache);
-        if program.arg_groups.iter().any(|a| a.name == "cache") {
-            program.shard_args("cache", &cache);
-        }
-    }
+    shard_cache(&mut program, ctx);
     lay_out(&mut program, ctx, &decls, &["params"], &[]);
     DecodeProgram { program, decls }
+}
+
+/// Shards the `cache` result group (and argument group, where the program takes one) by MaxText's cache
+/// rules ([`STATE_LOGICAL`]).
+pub(super) fn shard_cache(program: &mut Program, ctx: &ShardingContext) {
+    if ctx.mesh.num_devices() <= 1 {
+        return;
+    }
+    let cache: Vec<Sharding> = program.results("cache").zip(STATE_LOGICAL).map(|(r, l)| ctx.resolve(l, &program.main.value_type(program.main.results[r]).dims)).collect();
+    program.shard_results("cache", &cache);
+    if program.arg_groups.iter().any(|a| a.name == "cache") {
+        program.shard_args("cache", &cache);
+    }
 }
 
 /// The prefill program for `batch` rows right-padded to `bucket` tokens, with caches of `max_len`.

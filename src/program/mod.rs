@@ -7,6 +7,7 @@ mod forward;
 mod init;
 mod layout;
 mod sampling;
+mod serve;
 mod train;
 
 pub use forward::{forward_program, matmul_precision, model_params, param_decls, ForwardProgram};
@@ -14,4 +15,5 @@ pub use layout::{lay_out, param_shardings, INPUT_LOGICAL};
 pub use decode::{decode_program, prefill_program, DecodeProgram};
 pub use init::{erfinv, init_key, init_program, splitmix};
 pub use sampling::sample;
+pub use serve::{decode_slots_program, prefill_insert_program, slot_state_types};
 pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, METRIC_NAMES, STATE_GROUPS};

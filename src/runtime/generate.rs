@@ -42,6 +42,9 @@ pub struct Generation {
     pub first_token_time: Duration,
     pub decode_time: Duration,
     pub decode_steps: usize,
+    /// Of `decode_time`, the time spent waiting for the device: each decode step's execution up to its
+    /// token on the host. The rest is host overhead (inputs, bookkeeping, callbacks).
+    pub device_time: Duration,
 }
 
 /// A model ready to generate: compiled programs and parameters on the device.
@@ -184,8 +187,13 @@ impl<'r> Generator<'r> {
         let mut first_token_time = Duration::ZERO;
         let t_decode = Instant::now();
         let mut steps = 0;
+        let mut device_time = Duration::ZERO;
+        let mut t_exec: Option<Instant> = None;
         loop {
             let next = self.rt.download_group(program, &outs, "token")?[0].to_i64();
+            if let Some(t) = t_exec.take() {
+                device_time += t.elapsed();
+            }
             let step_logits = if keep_logits { Some(self.rt.download_group(program, &outs, "logits")?[0].to_f32()) } else { None };
             if first_token_time.is_zero() {
                 first_token_time = t0.elapsed();
@@ -217,6 +225,7 @@ impl<'r> Generator<'r> {
             let step_inputs = [HostTensor::from_i32(&toks, &[b as i64, 1]), HostTensor::from_i32(&poss, &[b as i64, 1])];
             let inputs = self.rt.upload_group(dp, &self.decode_exe, "inputs", &step_inputs)?;
             let (rng, cache) = (outs.take("rng"), outs.take("cache"));
+            t_exec = Some(Instant::now());
             outs = self.rt.execute(dp, &self.decode_exe, &[("inputs", &inputs), ("rng", &rng), ("cache", &cache), ("params", &self.params)])?;
             program = dp;
             steps += 1;
@@ -232,6 +241,7 @@ impl<'r> Generator<'r> {
             first_token_time,
             decode_time: t_decode.elapsed(),
             decode_steps: steps,
+            device_time,
         })
     }
 }
