@@ -174,3 +174,34 @@ fn server_contract_errors_load_and_shutdown() {
     assert_eq!(status, 200, "in-flight request during shutdown: {text}");
     assert!(exit.success(), "exit status {exit:?}\n{}", server.log());
 }
+
+/// The engine's programs sharded over 8 devices (fsdp=2 × tensor=2 × expert=2: parameters by their rules,
+/// caches by the decode rules) answer as one device does: the same greedy tokens and the same echoed
+/// prompt log-probabilities (within 1e-4), for two prompts decoded together.
+#[test]
+fn eight_devices_answer_as_one() {
+    let Some(dir) = fixture() else {
+        eprintln!("SKIP: ../shared/fixtures/hf/qwen3-next-tiny not found");
+        return;
+    };
+    let body = json!({"prompt": [[5, 17, 300, 42, 7, 99, 1000], [3, 4, 5]], "max_tokens": 8, "temperature": 0, "logprobs": 1, "echo": true});
+    let answer = |extra: &[&str]| {
+        let mut args = vec!["max_target_length=64", "max_prefill_predict_length=32"];
+        args.extend_from_slice(extra);
+        let mut server = start(&dir, &args);
+        let (status, v) = server.post_json("/v1/completions", &body);
+        assert_eq!(status, 200, "{v}\n{}", server.log());
+        server.terminate();
+        v["choices"].as_array().unwrap().iter().map(|c| (c["text"].as_str().unwrap().to_string(), c["logprobs"]["token_logprobs"].clone())).collect::<Vec<_>>()
+    };
+    let one = answer(&["per_device_batch_size=4"]);
+    let eight = answer(&["cpu_device_count=8", "ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_expert_parallelism=2", "per_device_batch_size=0.5"]);
+    for ((t1, l1), (t8, l8)) in one.iter().zip(&eight) {
+        assert_eq!(t1, t8, "greedy text on 8 devices");
+        let (l1, l8) = (l1.as_array().unwrap(), l8.as_array().unwrap());
+        assert_eq!(l1.len(), l8.len());
+        for (a, b) in l1.iter().zip(l8).skip(1) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4, "logprob {a} on 1 device, {b} on 8");
+        }
+    }
+}
