@@ -220,6 +220,22 @@ fn upload_params<E: std::fmt::Display>(
     Ok(params)
 }
 
+/// Traces and compiles `trace()` into `programs[key]` unless it is there already.
+fn compile_once(
+    rt: &Runtime,
+    programs: &mut HashMap<usize, (DecodeProgram, Arc<LoadedExecutable>)>,
+    key: usize,
+    trace: impl FnOnce() -> Result<DecodeProgram, crate::sharding::ShardingError>,
+) -> Res<()> {
+    if !programs.contains_key(&key) {
+        let p = trace()?;
+        let _span = tracing::info_span!("compile", program = %p.program.name, key).entered();
+        let exe = rt.compile(&p.program)?;
+        programs.insert(key, (p, exe));
+    }
+    Ok(())
+}
+
 /// A sequence in a row of the decode batch.
 struct Active {
     req: SeqRequest,
@@ -379,23 +395,14 @@ impl Worker {
 
     /// The decode step over rows 0..rows (compiled on first use; the whole batch is compiled at start).
     fn step_exe(&mut self, rows: usize) -> Res<()> {
-        if !self.steps.contains_key(&rows) {
-            let _span = tracing::info_span!("compile", program = "decode_slots", rows).entered();
-            let p = decode_slots_program(&self.cfg, self.slots as i64, rows as i64, self.max_len as i64)?;
-            let exe = self.rt.compile(&p.program)?;
-            self.steps.insert(rows, (p, exe));
-        }
-        Ok(())
+        let (cfg, slots, max_len) = (&self.cfg, self.slots as i64, self.max_len as i64);
+        compile_once(&self.rt, &mut self.steps, rows, || decode_slots_program(cfg, slots, rows as i64, max_len))
     }
 
+    /// The prefill-and-insert program for prompts of up to `bucket` tokens (compiled on first use).
     fn insert_exe(&mut self, bucket: usize) -> Res<()> {
-        if !self.inserts.contains_key(&bucket) {
-            let _span = tracing::info_span!("compile", program = "prefill_insert", bucket).entered();
-            let p = prefill_insert_program(&self.cfg, self.slots as i64, bucket as i64, self.max_len as i64)?;
-            let exe = self.rt.compile(&p.program)?;
-            self.inserts.insert(bucket, (p, exe));
-        }
-        Ok(())
+        let (cfg, slots, max_len) = (&self.cfg, self.slots as i64, self.max_len as i64);
+        compile_once(&self.rt, &mut self.inserts, bucket, || prefill_insert_program(cfg, slots, bucket as i64, max_len))
     }
 
     /// Prefills `req` into row `slot`; returns it as active, or None when it is already finished.
