@@ -62,6 +62,28 @@ pub struct ComputeConfig {
     pub capacity_factor: f64,
 }
 
+/// How routed MoE experts are computed (MaxText's `sparse_matmul` / `capacity_factor`, reference §5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MoeStrategy {
+    /// `sparse_matmul=false`, `capacity_factor<=0`: every expert on every token (exact, E/k times the work).
+    Dense,
+    /// `sparse_matmul=false`, `capacity_factor>0`: per-expert capacity, copies over it dropped.
+    Dropping { capacity_factor: f64 },
+    /// `sparse_matmul=true` (MaxText's default; `megablox` / `use_tokamax_gmm` pick its kernel): sorted copies,
+    /// a grouped matmul over the experts' groups, nothing dropped.
+    Dropless,
+}
+
+impl ComputeConfig {
+    pub fn moe_strategy(&self) -> MoeStrategy {
+        match (self.sparse_matmul, self.capacity_factor > 0.0) {
+            (true, _) => MoeStrategy::Dropless,
+            (false, true) => MoeStrategy::Dropping { capacity_factor: self.capacity_factor },
+            (false, false) => MoeStrategy::Dense,
+        }
+    }
+}
+
 /// Input data, tokenizer, batch and sequence lengths.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataConfig {
@@ -292,9 +314,21 @@ impl ComputeConfig {
             megablox: raw.bool("megablox")?,
             sparse_matmul: raw.bool("sparse_matmul")?,
             use_tokamax_gmm: raw.bool("use_tokamax_gmm")?,
-            capacity_factor: raw.f64("capacity_factor")?,
+            capacity_factor: capacity_factor(raw)?,
         })
     }
+}
+
+/// `capacity_factor`, which drops tokens only on the mask path (`sparse_matmul=false`), as in MaxText.
+fn capacity_factor(raw: &RawConfig) -> Result<f64, ConfigError> {
+    let cf = raw.f64("capacity_factor")?;
+    if cf > 0.0 && raw.bool("sparse_matmul")? {
+        return Err(ConfigError::Invalid(format!(
+            "capacity_factor={cf} with sparse_matmul=true: token dropping is the dispatch-mask path; \
+             set sparse_matmul=false to drop tokens over capacity, or capacity_factor=-1 for dropless"
+        )));
+    }
+    Ok(cf)
 }
 
 impl DataConfig {

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod delta_rule;
 pub mod gated_delta;
 pub mod moe;
+pub mod moe_dispatch;
 pub mod norm;
 pub mod params;
 pub mod rope;

@@ -1,10 +1,12 @@
 //! Sparse MoE block of Qwen3-Next (reference §2.6): router, top-k, softmax over the k, SwiGLU experts,
-//! shared expert with a sigmoid gate. Routed experts are computed densely over all experts for now
-//! (MaxText's `sparse_matmul=false` path): the combine weights are zero for unselected experts.
+//! shared expert with a sigmoid gate. The routed experts run by the config's strategy
+//! ([`MoeStrategy`]): densely over all experts (the combine weights are zero for unselected experts), with
+//! token dropping, or dropless over sorted copies (`moe_dispatch.rs`).
 
+use super::moe_dispatch::{dropless, dropping, ExpertWeights};
 use super::norm::silu;
 use super::params::{Init, ParamBuilder};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, MoeStrategy};
 use crate::ir::{DType, Tensor};
 
 pub struct SparseMoe {
@@ -19,6 +21,7 @@ pub struct SparseMoe {
     top_k: i64,
     norm_topk_prob: bool,
     activations_in_float32: bool,
+    strategy: MoeStrategy,
 }
 
 impl SparseMoe {
@@ -60,6 +63,7 @@ impl SparseMoe {
                 top_k: cfg.num_experts_per_tok as i64,
                 norm_topk_prob: cfg.norm_topk_prob,
                 activations_in_float32: pb.activations_in_float32,
+                strategy: pb.moe_strategy,
             }
         })
     }
@@ -70,6 +74,14 @@ impl SparseMoe {
     /// weights [batch, seq, exp] (zero for unselected experts), the router logits, and how many of each
     /// token's k choices went to each expert ([batch, seq, exp], f32 0/1).
     pub fn route(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (w, idx, logits) = self.route_top_k(x);
+        let (combine, counts) = Self::onto_experts(&w, &idx, logits.dim("exp"));
+        (combine, logits, counts)
+    }
+
+    /// The router's choices: combine weights [batch, seq, k] (dtype of `x`), expert ids [batch, seq, k]
+    /// (s32, best first) and the router logits [batch, seq, exp].
+    pub fn route_top_k(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let dtype = x.dtype();
         let logits = x.dot(&self.router, &["embed"]); // [batch, seq, exp]
         let (vals, idx) = logits.top_k(self.top_k);
@@ -85,10 +97,13 @@ impl SparseMoe {
             vals.zip_named(&m, |v, m| (v - m).exp()).zip_named(&z, |e, z| e / z)
         }
         .convert(dtype);
-        // Scatter the k weights onto the expert axis: onehot(idx) · w, summed over k.
-        let g = x.graph();
-        let num_experts = logits.dim("exp");
-        let idx = idx.rename("exp", "k");
+        (w, idx.rename("exp", "k"), logits)
+    }
+
+    /// The k weights scattered onto the expert axis (onehot(idx) · w summed over k) [batch, seq, exp], and
+    /// how many of each token's k choices went to each expert ([batch, seq, exp], f32 0/1).
+    fn onto_experts(w: &Tensor, idx: &Tensor, num_experts: i64) -> (Tensor, Tensor) {
+        let (g, dtype) = (w.graph(), w.dtype());
         let mut ty = idx.ty().clone();
         ty.dims.push(num_experts);
         ty.axes.push(Some("exp"));
@@ -98,7 +113,7 @@ impl SparseMoe {
         let combine = onehot.select(&wk, &wk.full_like(0.0)).sum_over(&["k"]);
         let ones = wk.convert(DType::F32).full_like(1.0);
         let counts = onehot.select(&ones, &ones.full_like(0.0)).sum_over(&["k"]);
-        (combine, logits, counts)
+        (combine, counts)
     }
 
     /// MaxText's load-balancing loss of one layer (moe.py `load_balance_loss`), before its weight:
@@ -124,20 +139,32 @@ impl SparseMoe {
 
     /// As [`forward`](Self::forward), with this layer's load-balancing loss (unweighted, f32 scalar).
     pub fn forward_with_aux(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let (combine, logits, counts) = self.route(x);
+        let (w, idx, logits) = self.route_top_k(x);
+        let (combine, counts) = Self::onto_experts(&w, &idx, logits.dim("exp"));
         let lb = Self::load_balance_loss(&logits, &counts);
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
-        let hidden = ["activation_batch_moe", "activation_length_moe", "activation_exp", "activation_mlp_moe"];
-        let h0 = act(x.dot(&self.wi_0, &["embed"]).constrain(&hidden)); // [batch, seq, exp, mlp_moe]
-        let h1 = act(x.dot(&self.wi_1, &["embed"]).constrain(&hidden));
-        let h = (&silu(&h0) * &h1).convert(x.dtype());
-        let hw = h.zip_named(&combine, |a, b| a * b);
-        let routed = hw.dot(&self.wo, &["exp", "mlp_moe"]); // [batch, seq, embed]
+        let ew = ExpertWeights { wi_0: &self.wi_0, wi_1: &self.wi_1, wo: &self.wo, activations_in_float32: self.activations_in_float32 };
+        let routed = match self.strategy {
+            MoeStrategy::Dense => self.dense(x, &combine),
+            MoeStrategy::Dropping { capacity_factor } => dropping(x, &idx, &w, &ew, capacity_factor).0,
+            MoeStrategy::Dropless => dropless(x, &idx, &w, &ew),
+        };
         let s0 = act(x.dot(&self.shared_wi_0, &["embed"]));
         let s1 = act(x.dot(&self.shared_wi_1, &["embed"]));
         let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]);
         let gate = x.dot(&self.shared_gate, &["embed"]).sigmoid(); // [batch, seq, one]
         let gate = gate.reshape(&gate.dims()[..2]).named(&["batch", "seq"]);
         (&routed + &shared.zip_named(&gate, |s, g| s * g), lb)
+    }
+
+    /// Every expert on every token, weighted by `combine` [batch, seq, exp] (zero for unselected experts).
+    fn dense(&self, x: &Tensor, combine: &Tensor) -> Tensor {
+        let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
+        let hidden = ["activation_batch_moe", "activation_length_moe", "activation_exp", "activation_mlp_moe"];
+        let h0 = act(x.dot(&self.wi_0, &["embed"]).constrain(&hidden)); // [batch, seq, exp, mlp_moe]
+        let h1 = act(x.dot(&self.wi_1, &["embed"]).constrain(&hidden));
+        let h = (&silu(&h0) * &h1).convert(x.dtype());
+        let hw = h.zip_named(combine, |a, b| a * b);
+        hw.dot(&self.wo, &["exp", "mlp_moe"]) // [batch, seq, embed]
     }
 }

@@ -77,6 +77,8 @@ pub struct ParamBuilder {
     pub compute_dtype: DType,
     /// MaxText's `activations_in_float32`: MLP activations are computed in f32.
     pub activations_in_float32: bool,
+    /// How routed MoE experts are computed (`sparse_matmul`, `capacity_factor`).
+    pub moe_strategy: crate::config::MoeStrategy,
 }
 
 impl ParamBuilder {
@@ -89,6 +91,7 @@ impl ParamBuilder {
             weight_dtype,
             compute_dtype,
             activations_in_float32: false,
+            moe_strategy: crate::config::MoeStrategy::Dense,
         }
     }
 

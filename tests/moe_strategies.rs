@@ -1,0 +1,117 @@
+//! The three MoE strategies (reference §5): token dropping keeps exactly the copies MaxText's rule keeps
+//! (a hand-built routing); with a capacity that drops nothing it equals dense, and dropless equals dense,
+//! in the loss and every gradient, on a 64-expert top-8 model; the compiled forward of a 64-expert top-2
+//! model does at most 0.35× the dense FLOPs with dropless and with `capacity_factor=1`.
+//! (check-logits against HF with each strategy: `tests/check_logits_cli.rs`.)
+
+use maxtext::autodiff::value_and_grad;
+use maxtext::config::Config;
+use maxtext::ir::{DType, Graph, Program, TensorType};
+use maxtext::nn::moe_dispatch::{capacity_positions, expert_capacity};
+use maxtext::pjrt::{open_client, Hardware};
+use maxtext::program::{forward_program, init_program, loss_function, param_decls};
+use maxtext::runtime::{HostTensor, Runtime};
+use std::path::Path;
+
+fn rt() -> Runtime {
+    Runtime::new(open_client(Hardware::Cpu, None, Some(1)).unwrap())
+}
+
+fn config(extra: &[&str]) -> Config {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/base.yml");
+    let mut args: Vec<String> = ["model_name=qwen3-next-tiny", "override_model_config=true", "vocab_size=512", "dtype=float32", "weight_dtype=float32", "matmul_precision=highest"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(&base, &args).unwrap()
+}
+
+#[test]
+fn capacity_follows_maxtext() {
+    // int(max(ceil(T·k / E) · cf, cf))
+    assert_eq!(expert_capacity(4, 2, 3, 1.0), 3);
+    assert_eq!(expert_capacity(4, 2, 3, 0.5), 1);
+    assert_eq!(expert_capacity(128, 2, 64, 1.25), 5);
+    assert_eq!(expert_capacity(10, 1, 64, 2.0), 2);
+}
+
+/// Priority: token position first, then the copy's rank in the top-k; a copy is kept while its expert's
+/// count (1-based, in that order) is within the capacity.
+#[test]
+fn dropping_keeps_the_copies_maxtext_keeps() {
+    // One row, 4 tokens, k=2, 3 experts, capacity 2.
+    let idx = [0, 1, 0, 2, 1, 0, 0, 1];
+    // Walk: (t0: e0 #1, e1 #1) (t1: e0 #2, e2 #1) (t2: e1 #2, e0 #3) (t3: e0 #4, e1 #3).
+    let want_pos = [1, 1, 2, 1, 2, 3, 4, 3];
+    let want_kept = [true, true, true, true, true, false, false, false];
+    let g = Graph::new();
+    let i = g.param(TensorType::new(DType::S32, &[1, 4, 2]));
+    let (pos, kept) = capacity_positions(&i, 3, 2);
+    let kept = kept.select(&g.full(1.0, DType::S32, &[1, 4, 2]), &g.zeros(DType::S32, &[1, 4, 2]));
+    let out = rt().run(&Program::new("capacity", g.finish(&[pos, kept])), &[HostTensor::from_i32(&idx, &[1, 4, 2])]).unwrap();
+    assert_eq!(out[0].to_i64(), want_pos.map(|v| v as i64).to_vec());
+    assert_eq!(out[1].to_i64(), want_kept.map(|v| v as i64).to_vec());
+}
+
+/// (loss, gradients) of the training loss at random parameters for one strategy.
+fn loss_and_grads(cfg: &Config, params: &[HostTensor], b: i64, s: i64) -> (f64, Vec<Vec<f32>>) {
+    let (f, decls) = loss_function(cfg, b, s);
+    let grad = value_and_grad(&f, &(5..5 + decls.len()).collect::<Vec<_>>());
+    let tok: Vec<i32> = (0..b * s).map(|i| ((i * 37 + 11) % 512) as i32).collect();
+    let tgt: Vec<i32> = (0..b * s).map(|i| ((i * 53 + 7) % 512) as i32).collect();
+    let pos: Vec<i32> = (0..b * s).map(|i| (i % s) as i32).collect();
+    let ones = vec![1i32; (b * s) as usize];
+    let dims = [b, s];
+    let mut args = vec![
+        HostTensor::from_i32(&tok, &dims),
+        HostTensor::from_i32(&pos, &dims),
+        HostTensor::from_i32(&ones, &dims),
+        HostTensor::from_i32(&tgt, &dims),
+        HostTensor::from_i32(&ones, &dims),
+    ];
+    args.extend(params.iter().cloned());
+    let out = rt().run(&Program::new("grads", grad), &args).unwrap();
+    let weights = out[1].to_f64()[0];
+    (out[0].to_f64()[0] / weights, out[3..].iter().map(|g| g.to_f32()).collect())
+}
+
+#[test]
+fn dropless_and_roomy_dropping_equal_dense_with_64_experts_top_8() {
+    let model = ["num_experts=64", "num_experts_per_tok=8"];
+    let with = |strategy: &[&str]| config(&[&model[..], strategy].concat());
+    let dense = with(&["sparse_matmul=false"]);
+    let decls = param_decls(&dense);
+    let params = rt().run(&init_program(&dense, &decls, 7).unwrap(), &[]).unwrap();
+    let (b, s) = (2, 24);
+    let (want_loss, want) = loss_and_grads(&dense, &params, b, s);
+    for strategy in [&["sparse_matmul=true"][..], &["sparse_matmul=false", "capacity_factor=8"][..]] {
+        let (loss, grads) = loss_and_grads(&with(strategy), &params, b, s);
+        assert!(((loss - want_loss) / want_loss).abs() < 1e-6, "{strategy:?}: loss {loss} vs dense {want_loss}");
+        for ((d, g), w) in decls.iter().zip(&grads).zip(&want) {
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let err = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(err < 1e-4, "{strategy:?}: gradient of {} differs from dense by {err:.2e} of its max", d.path);
+        }
+    }
+}
+
+/// Compiled FLOPs (the plugin's cost analysis) of the forward pass for one strategy.
+fn forward_flops(cfg: &Config) -> f64 {
+    let fp = forward_program(cfg, 4, 256).unwrap();
+    let exe = rt().compile(&fp.program).unwrap();
+    exe.cost_analysis().unwrap()["flops"]
+}
+
+#[test]
+fn sparse_strategies_cut_the_flops_of_64_experts_top_2() {
+    // A wider expert MLP so that the routed experts dominate the forward, as in the real model.
+    let model = ["num_experts=64", "num_experts_per_tok=2", "base_moe_mlp_dim=256", "base_mlp_dim=256"];
+    let with = |strategy: &[&str]| config(&[&model[..], strategy].concat());
+    let dense = forward_flops(&with(&["sparse_matmul=false"]));
+    let dropless = forward_flops(&with(&["sparse_matmul=true"]));
+    let dropping = forward_flops(&with(&["sparse_matmul=false", "capacity_factor=1"]));
+    eprintln!("forward FLOPs: dense {dense:.4e}, dropless {dropless:.4e} ({:.3}x), dropping cf=1 {dropping:.4e} ({:.3}x)", dropless / dense, dropping / dense);
+    assert!(dropless <= 0.35 * dense, "dropless {dropless:e} vs dense {dense:e}");
+    assert!(dropping <= 0.35 * dense, "dropping {dropping:e} vs dense {dense:e}");
+}
