@@ -86,6 +86,21 @@ fn f32_on_8_devices_every_mesh_matches_hf() {
     }
 }
 
+/// Every MoE strategy (the default is MaxText's: dropless) matches HF; token dropping with a capacity
+/// that drops nothing. Dropless and dropping also with the experts split over 8 devices.
+#[test]
+fn f32_every_moe_strategy_matches_hf() {
+    for strategy in [&["sparse_matmul=false"][..], &["sparse_matmul=false", "capacity_factor=100"], &["sparse_matmul=true"]] {
+        assert_passes(strategy);
+    }
+    for strategy in [&["sparse_matmul=false", "capacity_factor=100"][..], &["sparse_matmul=true"]] {
+        assert_passes(&[&["cpu_device_count=8", "ici_expert_parallelism=8"][..], strategy].concat());
+    }
+    // 16 experts top-4, norm_topk_prob=true; and top-k of the full softmax (norm_topk_prob=false).
+    assert_passes_reference("tiny-8layers-gqa4", &["sparse_matmul=false", "capacity_factor=100"]);
+    assert_passes_reference("tiny-interval2-ratio1", &["sparse_matmul=false", "capacity_factor=100"]);
+}
+
 /// References made with `scripts/make_test_references.sh` (shapes nobody tuned the code to).
 fn assert_passes_reference(name: &str, extra: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);

@@ -9,7 +9,7 @@ use maxtext::config::Config;
 use maxtext::ir::{DType, Graph, Program, TensorType};
 use maxtext::nn::moe_dispatch::{capacity_positions, expert_capacity};
 use maxtext::pjrt::{open_client, Hardware};
-use maxtext::program::{forward_program, init_program, loss_function, param_decls};
+use maxtext::program::{forward_program, init_program, loss_function, param_decls, LOSS_OUTPUTS};
 use maxtext::runtime::{HostTensor, Runtime};
 use std::path::Path;
 
@@ -73,7 +73,7 @@ fn loss_and_grads(cfg: &Config, params: &[HostTensor], b: i64, s: i64) -> (f64, 
     args.extend(params.iter().cloned());
     let out = rt().run(&Program::new("grads", grad), &args).unwrap();
     let weights = out[1].to_f64()[0];
-    (out[0].to_f64()[0] / weights, out[3..].iter().map(|g| g.to_f32()).collect())
+    (out[0].to_f64()[0] / weights, out[LOSS_OUTPUTS..].iter().map(|g| g.to_f32()).collect())
 }
 
 #[test]
@@ -114,4 +114,57 @@ fn sparse_strategies_cut_the_flops_of_64_experts_top_2() {
     eprintln!("forward FLOPs: dense {dense:.4e}, dropless {dropless:.4e} ({:.3}x), dropping cf=1 {dropping:.4e} ({:.3}x)", dropless / dense, dropping / dense);
     assert!(dropless <= 0.35 * dense, "dropless {dropless:e} vs dense {dense:e}");
     assert!(dropping <= 0.35 * dense, "dropping {dropping:e} vs dense {dense:e}");
+}
+
+/// With the experts over 8 devices (`ici_expert_parallelism=8`), each device holds 1/8 of the expert
+/// weights and dropless computes about 1/8 of the blocks (per-device FLOPs of the forward against one
+/// device, the non-MoE rest replicated).
+#[test]
+fn expert_parallel_dropless_splits_the_experts_and_their_work() {
+    let model = ["num_experts=64", "num_experts_per_tok=2", "base_moe_mlp_dim=256", "base_mlp_dim=256"];
+    let flops_on = |devices: i64, extra: &[&str]| {
+        let batch = format!("per_device_batch_size={}", 8 / devices);
+        let count = format!("cpu_device_count={devices}");
+        let cfg = config(&[&model[..], &[batch.as_str(), count.as_str()], extra].concat());
+        let fp = forward_program(&cfg, 8, 128).unwrap();
+        let rt = Runtime::new(open_client(Hardware::Cpu, None, Some(devices)).unwrap());
+        let exe = rt.compile(&fp.program).unwrap();
+        (fp, exe.cost_analysis().unwrap()["flops"])
+    };
+    let (_, one) = flops_on(1, &[]);
+    let (fp, eight) = flops_on(8, &["ici_expert_parallelism=8"]);
+    eprintln!("dropless forward FLOPs per device: 1 device {one:.4e}, expert=8 {eight:.4e} ({:.3}x)", eight / one);
+    assert!(eight <= 0.2 * one, "per-device FLOPs {eight:e} on 8 devices vs {one:e} on one");
+    for (i, d) in fp.decls.iter().enumerate().filter(|(_, d)| d.path.contains("routed_experts/wi_")) {
+        let arg = fp.program.args("params").nth(i).unwrap();
+        let sharding = fp.program.arg_shardings[arg].as_ref().unwrap();
+        assert!(format!("{sharding:?}").contains("expert"), "{} is not split over the expert axis: {sharding:?}", d.path);
+    }
+}
+
+/// `maxtext train` reports the dropped fraction: none with a roomy capacity; with `capacity_factor=0.5`
+/// each expert takes at most half of a balanced share, so at least half of the copies are dropped.
+#[test]
+fn train_reports_the_dropped_fraction() {
+    let run = |cf: &str| -> f64 {
+        let out = std::env::temp_dir().join(format!("maxtext_drop_{}_{cf}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let metrics = out.join("m.jsonl");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_maxtext"))
+            .args(["train", "configs/base.yml", "model_name=qwen3-next-tiny", "override_model_config=true", "vocab_size=1024", "run_name=drop"])
+            .args(["dataset_type=synthetic", "per_device_batch_size=2", "max_target_length=32", "max_prefill_predict_length=32", "steps=1"])
+            .args(["enable_checkpointing=false", "sparse_matmul=false", &format!("capacity_factor={cf}")])
+            .arg(format!("base_output_directory={}", out.display()))
+            .arg(format!("metrics_file={}", metrics.display()))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        line["learning/moe_dropped_fraction"].as_f64().unwrap()
+    };
+    assert_eq!(run("100"), 0.0);
+    let f = run("0.5");
+    assert!((0.5..1.0).contains(&f), "dropped fraction {f} with capacity_factor=0.5");
 }

@@ -144,7 +144,13 @@ pub fn run(args: &[String]) -> Result<()> {
             learning_rate: out.learning_rate,
             step_time: dt,
             tokens: out.total_weights as u64,
-            extra: vec![("learning/moe_lb_loss".into(), out.moe_lb_loss), ("learning/lm_loss".into(), out.loss - out.moe_lb_loss)],
+            extra: {
+                let mut extra = vec![("learning/moe_lb_loss".into(), out.moe_lb_loss), ("learning/lm_loss".into(), out.loss - out.moe_lb_loss)];
+                if matches!(cfg.compute.moe_strategy(), maxtext::config::MoeStrategy::Dropping { .. }) {
+                    extra.push(("learning/moe_dropped_fraction".into(), out.moe_dropped_fraction));
+                }
+                extra
+            },
         })?;
         let last = step + 1 == steps;
         if ckpt_on && (step % cfg.checkpoint.checkpoint_period.max(1) == 0 || (last && cfg.checkpoint.save_checkpoint_on_completion)) {

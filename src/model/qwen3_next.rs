@@ -16,6 +16,7 @@
 use super::state::{put, take, DecodeState, Pass};
 use crate::config::ModelConfig;
 use crate::ir::{index_const, DType, Tensor};
+use crate::nn::moe::AUX;
 use crate::nn::{GatedAttention, GatedDeltaNet, Init, ParamBuilder, RmsNormOffset, SparseMoe};
 
 /// The residual stream's logical axes.
@@ -42,11 +43,11 @@ pub struct ForwardInputs {
     pub segment_ids: Option<Tensor>,
 }
 
-/// What one layer gives back: the new residual stream, its MoE load-balancing loss and, in prefill and
+/// What one layer gives back: the new residual stream, its MoE router statistics ([`AUX`]) and, in prefill and
 /// decode, its new state pair ((k, v) cache or (conv, recurrent) state).
 pub struct LayerOutput {
     pub x: Tensor,
-    pub lb: Tensor,
+    pub aux: Tensor,
     pub state: Option<(Tensor, Tensor)>,
 }
 
@@ -98,8 +99,8 @@ impl DecoderLayer {
             (_, _, None) => panic!("prefill and decode passes need the layer's state"),
         };
         let h = (x + &a).constrain(&RESIDUAL);
-        let (m, lb) = self.moe.forward_with_aux(&self.post_norm.forward(&h));
-        LayerOutput { x: (&h + &m).constrain(&RESIDUAL), lb, state }
+        let (m, aux) = self.moe.forward_with_aux(&self.post_norm.forward(&h));
+        LayerOutput { x: (&h + &m).constrain(&RESIDUAL), aux, state }
     }
 }
 
@@ -123,25 +124,25 @@ fn store(st: &mut DecodeState, full: bool, slot: &Tensor, new: (Tensor, Tensor))
     }
 }
 
-/// Runs `layer` with its state (when there is one) at `slot`, accumulating into `x`, `lb`, `st`.
-fn run_layer(layer: &DecoderLayer, inputs: &ForwardInputs, pass: Pass, full: bool, slot: &Tensor, x: &Tensor, lb: &Tensor, st: &mut Option<DecodeState>) -> (Tensor, Tensor) {
+/// Runs `layer` with its state (when there is one) at `slot`, accumulating into `x`, `aux`, `st`.
+fn run_layer(layer: &DecoderLayer, inputs: &ForwardInputs, pass: Pass, full: bool, slot: &Tensor, x: &Tensor, aux: &Tensor, st: &mut Option<DecodeState>) -> (Tensor, Tensor) {
     let pair = st.as_ref().map(|s| layer_state(s, full, slot));
     let out = layer.forward_pass(x, inputs, pass, pair.as_ref().map(|(a, b)| (a, b)));
     if let (Some(s), Some(new)) = (st.as_mut(), out.state) {
         store(s, full, slot, new);
     }
-    (out.x.with_axes(&x.ty().axes), lb + &out.lb)
+    (out.x.with_axes(&x.ty().axes), aux + &out.aux)
 }
 
 /// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`. Returns the output, the sum
-/// over layers of the MoE load-balancing losses, and the new decode state (when one was given).
+/// over layers of the MoE router statistics ([`AUX`]), and the new decode state (when one was given).
 fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool) -> (Tensor, Tensor, Option<DecodeState>) {
     let interval = cfg.inhomogeneous_layer_cycle_interval;
     let layers = cfg.num_decoder_layers;
     let g = x.graph();
-    let lb = g.scalar(0.0, DType::F32);
+    let aux = g.zeros(DType::F32, &[AUX.len() as i64]);
     if !scan {
-        let (mut x, mut lb, mut st) = (x, lb, state);
+        let (mut x, mut aux, mut st) = (x, aux, state);
         let (mut full_slot, mut lin_slot) = (0, 0);
         for l in 0..layers {
             let full = cfg.is_full_attention(l);
@@ -149,38 +150,38 @@ fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &
             let slot = if full { &mut full_slot } else { &mut lin_slot };
             let idx = index_const(&g, *slot);
             *slot += 1;
-            (x, lb) = run_layer(&layer, inputs, pass, full, &idx, &x, &lb, &mut st);
+            (x, aux) = run_layer(&layer, inputs, pass, full, &idx, &x, &aux, &mut st);
         }
-        return (x, lb, st);
+        return (x, aux, st);
     }
     assert!(interval >= 1 && layers % interval == 0, "scan_layers needs num_decoder_layers ({layers}) divisible by {interval}");
     let blocks = (layers / interval) as i64;
     let locals = (interval - 1) as i64;
-    // Loop carries: x, lb, then the four state arrays when there is a state.
-    let pack = |x: Tensor, lb: Tensor, st: Option<DecodeState>| {
-        let mut c = vec![x, lb];
+    // Loop carries: x, aux, then the four state arrays when there is a state.
+    let pack = |x: Tensor, aux: Tensor, st: Option<DecodeState>| {
+        let mut c = vec![x, aux];
         c.extend(st.map(DecodeState::into_vec).unwrap_or_default());
         c
     };
     let unpack = |c: &[Tensor]| (c[0].clone(), c[1].clone(), (c.len() > 2).then(|| DecodeState::from_vec(c[2..6].to_vec())));
     let out = pb.scope("layers", |pb| {
-        g.fori_loop(0, blocks, &pack(x, lb, state), |bg, block, carry| {
-            let (mut x, mut lb, mut st) = unpack(carry);
+        g.fori_loop(0, blocks, &pack(x, aux, state), |bg, block, carry| {
+            let (mut x, mut aux, mut st) = unpack(carry);
             if locals > 0 {
                 let r = pb.scope("local_layers", |pb| {
-                    bg.fori_loop(0, locals, &pack(x.clone(), lb.clone(), st.clone()), |lg, local, c| {
-                        let (x, lb, mut st) = unpack(c);
+                    bg.fori_loop(0, locals, &pack(x.clone(), aux.clone(), st.clone()), |lg, local, c| {
+                        let (x, aux, mut st) = unpack(c);
                         let layer = pb.stacked("layers", blocks, block, |pb| pb.stacked("local_layers", locals, local, |pb| DecoderLayer::new(cfg, pb, false)));
                         let slot = &(block * &index_const(lg, locals)) + local;
-                        let (x, lb) = run_layer(&layer, inputs, pass, false, &slot, &x, &lb, &mut st);
-                        pack(x, lb, st)
+                        let (x, aux) = run_layer(&layer, inputs, pass, false, &slot, &x, &aux, &mut st);
+                        pack(x, aux, st)
                     })
                 });
-                (x, lb, st) = unpack(&r);
+                (x, aux, st) = unpack(&r);
             }
             let layer = pb.scope("global_layer", |pb| pb.stacked("layers", blocks, block, |pb| DecoderLayer::new(cfg, pb, true)));
-            let (x, lb) = run_layer(&layer, inputs, pass, true, block, &x, &lb, &mut st);
-            pack(x, lb, st)
+            let (x, aux) = run_layer(&layer, inputs, pass, true, block, &x, &aux, &mut st);
+            pack(x, aux, st)
         })
     });
     unpack(&out)
@@ -211,11 +212,11 @@ pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs,
     forward_with_aux(cfg, pb, inputs, scan).0
 }
 
-/// As [`forward`], with the MoE load-balancing loss averaged over layers (MaxText's `moe_lb_loss` before
-/// its weight; f32 scalar).
+/// As [`forward`], with the MoE router statistics ([`AUX`], f32 [2]) averaged over layers: the
+/// load-balancing loss (MaxText's `moe_lb_loss` before its weight) and the token copies dropped per layer.
 pub fn forward_with_aux(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
-    let (logits, lb, _) = run(cfg, pb, inputs, Pass::Forward, None, scan);
-    (logits, lb)
+    let (logits, aux, _) = run(cfg, pb, inputs, Pass::Forward, None, scan);
+    (logits, aux)
 }
 
 /// tokens [batch, seq] at `positions` -> (logits [batch, seq, vocab] f32, new state): prefill or decode.
@@ -227,7 +228,7 @@ pub fn forward_with_state(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &For
 fn run(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool) -> (Tensor, Tensor, Option<DecodeState>) {
     let x = token_embed(cfg, pb, &inputs.tokens);
     pb.scope("decoder", |pb| {
-        let (x, lb_sum, st) = decoder_layers(cfg, pb, x, inputs, pass, state, scan);
-        (lm_head(cfg, pb, &x), lb_sum.mul_scalar(1.0 / cfg.num_decoder_layers as f64), st)
+        let (x, aux_sum, st) = decoder_layers(cfg, pb, x, inputs, pass, state, scan);
+        (lm_head(cfg, pb, &x), aux_sum.mul_scalar(1.0 / cfg.num_decoder_layers as f64), st)
     })
 }

@@ -9,6 +9,9 @@ use super::params::{Init, ParamBuilder};
 use crate::config::{ModelConfig, MoeStrategy};
 use crate::ir::{DType, Tensor};
 
+/// The router statistics a layer returns, in order (f32 [2]).
+pub const AUX: [&str; 2] = ["load_balance_loss", "dropped_copies"];
+
 pub struct SparseMoe {
     router: Tensor,
     wi_0: Tensor,
@@ -137,24 +140,27 @@ impl SparseMoe {
         self.forward_with_aux(x).0
     }
 
-    /// As [`forward`](Self::forward), with this layer's load-balancing loss (unweighted, f32 scalar).
+    /// As [`forward`](Self::forward), with this layer's router statistics [`AUX`] (f32 [2]): the
+    /// load-balancing loss (unweighted) and how many token copies were dropped over capacity.
     pub fn forward_with_aux(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (w, idx, logits) = self.route_top_k(x);
         let (combine, counts) = Self::onto_experts(&w, &idx, logits.dim("exp"));
         let lb = Self::load_balance_loss(&logits, &counts);
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
         let ew = ExpertWeights { wi_0: &self.wi_0, wi_1: &self.wi_1, wo: &self.wo, activations_in_float32: self.activations_in_float32 };
-        let routed = match self.strategy {
-            MoeStrategy::Dense => self.dense(x, &combine),
-            MoeStrategy::Dropping { capacity_factor } => dropping(x, &idx, &w, &ew, capacity_factor).0,
-            MoeStrategy::Dropless => dropless(x, &idx, &w, &ew),
+        let none_dropped = || x.graph().zeros(DType::F32, &[]);
+        let (routed, dropped) = match self.strategy {
+            MoeStrategy::Dense => (self.dense(x, &combine), none_dropped()),
+            MoeStrategy::Dropping { capacity_factor } => dropping(x, &idx, &w, &ew, capacity_factor),
+            MoeStrategy::Dropless => (dropless(x, &idx, &w, &ew), none_dropped()),
         };
+        let aux = x.graph().concatenate(&[lb.reshape(&[1]), dropped.reshape(&[1])], 0);
         let s0 = act(x.dot(&self.shared_wi_0, &["embed"]));
         let s1 = act(x.dot(&self.shared_wi_1, &["embed"]));
         let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]);
         let gate = x.dot(&self.shared_gate, &["embed"]).sigmoid(); // [batch, seq, one]
         let gate = gate.reshape(&gate.dims()[..2]).named(&["batch", "seq"]);
-        (&routed + &shared.zip_named(&gate, |s, g| s * g), lb)
+        (&routed + &shared.zip_named(&gate, |s, g| s * g), aux)
     }
 
     /// Every expert on every token, weighted by `combine` [batch, seq, exp] (zero for unselected experts).

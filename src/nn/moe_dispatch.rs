@@ -128,18 +128,21 @@ pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Ten
     let token_of_sorted = copy_of_sorted / &i32s(k as f64, &[n]);
     let token_of_row = scatter_1d(&i32s(t as f64, &[padded]), &dest_sorted, &token_of_sorted, ScatterMode::Replace);
     let x_ext = g.concatenate(&[x.reshape(&[t, m]), g.zeros(x.dtype(), &[1, m])], 0);
-    let rows = x_ext.take_rows(&token_of_row).reshape(&[blocks, block, m]).named(&["blk", "row", "embed"]);
+    // Blocks are split over the expert axes (`activation_exp`), so each device computes its share of
+    // the blocks; the partitioner brings each block its expert's weights.
+    let blocks_logical = ["activation_exp", "", ""];
+    let rows = x_ext.take_rows(&token_of_row).reshape(&[blocks, block, m]).named(&["blk", "row", "embed"]).constrain(&blocks_logical);
     // Each block's expert: how many padded groups end at or before the block's first row (blocks past
     // the last group take the last expert; their rows are zero and unused).
     let ends = &padded_starts + &padded_sizes;
     let block_first = g.iota(DType::S32, &[blocks, e], 0).mul_scalar(block as f64);
     let ended = ends.broadcast_in_dim(&[blocks, e], &[1]).le(&block_first);
     let owner = ended.select(&i32s(1.0, &[blocks, e]), &i32s(0.0, &[blocks, e])).sum(&[1]).min(&i32s((e - 1) as f64, &[blocks]));
-    let pick = |wt: &Tensor, axes: [&'static str; 3]| wt.take_rows(&owner).named(&axes);
+    let pick = |wt: &Tensor, axes: [&'static str; 3]| wt.take_rows(&owner).named(&axes).constrain(&blocks_logical);
     let w0 = pick(ew.wi_0, ["blk", "embed", "mlp_moe"]);
     let w1 = pick(ew.wi_1, ["blk", "embed", "mlp_moe"]);
     let wo = pick(ew.wo, ["blk", "mlp_moe", "embed"]);
-    let y = ew.mlp(&rows, &w0, &w1, &wo).reshape(&[padded, m]); // [blk, row, embed] -> rows
+    let y = ew.mlp(&rows, &w0, &w1, &wo).constrain(&blocks_logical).reshape(&[padded, m]); // [blk, row, embed] -> rows
     // Back to the copies, weighted and summed over each token's k.
     let per_copy = y.take_rows(&dest).reshape(&[b, s, k, m]).named(&["batch", "seq", "k", "embed"]);
     let wk = w.convert(per_copy.dtype()).named(&["batch", "seq", "k"]);

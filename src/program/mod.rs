@@ -16,4 +16,4 @@ pub use decode::{decode_program, prefill_program, DecodeProgram};
 pub use init::{erfinv, init_key, init_program, splitmix};
 pub use sampling::sample;
 pub use serve::{decode_slots_program, prefill_insert_program, slot_state_types};
-pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, METRIC_NAMES, STATE_GROUPS};
+pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, LOSS_OUTPUTS, METRIC_NAMES, STATE_GROUPS};
