@@ -72,9 +72,10 @@ fn bench(rt: &Runtime, cfg: &Config, batch: i64, seq: i64, runs: usize) -> (Dura
     args.extend(params);
     let exe = rt.compile(&pp.program).unwrap();
     let inputs = rt.upload_group(&pp.program, &exe, "inputs", &args[..4]).unwrap();
-    let rng = rt.upload_group(&pp.program, &exe, "rng", &args[4..5]).unwrap();
     let params = rt.upload_group(&pp.program, &exe, "params", &args[5..]).unwrap();
     let prefill = timed(runs, || {
+        // The rng is donated to each run's results: a fresh one each time.
+        let rng = rt.upload_group(&pp.program, &exe, "rng", &args[4..5]).unwrap();
         let outs = rt.execute(&pp.program, &exe, &[("inputs", &inputs), ("rng", &rng), ("params", &params)]).unwrap();
         rt.download_group(&pp.program, &outs, "token").unwrap();
     });

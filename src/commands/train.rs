@@ -145,7 +145,11 @@ pub fn run(args: &[String]) -> Result<()> {
             step_time: dt,
             tokens: out.total_weights as u64,
             extra: {
-                let mut extra = vec![("learning/moe_lb_loss".into(), out.moe_lb_loss), ("learning/lm_loss".into(), out.loss - out.moe_lb_loss)];
+                let mut extra = vec![
+                    ("learning/moe_lb_loss".into(), out.moe_lb_loss),
+                    ("learning/lm_loss".into(), out.loss - out.moe_lb_loss),
+                    ("learning/moe_max_expert_load".into(), out.moe_max_expert_load),
+                ];
                 if matches!(cfg.compute.moe_strategy(), maxtext::config::MoeStrategy::Dropping { .. }) {
                     extra.push(("learning/moe_dropped_fraction".into(), out.moe_dropped_fraction));
                 }

@@ -212,8 +212,9 @@ pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs,
     forward_with_aux(cfg, pb, inputs, scan).0
 }
 
-/// As [`forward`], with the MoE router statistics ([`AUX`], f32 [2]) averaged over layers: the
-/// load-balancing loss (MaxText's `moe_lb_loss` before its weight) and the token copies dropped per layer.
+/// As [`forward`], with the MoE router statistics ([`AUX`], f32 [3]) averaged over layers: the
+/// load-balancing loss (MaxText's `moe_lb_loss` before its weight), the token copies dropped per layer and
+/// the busiest expert's load against a balanced one.
 pub fn forward_with_aux(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
     let (logits, aux, _) = run(cfg, pb, inputs, Pass::Forward, None, scan);
     (logits, aux)

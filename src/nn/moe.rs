@@ -10,7 +10,7 @@ use crate::config::{ModelConfig, MoeStrategy};
 use crate::ir::{DType, Tensor};
 
 /// The router statistics a layer returns, in order (f32 [2]).
-pub const AUX: [&str; 2] = ["load_balance_loss", "dropped_copies"];
+pub const AUX: [&str; 3] = ["load_balance_loss", "dropped_copies", "max_expert_load"];
 
 pub struct SparseMoe {
     router: Tensor,
@@ -140,8 +140,9 @@ impl SparseMoe {
         self.forward_with_aux(x).0
     }
 
-    /// As [`forward`](Self::forward), with this layer's router statistics [`AUX`] (f32 [2]): the
-    /// load-balancing loss (unweighted) and how many token copies were dropped over capacity.
+    /// As [`forward`](Self::forward), with this layer's router statistics [`AUX`] (f32 [3]): the
+    /// load-balancing loss (unweighted), how many token copies were dropped over capacity, and the busiest
+    /// expert's copies over a balanced share.
     pub fn forward_with_aux(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (w, idx, logits) = self.route_top_k(x);
         let (combine, counts) = Self::onto_experts(&w, &idx, logits.dim("exp"));
@@ -154,7 +155,10 @@ impl SparseMoe {
             MoeStrategy::Dropping { capacity_factor } => dropping(x, &idx, &w, &ew, capacity_factor),
             MoeStrategy::Dropless => (dropless(x, &idx, &w, &ew), none_dropped()),
         };
-        let aux = x.graph().concatenate(&[lb.reshape(&[1]), dropped.reshape(&[1])], 0);
+        // The busiest expert's share of the copies against a balanced share (1 = balanced).
+        let balanced = counts.sum_over(&["batch", "seq", "exp"]).mul_scalar(1.0 / logits.dim("exp") as f64);
+        let max_load = &counts.sum_over(&["batch", "seq"]).max_over(&["exp"]) / &balanced;
+        let aux = x.graph().concatenate(&[lb.reshape(&[1]), dropped.reshape(&[1]), max_load.reshape(&[1])], 0);
         let s0 = act(x.dot(&self.shared_wi_0, &["embed"]));
         let s1 = act(x.dot(&self.shared_wi_1, &["embed"]));
         let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]);

@@ -7,7 +7,8 @@
 //! (`inputs`, `inputs_position`, `inputs_segmentation`, `targets`, `targets_segmentation`, i32 [batch, seq]).
 //! Result groups: the five state groups again (each donated by its argument group), then `metrics`: loss,
 //! raw grad norm, clipped grad norm, learning rate, total weights (target tokens), weighted MoE
-//! load-balancing loss (part of the loss), fraction of routed token copies dropped over capacity.
+//! load-balancing loss (part of the loss), fraction of routed token copies dropped over capacity, the
+//! busiest expert's load against a balanced one (mean over layers and micro-batches).
 
 use super::forward::{matmul_precision, model_params};
 use super::layout::lay_out;
@@ -23,8 +24,8 @@ pub const BATCH_KEYS: [&str; 5] = ["inputs", "inputs_position", "inputs_segmenta
 /// The groups of the train state, in order; each is an argument group and the result group it is donated to.
 pub const STATE_GROUPS: [&str; 5] = ["step", "opt_count", "params", "mu", "nu"];
 /// How many values [`loss_function`] returns.
-pub const LOSS_OUTPUTS: usize = 4;
-pub const METRIC_NAMES: [&str; 7] = ["loss", "raw_grad_norm", "grad_norm", "learning_rate", "total_weights", "moe_lb_loss", "moe_dropped_fraction"];
+pub const LOSS_OUTPUTS: usize = 5;
+pub const METRIC_NAMES: [&str; 8] = ["loss", "raw_grad_norm", "grad_norm", "learning_rate", "total_weights", "moe_lb_loss", "moe_dropped_fraction", "moe_max_expert_load"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainProgramError {
@@ -42,7 +43,7 @@ pub struct TrainProgram {
 
 /// The loss of one (micro-)batch as a function: (batch…, params…) -> (Σ masked xent + z-loss + the
 /// weighted load-balancing loss × Σ mask, Σ mask, the weighted load-balancing loss, the token copies
-/// dropped per layer) — [`LOSS_OUTPUTS`] values; a gradient function appends the gradients after them.
+/// dropped per layer, the busiest expert's load against a balanced one) — [`LOSS_OUTPUTS`] values; a gradient function appends the gradients after them.
 /// Dividing the first by the second gives MaxText's loss: token mean + `load_balance_loss_weight` · mean
 /// over layers of the per-layer load-balancing loss.
 pub fn loss_function(cfg: &Config, batch: i64, seq: i64) -> (Func, Vec<ParamDecl>) {
@@ -60,6 +61,7 @@ fn loss_function_on(cfg: &Config, ctx: &ShardingContext, batch: i64, seq: i64) -
     let (logits, aux) = model::forward_with_aux(&cfg.model, &mut pb, &fwd, cfg.compute.scan_layers); // [batch, seq, vocab] f32
     let lb = aux.slice(&[0], &[1], &[1]).reshape(&[]);
     let dropped = aux.slice(&[1], &[2], &[1]).reshape(&[]);
+    let max_load = aux.slice(&[2], &[3], &[1]).reshape(&[]);
     let vocab = cfg.model.vocab_size as i64;
     let m = logits.max_over(&["vocab"]);
     let lse = &logits.zip_named(&m, |l, m| (l - m).exp()).sum_over(&["vocab"]).log() + &m;
@@ -78,7 +80,7 @@ fn loss_function_on(cfg: &Config, ctx: &ShardingContext, batch: i64, seq: i64) -
     if cfg.train.load_balance_loss_weight > 0.0 && cfg.model.num_experts > 1 {
         loss_sum = &loss_sum + &(&lb_term * &weights);
     }
-    (g.finish(&[loss_sum, weights, lb_term, dropped]), pb.decls)
+    (g.finish(&[loss_sum, weights, lb_term, dropped, max_load]), pb.decls)
 }
 
 /// Traces the train step for a global batch of `batch` rows of `seq` tokens.
@@ -105,13 +107,13 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
 
     // The loss function takes the batch first, then the params: differentiate with respect to the params.
     let wrt: Vec<usize> = (0..params.len()).map(|i| BATCH_KEYS.len() + i).collect();
-    let (loss_sum, weights, lb_sum, dropped, grads) = if accum == 1 {
+    let (loss_sum, weights, lb_sum, dropped, max_load, grads) = if accum == 1 {
         let mut args = batch_in.clone();
         args.extend(params.iter().cloned());
         let (res, grads) = grad_in(&g, &loss_fn, &args, &wrt);
-        (res[0].clone(), res[1].clone(), &res[2] * &res[1], res[3].clone(), grads)
+        (res[0].clone(), res[1].clone(), &res[2] * &res[1], res[3].clone(), res[4].clone(), grads)
     } else {
-        let mut init = vec![g.scalar(0.0, DType::F32), g.scalar(0.0, DType::F32), g.scalar(0.0, DType::F32), g.scalar(0.0, DType::F32)];
+        let mut init: Vec<Tensor> = (0..LOSS_OUTPUTS).map(|_| g.scalar(0.0, DType::F32)).collect();
         init.extend(params.iter().map(|p| g.zeros(DType::F32, p.dims())));
         let out = g.fori_loop(0, accum, &init, |bg, k, c| {
             let start = k * &bg.full(micro as f64, DType::S32, &[]);
@@ -119,11 +121,12 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
             let mut args: Vec<Tensor> = batch_in.iter().map(|b| b.dynamic_slice(&[start.clone(), zero.clone()], &[micro, seq])).collect();
             args.extend(params.iter().cloned());
             let (res, grads) = grad_in(bg, &loss_fn, &args, &wrt);
-            let mut next = vec![&c[0] + &res[0], &c[1] + &res[1], &c[2] + &(&res[2] * &res[1]), &c[3] + &res[3]];
-            next.extend(grads.iter().zip(&c[4..]).map(|(gr, acc)| acc + &gr.convert(DType::F32)));
+            let mut next = vec![&c[0] + &res[0], &c[1] + &res[1], &c[2] + &(&res[2] * &res[1]), &c[3] + &res[3], &c[4] + &res[4]];
+            next.extend(grads.iter().zip(&c[LOSS_OUTPUTS..]).map(|(gr, acc)| acc + &gr.convert(DType::F32)));
             next
         });
-        (out[0].clone(), out[1].clone(), out[2].clone(), out[3].clone(), out[4..].iter().zip(&params).map(|(gr, p)| gr.convert(p.dtype())).collect())
+        let grads = out[LOSS_OUTPUTS..].iter().zip(&params).map(|(gr, p)| gr.convert(p.dtype())).collect();
+        (out[0].clone(), out[1].clone(), out[2].clone(), out[3].clone(), out[4].mul_scalar(1.0 / accum as f64), grads)
     };
     // MaxText: loss = Σ xent / (Σ mask + 1e-8); the gradient of the mean is the summed gradient over that.
     let denom = weights.add_scalar(1e-8);
@@ -146,7 +149,7 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
         ("params", new_params),
         ("mu", new_slots.iter().map(|s| s.mu.clone()).collect()),
         ("nu", new_slots.iter().map(|s| s.nu.clone()).collect()),
-        ("metrics", vec![loss, raw_norm, norm, lr, weights, lb_loss, dropped_fraction]),
+        ("metrics", vec![loss, raw_norm, norm, lr, weights, lb_loss, dropped_fraction, max_load]),
     ];
     let mut program = Program::new("train_step", g.finish_groups(&groups));
     program.matmul_precision = matmul_precision(cfg);

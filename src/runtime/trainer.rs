@@ -25,6 +25,8 @@ pub struct StepOutput {
     pub moe_lb_loss: f64,
     /// The fraction of routed token copies dropped over capacity (token dropping; 0 otherwise).
     pub moe_dropped_fraction: f64,
+    /// The busiest expert's routed copies against a balanced share (1 = balanced), mean over layers.
+    pub moe_max_expert_load: f64,
 }
 
 pub struct Trainer<'r> {
@@ -157,7 +159,7 @@ impl<'r> Trainer<'r> {
         args.push(("batch", &batch));
         let mut outs = self.rt.execute(p, &self.exe, &args)?;
         let m: Vec<f64> = self.rt.download_group(p, &outs, "metrics")?.iter().map(|t| t.to_f64()[0]).collect();
-        let out = StepOutput { loss: m[0], raw_grad_norm: m[1], grad_norm: m[2], learning_rate: m[3], total_weights: m[4], moe_lb_loss: m[5], moe_dropped_fraction: m[6] };
+        let out = StepOutput { loss: m[0], raw_grad_norm: m[1], grad_norm: m[2], learning_rate: m[3], total_weights: m[4], moe_lb_loss: m[5], moe_dropped_fraction: m[6], moe_max_expert_load: m[7] };
         self.state = STATE_GROUPS.iter().flat_map(|g| outs.take(g)).collect();
         Ok(out)
     }
