@@ -48,9 +48,9 @@ fn vm_hwm_mb() -> f64 {
 fn child(mode: &str, items: &Path) {
     let cfg = config();
     let decls = maxtext::program::param_decls(&cfg);
-    let mesh = maxtext::sharding::device_mesh(&cfg).unwrap();
-    let rules = maxtext::sharding::LogicalAxisRules::from_config(&cfg);
-    let shardings = maxtext::program::param_shardings(&decls, &rules, &mesh);
+    let ctx = maxtext::sharding::sharding_context(&cfg).unwrap();
+    let shardings = maxtext::program::param_shardings(&decls, &ctx);
+    let mesh = ctx.mesh;
     let client = open_client(Hardware::Cpu, None, Some(8)).unwrap();
     let devices = client.addressable_devices();
     let start_mb = vm_hwm_mb();
