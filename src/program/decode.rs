@@ -2,6 +2,7 @@
 //! - `prefill`: arguments `inputs` (tokens, positions, segment_ids [batch, bucket], lengths [batch]), `rng`,
 //!   `params`;
 //! - `decode_step`: arguments `inputs` (tokens, positions [batch, 1]), `rng`, `cache`, `params`.
+//!
 //! Both return `token` (next token [batch]), `logits` (at each row's last token [batch, vocab]), `rng` and
 //! `cache` (kv_k, kv_v, conv, rec); decode_step donates its `rng` and `cache`, so the caches are updated in
 //! place. `params` are sharded alike in both, so one upload serves both; caches are sharded by MaxText's

@@ -14,6 +14,7 @@
 //!   row). Arguments `inputs` (tokens, positions [rows, 1]), `cache`, `params`; results `logprobs`
 //!   (top_id [rows], top_logprob [rows], logprobs [rows, vocab]) and `cache`. The host downloads the
 //!   [rows, vocab] log-probabilities only when a row samples or asks for top-n log-probabilities.
+//!
 //! Both donate `cache` and shard it, and the parameters, as the decode programs do.
 
 use super::decode::{shard_cache, DecodeProgram};
