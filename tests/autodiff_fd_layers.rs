@@ -272,7 +272,7 @@ fn sparse_moe() {
     // the smaller step.
     for dt in [F64, F32] {
         layer_check(&format!("moe_{:?}", dt.0), dt, &[], 1e-2, |cfg, pb| SparseMoe::new(&cfg.model, pb), |l, x, _| {
-            let (_, logits, _) = l.route(x);
+            let (_, _, logits) = l.route_top_k(x);
             (l.forward(x), Some(logits.top_k(2).1))
         });
     }

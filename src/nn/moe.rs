@@ -71,19 +71,11 @@ impl SparseMoe {
         })
     }
 
-    /// Router: top-k of the raw logits. With `norm_topk_prob` the weights are the softmax over the k (f32)
-    /// — equal to HF's renormalised top-k probabilities; without it they are the top-k entries of the
-    /// softmax over all experts (HF's semantics; MaxText has no such path). Returns the dense combine
-    /// weights [batch, seq, exp] (zero for unselected experts), the router logits, and how many of each
-    /// token's k choices went to each expert ([batch, seq, exp], f32 0/1).
-    pub fn route(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let (w, idx, logits) = self.route_top_k(x);
-        let (combine, counts) = Self::onto_experts(&w, &idx, logits.dim("exp"));
-        (combine, logits, counts)
-    }
-
-    /// The router's choices: combine weights [batch, seq, k] (dtype of `x`), expert ids [batch, seq, k]
-    /// (s32, best first) and the router logits [batch, seq, exp].
+    /// The router's choices: top-k of the raw logits. With `norm_topk_prob` the weights are the softmax
+    /// over the k (f32) — equal to HF's renormalised top-k probabilities; without it they are the top-k
+    /// entries of the softmax over all experts (HF's semantics; MaxText has no such path). Returns the
+    /// combine weights [batch, seq, k] (dtype of `x`), expert ids [batch, seq, k] (s32, best first) and the
+    /// router logits [batch, seq, exp].
     pub fn route_top_k(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let dtype = x.dtype();
         let logits = x.dot(&self.router, &["embed"]); // [batch, seq, exp]

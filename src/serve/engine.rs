@@ -236,6 +236,22 @@ fn compile_once(
     Ok(())
 }
 
+/// Runs `program` on `inputs`, the donated decode state `cache` and `params`; `cache` becomes the program's
+/// new state (or, when the execution fails, is put back: the caller resets it).
+fn run_on_cache(rt: &Runtime, program: &Program, exe: &LoadedExecutable, inputs: &[DeviceArray], cache: &mut Vec<DeviceArray>, params: &[DeviceArray]) -> Res<crate::runtime::Outputs> {
+    let state = std::mem::take(cache);
+    match rt.execute(program, exe, &[("inputs", inputs), ("cache", &state), ("params", params)]) {
+        Ok(mut outs) => {
+            *cache = outs.take("cache");
+            Ok(outs)
+        }
+        Err(e) => {
+            *cache = state;
+            Err(e.into())
+        }
+    }
+}
+
 /// A sequence in a row of the decode batch.
 struct Active {
     req: SeqRequest,
@@ -483,18 +499,7 @@ impl Worker {
         ];
         let (p, exe) = &self.inserts[&bucket];
         let inputs = self.rt.upload_group(&p.program, exe, "inputs", &host)?;
-        let state = std::mem::take(&mut self.state);
-        let result = self.rt.execute(&p.program, exe, &[("inputs", &inputs), ("cache", &state), ("params", &self.params)]);
-        let mut outs = match result {
-            Ok(o) => o,
-            Err(e) => {
-                // A failed execution may have consumed the donated state: start it afresh.
-                self.state = state;
-                return Err(e.into());
-            }
-        };
-        drop(state);
-        self.state = outs.take("cache");
+        let outs = run_on_cache(&self.rt, &p.program, exe, &inputs, &mut self.state, &self.params)?;
         let lp = self.rt.download_group(&p.program, &outs, "logprobs")?;
         Ok((lp[0].to_f32(), lp[1].to_f32(), lp[2].to_i64(), lp[3].to_f32()))
     }
@@ -528,20 +533,11 @@ impl Worker {
         let (step, exe) = &self.steps[&s];
         let dp = &step.program;
         let inputs = self.rt.upload_group(dp, exe, "inputs", &[HostTensor::from_i32(&toks, &[s as i64, 1]), HostTensor::from_i32(&poss, &[s as i64, 1])])?;
-        let state = std::mem::take(&mut self.state);
-        let result = self.rt.execute(dp, exe, &[("inputs", &inputs), ("cache", &state), ("params", &self.params)]);
-        let mut outs = match result {
-            Ok(o) => o,
-            Err(e) => {
-                self.state = state;
-                return Err(e.into());
-            }
-        };
-        drop(state);
-        self.state = outs.take("cache");
-        let lp = dp.results("logprobs").zip(outs.get("logprobs")).take(2).map(|(r, a)| self.rt.download(dp, r, a)).collect::<Result<Vec<_>, _>>()?;
-        let (top_id, top_lp) = (lp[0].to_i64(), lp[1].to_f32());
-        let full = if need_full { Some(self.rt.download(dp, dp.results("logprobs").nth(2).expect("decode_slots returns 3 logprobs"), &outs.get("logprobs")[2])?.to_f32()) } else { None };
+        let outs = run_on_cache(&self.rt, dp, exe, &inputs, &mut self.state, &self.params)?;
+        // (top_id, top_logprob, logprobs): the [rows, vocab] logprobs come down only when needed.
+        let (results, arrays): (Vec<usize>, _) = (dp.results("logprobs").collect(), outs.get("logprobs"));
+        let (top_id, top_lp) = (self.rt.download(dp, results[0], &arrays[0])?.to_i64(), self.rt.download(dp, results[1], &arrays[1])?.to_f32());
+        let full = if need_full { Some(self.rt.download(dp, results[2], &arrays[2])?.to_f32()) } else { None };
         let v = self.vocab;
         for r in 0..s {
             let Some(mut a) = self.rows[r].take() else { continue };
