@@ -23,7 +23,7 @@ pub struct DecodeProgram {
     pub decls: Vec<ParamDecl>,
 }
 
-pub(super) fn rng_type() -> TensorType {
+fn rng_type() -> TensorType {
     TensorType::new(DType::U64, &[2])
 }
 
