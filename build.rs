@@ -24,6 +24,8 @@ fn compile_protos() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     prost_build::Config::new()
         .out_dir(&out)
+        // Ordered maps: the encoded compile options key the compile caches, so they must be deterministic.
+        .btree_map(["."])
         .compile_fds(fds)
         .expect("prost-build: generating Rust from proto/*.proto");
 }

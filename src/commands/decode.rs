@@ -4,7 +4,7 @@
 
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
-use maxtext::config::Config;
+use maxtext::config::{Config, TokenizerType};
 use maxtext::data::{TextStream, Tokenizer};
 use maxtext::runtime::Generator;
 use std::io::Write;
@@ -16,6 +16,12 @@ const SHIPPED_QWEN3: &str = "assets/tokenizers/qwen3-tokenizer";
 /// `tokenizer_path` when it is a local path; else the shipped Qwen3 tokenizer for Qwen3-Next models (the
 /// default path is a hub id, and there is no network to fetch it).
 pub(crate) fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
+    if cfg.data.tokenizer_type != TokenizerType::HuggingFace {
+        bail!(
+            "tokenizer_type={} is not built: set tokenizer_type=huggingface (a tokenizer.json, as MaxText's Qwen3-Next commands do)",
+            cfg.data.tokenizer_type
+        );
+    }
     let given = cfg.data.tokenizer_path.clone().unwrap_or_default();
     let local = PathBuf::from(&given);
     let path = if !given.is_empty() && local.exists() {
@@ -83,7 +89,10 @@ pub fn run(args: &[String]) -> Result<()> {
             print!("{}", t.decode(&rows[0])?);
         }
     }
-    let out = gen.generate(&rows, usize::MAX, &eos, false, |step| {
+    // `return_log_prob`: the logits of every step come back so that each token's log-probability (log-softmax
+    // of the raw logits at the chosen id, as MaxText's engine reports it) can be given.
+    let want_log_probs = cfg.decode.return_log_prob;
+    let out = gen.generate(&rows, usize::MAX, &eos, want_log_probs, |step| {
         if !streaming {
             return;
         }
@@ -105,6 +114,11 @@ pub fn run(args: &[String]) -> Result<()> {
             print!("{}", text_stream.finish(t).unwrap_or_default());
         }
     }
+    let log_probs: Vec<Vec<f64>> = if want_log_probs {
+        out.generated.iter().zip(&out.logits).map(|(g, ls)| g.iter().zip(ls).map(|(&t, l)| log_prob_of(l, t)).collect()).collect()
+    } else {
+        Vec::new()
+    };
     if stream {
         println!();
     } else {
@@ -114,6 +128,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 None => println!("[{r}] {:?} -> {:?}", rows[r], g),
             }
         }
+    }
+    for (r, lp) in log_probs.iter().enumerate().take(prompts.len()) {
+        println!("[{r}] log_probs: {}", lp.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(" "));
     }
     let new_tokens: usize = out.generated.iter().map(|g| g.len()).sum();
     let decode_s = out.decode_time.as_secs_f64();
@@ -142,9 +159,19 @@ pub fn run(args: &[String]) -> Result<()> {
                 Some(t) => t.decode(g)?,
                 None => String::new(),
             };
-            let line = serde_json::json!({"prompt_tokens": rows[r], "generated_tokens": g, "text": text});
+            let mut line = serde_json::json!({"prompt_tokens": rows[r], "generated_tokens": g, "text": text});
+            if let Some(lp) = log_probs.get(r) {
+                line["log_probs"] = serde_json::json!(lp);
+            }
             writeln!(f, "{line}")?;
         }
     }
     Ok(())
+}
+
+/// log softmax(logits)[token], in f64.
+fn log_prob_of(logits: &[f32], token: i64) -> f64 {
+    let m = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let lse = m + logits.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    logits.get(token as usize).map_or(f64::NAN, |&v| v as f64 - lse)
 }

@@ -4,9 +4,10 @@
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::hf;
 use maxtext::checkpoint::params::ModelCheckpoint;
-use maxtext::config::{Config, DeviceSource, Origin};
+use maxtext::compile::DiskCache;
+use maxtext::config::{value_to_inline, Config, DecoderBlock, DeviceSource, Origin};
 use maxtext::nn::ParamDecl;
-use maxtext::pjrt::{self, open_client, Client};
+use maxtext::pjrt::{self, open_client, parse_xla_flags, Client};
 use maxtext::pjrt::Buffer;
 use maxtext::runtime::Runtime;
 use maxtext::serve::Engine;
@@ -35,7 +36,23 @@ fn value_of<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
 pub fn load_config(args: &[String]) -> Result<Config> {
     let (base, overrides) = config_args(args)?;
     let cfg = Config::load(&base, &overrides)?;
-    sync_scan_layers(cfg, &base, overrides)
+    let cfg = sync_scan_layers(cfg, &base, overrides)?;
+    if cfg.model.decoder_block != DecoderBlock::Qwen3Next {
+        bail!(
+            "decoder_block={} is not built: maxtext-rs builds the Qwen3-Next decoder (decoder_block=qwen3_next); \
+             pick a model with model_name=qwen3-next-80b-a3b or qwen3-next-tiny, or set hf_model_path=DIR",
+            cfg.model.decoder_block
+        );
+    }
+    if cfg.run.log_config {
+        // MaxText's pyconfig logs every key at start (`log_config: true` is its default).
+        let mut lines = String::new();
+        for (key, value, _) in cfg.raw().iter() {
+            lines.push_str(&format!("Config param {key}: {}\n", value_to_inline(value)));
+        }
+        eprint!("{lines}");
+    }
+    Ok(cfg)
 }
 
 /// The base yml and the overrides [`load_config`] merges (with the HF `config.json` keys in front).
@@ -93,7 +110,9 @@ pub fn open_runtime(cfg: Config) -> Result<(Runtime, Config)> {
     } else {
         cfg
     };
-    Ok((Runtime::new(client), cfg))
+    let disk = cfg.run.jax_cache_dir.as_deref().map(DiskCache::new);
+    let xla_flags = parse_xla_flags(&cfg.run.compile_xla_flags)?;
+    Ok((Runtime::with_compile_settings(client, disk, xla_flags), cfg))
 }
 
 /// `devices=8 mesh fsdp=2 tensor=2 expert=2` (size-1 axes left out) for the commands' summaries.

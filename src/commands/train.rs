@@ -163,6 +163,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     wait(&mut pending)?;
     metrics.close()?;
+    eprintln!("{}", rt.cache().summary());
     Ok(())
 }
 

@@ -1,5 +1,10 @@
 //! Executable cache: PJRT plugins do not cache compilations, and compiling costs 0.1-0.5 s even for
-//! small modules, so executables are reused by (module hash, encoded compile options, client).
+//! small modules, so executables are reused by (module hash, encoded compile options, client) — in
+//! memory, and across runs through [`DiskCache`] when `jax_cache_dir` is set.
+
+mod disk;
+
+pub use disk::DiskCache;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,11 +47,18 @@ pub struct ExecutableCache {
     map: Mutex<HashMap<CacheKey, Arc<LoadedExecutable>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    disk: Option<DiskCache>,
+    disk_hits: AtomicU64,
 }
 
 impl ExecutableCache {
     pub fn new() -> ExecutableCache {
         ExecutableCache::default()
+    }
+
+    /// A cache that also keeps executables in `disk` across runs.
+    pub fn with_disk(disk: Option<DiskCache>) -> ExecutableCache {
+        ExecutableCache { disk, ..ExecutableCache::default() }
     }
 
     /// The executable for (`mlir`, `options`) on `client`, compiling it on a miss. Concurrent misses on
@@ -59,6 +71,11 @@ impl ExecutableCache {
             return Ok(exe.clone());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        if let Some(exe) = self.disk.as_ref().and_then(|d| d.load(client, &key)) {
+            self.disk_hits.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(module = %key.short_hash(), "loaded from the persistent compile cache");
+            return Ok(self.lock().entry(key).or_insert(Arc::new(exe)).clone());
+        }
         let exe = {
             let span = tracing::info_span!(
                 "compile",
@@ -70,7 +87,11 @@ impl ExecutableCache {
             let _entered = span.enter();
             let start = Instant::now();
             let exe = client.compile_mlir(mlir, options)?;
-            tracing::info!(ms = start.elapsed().as_secs_f64() * 1e3, "compiled");
+            let took = start.elapsed();
+            tracing::info!(ms = took.as_secs_f64() * 1e3, "compiled");
+            if let Some(d) = &self.disk {
+                d.store(client, &key, &exe, took);
+            }
             Arc::new(exe)
         };
         Ok(self.lock().entry(key).or_insert(exe).clone())
@@ -86,6 +107,24 @@ impl ExecutableCache {
 
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
+    }
+
+    /// Programs compiled by this process (misses not served by the persistent cache).
+    pub fn compiled(&self) -> u64 {
+        self.misses() - self.disk_hits()
+    }
+
+    /// Programs loaded from the persistent cache.
+    pub fn disk_hits(&self) -> u64 {
+        self.disk_hits.load(Ordering::Relaxed)
+    }
+
+    /// `compiled 3 programs, loaded 0 from jax_cache_dir /x` — what the commands print at the end.
+    pub fn summary(&self) -> String {
+        match &self.disk {
+            Some(d) => format!("compiled {} programs, loaded {} from jax_cache_dir {}", self.compiled(), self.disk_hits(), d.dir().display()),
+            None => format!("compiled {} programs (jax_cache_dir is off)", self.compiled()),
+        }
     }
 
     /// Number of cached executables.
@@ -109,6 +148,7 @@ impl std::fmt::Debug for ExecutableCache {
             .field("entries", &self.len())
             .field("hits", &self.hits())
             .field("misses", &self.misses())
+            .field("disk_hits", &self.disk_hits())
             .finish()
     }
 }

@@ -82,6 +82,11 @@ pub enum ConfigError {
     #[error(transparent)]
     Mesh(#[from] super::parallelism::MeshError),
 
+    /// A value this program does not build (see `config::keys`).
+    #[error("`{key}={value}` ({origin}) is not supported by maxtext-rs: {note}; supported: {supported} \
+             (see the README's table of config keys)")]
+    NotBuilt { key: String, value: String, supported: String, note: String, origin: Origin },
+
     /// A cross-key constraint failed; the message names the keys and their values.
     #[error("invalid config: {0}")]
     Invalid(String),

@@ -15,6 +15,7 @@
 //!    batch sizes, checkpoint dirs, ...), cross-key validation. The merged map stays available as [`Config::raw`].
 
 mod error;
+pub mod keys;
 mod model;
 mod parallelism;
 mod raw;
@@ -136,6 +137,7 @@ impl Config {
 
     /// Types a merged map: enums, derived values and validation.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        keys::check_supported(&raw, &parse_defaults())?;
         let run = RunConfig::from_raw(&raw)?;
         let compute = ComputeConfig::from_raw(&raw)?;
         let model = ModelConfig::from_raw(&raw)?;

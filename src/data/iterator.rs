@@ -37,7 +37,7 @@ use super::shuffle::{epoch_order, host_share};
 use super::source::{Corpus, Doc, FileFormat};
 use super::synthetic::synthetic_batch;
 use super::tokenizer::Tokenizer;
-use crate::config::{Config, DatasetType};
+use crate::config::{Config, DatasetType, TokenizerType};
 
 /// Batches prefetched ahead of the train step.
 const PREFETCH: usize = 2;
@@ -74,6 +74,7 @@ struct Settings {
     add_bos: bool,
     add_eos: bool,
     tokenizer_path: Option<String>,
+    tokenizer_type: TokenizerType,
 }
 
 /// Yields [`Batch`]es for one host; see the module docs.
@@ -170,7 +171,7 @@ impl DataIterator {
                 };
                 // Text data: load the tokenizer now so that a bad tokenizer_path fails here, not in the thread.
                 let tokenizer = match corpus.get(0)? {
-                    Doc::Text(_) if settings.tokenize => Some(load_tokenizer(settings.tokenizer_path.as_deref())?),
+                    Doc::Text(_) if settings.tokenize => Some(load_tokenizer(&settings)?),
                     Doc::Text(_) => {
                         let (path, record) = corpus.locate(0);
                         return Err(DataError::TextNotTokenized { path, record, column: settings.column.clone() });
@@ -312,13 +313,18 @@ fn settings(cfg: &Config, rows: usize, process_index: usize, process_count: usiz
         add_bos: d.add_bos,
         add_eos: d.add_eos,
         tokenizer_path: d.tokenizer_path.clone(),
+        tokenizer_type: d.tokenizer_type,
     })
 }
 
 /// `tokenizer_path` as a local directory or tokenizer.json; a Qwen3 hub id (the default for Qwen3-Next)
-/// or no path falls back to the shipped Qwen3 tokenizer, as `maxtext decode` does.
-fn load_tokenizer(path: Option<&str>) -> Result<Tokenizer, DataError> {
-    let given = path.unwrap_or("");
+/// or no path falls back to the shipped Qwen3 tokenizer, as `maxtext decode` does. Only
+/// `tokenizer_type=huggingface` is built (MaxText's Qwen3-Next commands set it).
+fn load_tokenizer(s: &Settings) -> Result<Tokenizer, DataError> {
+    if s.tokenizer_type != TokenizerType::HuggingFace {
+        return Err(DataError::TokenizerType(s.tokenizer_type.to_string()));
+    }
+    let given = s.tokenizer_path.as_deref().unwrap_or("");
     let local = PathBuf::from(given);
     let chosen = if !given.is_empty() && local.exists() {
         local
@@ -474,7 +480,7 @@ impl Producer {
                     return Err(DataError::TextNotTokenized { path, record, column: self.s.column.clone() });
                 }
                 if self.tokenizer.is_none() {
-                    self.tokenizer = Some(load_tokenizer(self.s.tokenizer_path.as_deref())?);
+                    self.tokenizer = Some(load_tokenizer(&self.s)?);
                 }
                 let tok = self.tokenizer.as_ref().unwrap();
                 let map = |source| DataError::Tokenizer { path: self.s.tokenizer_path.clone().unwrap_or_default(), source };

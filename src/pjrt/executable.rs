@@ -96,9 +96,29 @@ impl Client {
         args.compile_options = options.as_ptr() as *const _;
         args.compile_options_size = options.len();
         call!(plugin, PJRT_Client_Compile, &mut args)?;
+        self.wrap_loaded(args.executable)
+    }
+
+    /// Loads an executable [`LoadedExecutable::serialize`] wrote, compiled by this plugin version for
+    /// this client's devices (the persistent compile cache's read side).
+    pub fn deserialize_executable(&self, bytes: &[u8]) -> Result<LoadedExecutable> {
+        let mut args = sys::PJRT_Executable_DeserializeAndLoad_Args {
+            struct_size: sys::PJRT_Executable_DeserializeAndLoad_Args_STRUCT_SIZE as usize,
+            ..Default::default()
+        };
+        args.client = self.inner().raw;
+        args.serialized_executable = bytes.as_ptr() as *const _;
+        args.serialized_executable_size = bytes.len();
+        call!(self.plugin(), PJRT_Executable_DeserializeAndLoad, &mut args)?;
+        self.wrap_loaded(args.loaded_executable)
+    }
+
+    /// Takes ownership of a loaded executable the plugin returned: its output count and devices.
+    fn wrap_loaded(&self, raw: *mut sys::PJRT_LoadedExecutable) -> Result<LoadedExecutable> {
+        let plugin = self.plugin();
         let mut exe = LoadedExecutable {
             client: self.inner().clone(),
-            raw: args.executable,
+            raw,
             num_outputs: 0,
             devices: Vec::new(),
             params: OnceLock::new(),
@@ -350,6 +370,21 @@ impl LoadedExecutable {
     fn parameter_signature(&self) -> Option<Vec<ParamSig>> {
         let (format, code) = self.optimized_program().ok()?;
         hlo_text::entry_signature(&format, &code)
+    }
+
+    /// The plugin's serialized form of the compiled executable (for the persistent compile cache).
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        let e = self.executable()?;
+        let mut a = sys::PJRT_Executable_Serialize_Args::new();
+        a.executable = e.raw;
+        call!(&self.client.plugin, PJRT_Executable_Serialize, &mut a)?;
+        // SAFETY: `serialized_bytes` stays valid until the deleter runs on `serialized_executable`.
+        let bytes = unsafe { std::slice::from_raw_parts(a.serialized_bytes as *const u8, a.serialized_bytes_size) }.to_vec();
+        if let Some(deleter) = a.serialized_executable_deleter {
+            // SAFETY: the plugin's own deleter for the object it returned, called once.
+            unsafe { deleter(a.serialized_executable) };
+        }
+        Ok(bytes)
     }
 
     /// Compiled memory statistics (per device).

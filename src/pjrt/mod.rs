@@ -32,7 +32,7 @@ pub use discovery::{cpu_plugin_cache_dir, locate_plugin, python_site_dirs, Hardw
 pub use error::{Error, ErrorCode, Result};
 pub use event::Event;
 pub use executable::{LoadedExecutable, MemoryStats};
-pub use options::CompileOptions;
+pub use options::{parse_xla_flags, CompileOptions};
 pub use plugin::{ApiVersion, Plugin, Value};
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub struct CompileOptions {
     /// Device ids, row-major `[replica][partition]` (`num_replicas * num_partitions` entries), like the
     /// `(replicas, partitions)` array jax takes. None lets the client choose.
     pub device_assignment: Option<Vec<i64>>,
+    /// XLA debug options by name (`xla_cpu_enable_fast_math`, ...) with their values as text, passed as
+    /// the proto's `env_option_overrides` (how JAX passes `compiler_options`); typed when encoded.
+    pub xla_flags: Vec<(String, String)>,
 }
 
 impl Default for CompileOptions {
@@ -39,6 +42,7 @@ impl CompileOptions {
             use_spmd_partitioning: false,
             use_shardy_partitioner: false,
             device_assignment: None,
+            xla_flags: Vec::new(),
         }
     }
 
@@ -50,6 +54,7 @@ impl CompileOptions {
             use_spmd_partitioning: true,
             use_shardy_partitioner: true,
             device_assignment: None,
+            xla_flags: Vec::new(),
         }
     }
 
@@ -117,7 +122,7 @@ impl CompileOptions {
                 device_assignment,
                 use_shardy_partitioner: self.use_shardy_partitioner,
             }),
-            env_option_overrides: Default::default(),
+            env_option_overrides: self.xla_flags.iter().map(|(k, v)| (k.clone(), typed_override(v))).collect(),
         })
     }
 
@@ -125,6 +130,40 @@ impl CompileOptions {
     pub fn encode(&self) -> Result<Vec<u8>> {
         Ok(self.to_proto()?.encode_to_vec())
     }
+}
+
+/// A flag value as XLA's option override wants it: bool, integer, float, else text (XLA checks the
+/// type against the named debug option and refuses a mismatch).
+fn typed_override(text: &str) -> proto::OptionOverrideProto {
+    use proto::option_override_proto::Value;
+    let value = match text.trim() {
+        "true" | "True" => Value::BoolField(true),
+        "false" | "False" => Value::BoolField(false),
+        t => match (t.parse::<i64>(), t.parse::<f64>()) {
+            (Ok(i), _) => Value::IntField(i),
+            (_, Ok(f)) => Value::DoubleField(f),
+            _ => Value::StringField(t.to_string()),
+        },
+    };
+    proto::OptionOverrideProto { value: Some(value) }
+}
+
+/// `compile_xla_flags` text (`--xla_a=1 --xla_b=true`, spaces or commas between flags) as
+/// (name, value) pairs; a flag without `=` is `true`. Names must be XLA debug options (`xla_*`).
+pub fn parse_xla_flags(text: &str) -> Result<Vec<(String, String)>> {
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|f| !f.is_empty())
+        .map(|flag| {
+            let body = flag.trim_start_matches('-');
+            let (name, value) = body.split_once('=').unwrap_or((body, "true"));
+            if !name.starts_with("xla_") {
+                return Err(Error::invalid(format!(
+                    "compile_xla_flags: `{flag}` is not an XLA flag (expected --xla_<name>=<value>)"
+                )));
+            }
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! (tests, tools).
 
 use super::HostTensor;
-use crate::compile::ExecutableCache;
+use crate::compile::{DiskCache, ExecutableCache};
 use crate::emit::emit_program;
 use crate::ir::{Group, Mesh, Program, Sharding, TensorType};
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable};
@@ -57,11 +57,18 @@ impl Outputs {
 pub struct Runtime {
     client: Client,
     cache: ExecutableCache,
+    /// `compile_xla_flags`, parsed: added to every compilation's options.
+    xla_flags: Vec<(String, String)>,
 }
 
 impl Runtime {
     pub fn new(client: Client) -> Runtime {
-        Runtime { client, cache: ExecutableCache::new() }
+        Runtime { client, cache: ExecutableCache::new(), xla_flags: Vec::new() }
+    }
+
+    /// A runtime whose compilations carry `xla_flags` and persist in `disk` (`jax_cache_dir`).
+    pub fn with_compile_settings(client: Client, disk: Option<DiskCache>, xla_flags: Vec<(String, String)>) -> Runtime {
+        Runtime { client, cache: ExecutableCache::with_disk(disk), xla_flags }
     }
 
     pub fn client(&self) -> &Client {
@@ -97,7 +104,9 @@ impl Runtime {
             let _span = tracing::info_span!("emit", program = %program.name).entered();
             emit_program(program)
         };
-        Ok(self.cache.get_or_compile(&self.client, &text, &Self::compile_options(program))?)
+        let mut options = Self::compile_options(program);
+        options.xla_flags = self.xla_flags.clone();
+        Ok(self.cache.get_or_compile(&self.client, &text, &options)?)
     }
 
     /// Uploads one host array as the per-device shards of argument `arg` of `program` (checked against the

@@ -63,7 +63,8 @@ pub fn config_overrides(json: &Value) -> Result<Vec<String>> {
     let (theta, partial) = rope(&c)?;
     let moe = c.uint("moe_intermediate_size")?;
 
-    let mut o = vec!["decoder_block=qwen3_next".to_string()];
+    // An HF checkpoint's tokenizer is a HuggingFace tokenizer.json.
+    let mut o = vec!["decoder_block=qwen3_next".to_string(), "tokenizer_type=huggingface".to_string()];
     let mut set = |k: &str, v: String| o.push(format!("{k}={v}"));
     set("base_emb_dim", c.uint("hidden_size")?.to_string());
     set("base_num_decoder_layers", layers.to_string());

@@ -1,0 +1,95 @@
+//! The persistent compile cache (`jax_cache_dir`): serialized executables on disk, so that a second run
+//! of the same command loads its programs instead of compiling them — what JAX's persistent compilation
+//! cache does for MaxText.
+//!
+//! One file per executable, named by the sha256 of everything that decides the compiled code: the module
+//! text, the encoded compile options (devices, partitioning, XLA flags), the plugin (path, platform name
+//! and version) and the client's device count. Files are written to a temporary name and renamed, so a
+//! crash never leaves a partial entry under a real name; an entry that fails to load is reported,
+//! removed and recompiled. Like JAX (`jax_persistent_cache_min_compile_time_secs`, default 1 s, read from
+//! the `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` environment variable as JAX reads it), only
+//! compilations that took at least that long are stored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::CacheKey;
+use crate::pjrt::{Client, LoadedExecutable};
+
+/// JAX's default `jax_persistent_cache_min_compile_time_secs`.
+const DEFAULT_MIN_COMPILE_SECS: f64 = 1.0;
+
+/// A directory of serialized executables.
+#[derive(Clone, Debug)]
+pub struct DiskCache {
+    dir: PathBuf,
+    min_compile_time: Duration,
+}
+
+impl DiskCache {
+    /// The cache in `dir` (created on the first store).
+    pub fn new(dir: &Path) -> DiskCache {
+        let secs = std::env::var("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(DEFAULT_MIN_COMPILE_SECS);
+        DiskCache { dir: dir.to_path_buf(), min_compile_time: Duration::from_secs_f64(secs) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry's file: `<dir>/maxtext-rs-<sha256>.pjrt`.
+    fn path(&self, client: &Client, key: &CacheKey) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(b"maxtext-rs persistent compile cache v1\0");
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(key.module_sha256);
+        h.update((key.options.len() as u64).to_le_bytes());
+        h.update(&key.options);
+        let plugin = client.plugin();
+        for part in [plugin.path().to_string_lossy().as_bytes(), client.platform_name().as_bytes(), client.platform_version().as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update((client.addressable_devices().len() as u64).to_le_bytes());
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("maxtext-rs-{hex}.pjrt"))
+    }
+
+    /// The stored executable for `key`, if there is one that loads.
+    pub fn load(&self, client: &Client, key: &CacheKey) -> Option<LoadedExecutable> {
+        let path = self.path(client, key);
+        let bytes = std::fs::read(&path).ok()?;
+        match client.deserialize_executable(&bytes) {
+            Ok(exe) => Some(exe),
+            Err(e) => {
+                eprintln!("jax_cache_dir: dropping unreadable entry {} ({e}); compiling again", path.display());
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Stores `exe` if its compilation took at least the minimum; failures only warn (the run goes on).
+    pub fn store(&self, client: &Client, key: &CacheKey, exe: &LoadedExecutable, compile_time: Duration) {
+        if compile_time < self.min_compile_time {
+            return;
+        }
+        let path = self.path(client, key);
+        let result = (|| -> std::io::Result<()> {
+            let bytes = exe.serialize().map_err(std::io::Error::other)?;
+            std::fs::create_dir_all(&self.dir)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            eprintln!("jax_cache_dir: could not store a compiled program in {} ({e}); the run goes on", self.dir.display());
+        }
+    }
+}
