@@ -184,7 +184,7 @@ pub fn run(args: &[String]) -> Result<()> {
             saves.wait()?;
             let last = latest_step(&root)?.map(|s| format!("{}/{s}", root.display())).unwrap_or_else(|| "none".into());
             let key = if out.loss.is_nan() { "abort_on_nan_loss" } else { "abort_on_inf_loss" };
-            bail!("loss is {} at step {step}: stopping ({key}=true); the last good checkpoint is {last} (lower learning_rate or check the data)", out.loss);
+            bail!("loss is {} at step {step}: stopping; the last good checkpoint is {last} ({key}=true; lower learning_rate or check the data)", out.loss);
         }
         // MaxText: every checkpoint_period steps and after the last one, but never at step 0 unless
         // save_checkpoint_on_start.
