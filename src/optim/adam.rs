@@ -20,25 +20,14 @@ pub fn adamw(cfg: &TrainConfig, params: &[Tensor], grads: &[Tensor], slots: &[Ad
     let one = g.scalar(1.0, DType::F32);
     let bc1 = &one - &pow(cfg.adam_b1);
     let bc2 = &one - &pow(cfg.adam_b2);
-    let mut new_params = Vec::with_capacity(params.len());
-    let mut new_slots = Vec::with_capacity(params.len());
-    for (i, (p, gr)) in params.iter().zip(grads).enumerate() {
-        let dims = p.dims();
-        let b = |s: &Tensor| s.broadcast_to(dims);
-        let gf = gr.convert(DType::F32);
-        let m = &slots[i].mu.convert(DType::F32).mul_scalar(cfg.adam_b1) + &gf.mul_scalar(1.0 - cfg.adam_b1);
-        let v = &slots[i].nu.convert(DType::F32).mul_scalar(cfg.adam_b2) + &(&gf * &gf).mul_scalar(1.0 - cfg.adam_b2);
-        let m_hat = &m / &b(&bc1);
-        let v_hat = &v / &b(&bc2);
-        let mut update = &m_hat / &(v_hat.add_scalar(cfg.adam_eps_root).sqrt().add_scalar(cfg.adam_eps));
-        let pf = p.convert(DType::F32);
-        if decay[i] && cfg.adam_weight_decay != 0.0 {
-            update = &update + &pf.mul_scalar(cfg.adam_weight_decay);
-        }
-        new_params.push((&pf - &(&update * &b(lr))).convert(p.dtype()));
-        new_slots.push(AdamSlot { mu: m.convert(slots[i].mu.dtype()), nu: v.convert(slots[i].nu.dtype()) });
-    }
-    (new_params, new_slots)
+    let decay_on = cfg.adam_weight_decay != 0.0;
+    step_each(cfg, params, grads, slots, lr, decay, decay_on, |gf, mu, nu| {
+        let b = |s: &Tensor| s.broadcast_to(gf.dims());
+        let m = &mu.mul_scalar(cfg.adam_b1) + &gf.mul_scalar(1.0 - cfg.adam_b1);
+        let v = &nu.mul_scalar(cfg.adam_b2) + &(gf * gf).mul_scalar(1.0 - cfg.adam_b2);
+        let update = &(&m / &b(&bc1)) / &(&v / &b(&bc2)).add_scalar(cfg.adam_eps_root).sqrt().add_scalar(cfg.adam_eps);
+        (m, v, update)
+    })
 }
 
 /// MaxText's `adam_pax` at optimizer count `count` (i32, before this step; `t = count + 1`): the bias
@@ -55,20 +44,38 @@ pub fn adam_pax(cfg: &TrainConfig, params: &[Tensor], grads: &[Tensor], slots: &
         (&(&one - &b.pow(&t.add_scalar(-1.0))) / &(&one - &b.pow(&t))).mul_scalar(beta)
     };
     let (d1, d2) = (decayed(cfg.adam_b1), decayed(cfg.adam_b2));
+    let decay_on = cfg.adam_weight_decay > 0.0;
+    step_each(cfg, params, grads, slots, lr, decay, decay_on, |gf, mu, nu| {
+        let b = |s: &Tensor| s.broadcast_to(gf.dims());
+        let mu = &(&b(&(&one - &d1)) * gf) + &(&b(&d1) * mu);
+        let nu = &(&b(&(&one - &d2)) * &(gf * gf)) + &(&b(&d2) * nu);
+        let update = &mu / &nu.add_scalar(cfg.adam_eps_root).sqrt().add_scalar(cfg.adam_eps);
+        (mu, nu, update)
+    })
+}
+
+/// The per-parameter loop both Adams share: `moments(g, mu, nu) -> (mu', nu', update)` in f32, weight decay
+/// added where `decay[i]` (and `decay_on`), `p −= lr · update`; the moments go back in their slots' dtypes.
+#[allow(clippy::too_many_arguments)]
+fn step_each(
+    cfg: &TrainConfig,
+    params: &[Tensor],
+    grads: &[Tensor],
+    slots: &[AdamSlot],
+    lr: &Tensor,
+    decay: &[bool],
+    decay_on: bool,
+    moments: impl Fn(&Tensor, &Tensor, &Tensor) -> (Tensor, Tensor, Tensor),
+) -> (Vec<Tensor>, Vec<AdamSlot>) {
     let mut new_params = Vec::with_capacity(params.len());
     let mut new_slots = Vec::with_capacity(params.len());
     for (i, (p, gr)) in params.iter().zip(grads).enumerate() {
-        let dims = p.dims();
-        let b = |s: &Tensor| s.broadcast_to(dims);
-        let gf = gr.convert(DType::F32);
-        let mu = &(&(&one - &d1).broadcast_to(dims) * &gf) + &(&b(&d1) * &slots[i].mu.convert(DType::F32));
-        let nu = &(&(&one - &d2).broadcast_to(dims) * &(&gf * &gf)) + &(&b(&d2) * &slots[i].nu.convert(DType::F32));
-        let mut update = &mu / &(nu.add_scalar(cfg.adam_eps_root).sqrt().add_scalar(cfg.adam_eps));
+        let (mu, nu, mut update) = moments(&gr.convert(DType::F32), &slots[i].mu.convert(DType::F32), &slots[i].nu.convert(DType::F32));
         let pf = p.convert(DType::F32);
-        if decay[i] && cfg.adam_weight_decay > 0.0 {
+        if decay[i] && decay_on {
             update = &update + &pf.mul_scalar(cfg.adam_weight_decay);
         }
-        new_params.push((&pf - &(&update * &b(lr))).convert(p.dtype()));
+        new_params.push((&pf - &(&update * &lr.broadcast_to(p.dims()))).convert(p.dtype()));
         new_slots.push(AdamSlot { mu: mu.convert(slots[i].mu.dtype()), nu: nu.convert(slots[i].nu.dtype()) });
     }
     (new_params, new_slots)

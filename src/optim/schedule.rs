@@ -114,7 +114,7 @@ impl Schedule {
             push(Piece::Constant(0.0), total);
         }
         if total == 0 && cfg.steps == 0 {
-            // learning_rate_schedule_steps = 0 (MaxText's join of nothing fails); a zero rate is the limit.
+            // No steps and no schedule: MaxText's join of no pieces fails; nothing will train, so rate 0.
             push(Piece::Constant(0.0), 0);
         }
         // join_schedules uses one boundary fewer than pieces: the last piece runs on.
