@@ -226,7 +226,7 @@ mod train_state {
         assert_eq!(zarr["chunk_grid"]["configuration"]["chunk_shape"], serde_json::json!(shard), "{zarr}");
 
         // Whole, bit-exact.
-        let (reader, data) = TrainStateReader::open(ck, &decls, &want, true).unwrap();
+        let (reader, data) = TrainStateReader::open(ck, &decls, maxtext::config::OptType::AdamW, &want, true).unwrap();
         assert_eq!(data, serde_json::json!({"pos": 1}));
         for (i, t) in state.iter().enumerate() {
             assert!(whole_from(&reader, i, &t.dims) == t.data, "entry {i} ({}) differs", t.dims.len());
@@ -237,7 +237,7 @@ mod train_state {
             assert!(downloaded(&t1, i) == vec![(vec![0; t.dims.len()], t.data.clone())], "entry {i} on 1 device");
         }
         let step1 = save_trainer_state(&t1, &tmp.path().join("one"), 3, &serde_json::Value::Null, true).unwrap();
-        let (reader1, _) = TrainStateReader::open(OrbaxCheckpoint::open(step1.join("items")).unwrap(), &decls, &want, true).unwrap();
+        let (reader1, _) = TrainStateReader::open(OrbaxCheckpoint::open(step1.join("items")).unwrap(), &decls, maxtext::config::OptType::AdamW, &want, true).unwrap();
         let tp4b = train_program(&cfg4, 4, 32).unwrap();
         let t4b = Trainer::from_regions(&rt, tp4b, |i, o, d| -> Result<Vec<u8>, RunError> { Ok(reader1.read_region(i, o, d).unwrap()) }).unwrap();
         for (i, t) in state.iter().enumerate() {
@@ -266,7 +266,7 @@ mod train_state {
             .output()
             .unwrap();
         assert!(o.status.success(), "orbax dump failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let mut names = maxtext::checkpoint::train_state::state_leaf_names(decls);
+        let mut names = maxtext::checkpoint::train_state::state_leaf_names(decls, maxtext::config::OptType::AdamW);
         names.push("opt_state.2.count".into());
         for (k, name) in names.iter().enumerate() {
             let t = &state[if k < state.len() { k } else { 1 }];

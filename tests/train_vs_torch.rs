@@ -270,3 +270,47 @@ fn other_shapes_match_torch() {
         check_three_steps(&fx, &["scan_layers=true"], 0.1);
     }
 }
+
+/// `opt_type=adam_pax` (MaxText's bias correction folded into the moments) is AdamW's algebra when
+/// `adam_eps_root=0`: the same 3 steps as torch's AdamW.
+#[test]
+fn three_adam_pax_steps_match_torch_adamw() {
+    let Some(fx) = shared() else { return };
+    check_three_steps(&fx, &["scan_layers=true", "opt_type=adam_pax"], 1e-4);
+}
+
+/// One `opt_type=sgd` step (optax.sgd, no clipping, lr = 1) moves every parameter by minus torch's
+/// gradient, and the state keeps no moments.
+#[test]
+fn one_sgd_step_is_minus_torch_gradient() {
+    let Some(fx) = shared() else { return };
+    let cfg = config(&fx, &["scan_layers=true", "opt_type=sgd", "learning_rate=1.0", "gradient_clipping_threshold=0"]);
+    let (b, s) = batch_shape(&fx);
+    let tp = train_program(&cfg, b, s).unwrap();
+    let params = hf::load_params(&fx.model_dir, &tp.decls, &cfg.model).unwrap();
+    let before = hf::hf_tensors_for(&tp.decls, &params, &cfg.model).unwrap();
+    let state = fresh_train_state(&tp, params);
+    assert_eq!(state.len(), 3, "step, count, params: no moments");
+    let decls = tp.decls.clone();
+    let runtime = rt();
+    let mut trainer = Trainer::new(&runtime, tp, &state).unwrap_or_else(|e| panic!("{e}"));
+    let out = trainer.step(&batch(&fx)).unwrap();
+    let want_loss = fx.reference["loss"].as_f64().unwrap();
+    assert!(((out.loss - want_loss) / want_loss).abs() < 1e-5, "loss {} vs torch {want_loss}", out.loss);
+    let state = trainer.state_to_host().unwrap();
+    assert_eq!(state[1][0].to_i64()[0], 1, "optimizer count");
+    let after = hf::hf_tensors_for(&decls, &state[2], &cfg.model).unwrap();
+    let torch = hf_file(&fx.train_dir.join("grads.safetensors"));
+    let (mut d2, mut g2) = (0f64, 0f64);
+    for (name, p1) in &after {
+        let p0 = before.iter().find(|(n, _)| n == name).map(|(_, t)| t.to_f32()).unwrap();
+        let g = &torch[name];
+        for ((a, b), g) in p1.to_f32().iter().zip(&p0).zip(g) {
+            d2 += ((a - b) as f64 + *g as f64).powi(2);
+            g2 += (*g as f64).powi(2);
+        }
+    }
+    let rel = (d2 / g2).sqrt();
+    eprintln!("one sgd step: |Δp + g_torch| / |g_torch| = {rel:.2e}");
+    assert!(rel < 1e-3, "the sgd update differs from -lr·g by {rel:.2e} (relative L2)");
+}

@@ -251,6 +251,13 @@ fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: &LoopRecord
     result
 }
 
+/// Inlines `f` into `g` on `args` and returns its results (the forward pass alone: the eval step reuses
+/// the train step's loss function this way).
+pub fn inline(g: &Graph, f: &Func, args: &[Tensor]) -> Vec<Tensor> {
+    let r = replay(g, f, args, &[], false);
+    f.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect()
+}
+
 /// Inlines `f` into `g` on `args` and differentiates its first result (a float scalar) with respect to
 /// the arguments `wrt`: returns (f's results, one gradient per `wrt`, zeros where there is no dependence).
 pub fn grad_in(g: &Graph, f: &Func, args: &[Tensor], wrt: &[usize]) -> (Vec<Tensor>, Vec<Tensor>) {

@@ -1,9 +1,18 @@
-//! The full train state as MaxText lays it out in an Orbax checkpoint (`<root>/<step>/items`):
-//! `step`, `params.params.<path>`, `opt_state.0.{count, mu.params.<path>, nu.params.<path>}` (optax
-//! `ScaleByAdamState`), `opt_state.2.count` (the schedule's count) — plus, in the checkpoint's custom
-//! metadata, `scan_layers` and the data iterator's position, so a restarted run resumes exactly.
+//! The full train state as MaxText lays it out in an Orbax checkpoint (`<root>/<step>/items`): `step`,
+//! `params.params.<path>`, the optimizer's `opt_state` as optax nests it ([`OptLeaves`]) — plus, in the
+//! checkpoint's custom metadata, `scan_layers` and the data iterator's position, so a restarted run resumes
+//! exactly.
+//!
+//! `opt_state` per `opt_type`:
+//! - `adamw` (`optax.adamw` = chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)):
+//!   `opt_state.0.{count, mu.params.<path>, nu.params.<path>}`, `opt_state.1` (EmptyState, saved as None),
+//!   `opt_state.2.count` (the schedule's count);
+//! - `adam_pax` (MaxText's, one `ScaleByAdamState`): `opt_state.{count, mu.params.<path>, nu.params.<path>}`;
+//! - `sgd` (`optax.sgd` = chain(identity, scale_by_learning_rate)): `opt_state.0` (None),
+//!   `opt_state.1.count`.
 
 use super::orbax::{list_steps, write_checkpoint, CheckpointWriter, OrbaxCheckpoint, OrbaxError, PathKey, PyJson, WriteOptions};
+use crate::config::OptType;
 use crate::ir::DType;
 use crate::nn::ParamDecl;
 use crate::runtime::HostTensor;
@@ -18,6 +27,50 @@ pub enum TrainStateError {
     Shape { dir: PathBuf, leaf: String, got: String, want: String },
     #[error("checkpoint {dir} was written with scan_layers={ckpt} but the config says scan_layers={cfg}; pass scan_layers={ckpt}")]
     ScanLayers { dir: PathBuf, ckpt: bool, cfg: bool },
+    #[error(
+        "checkpoint {dir} holds the optimizer state of opt_type={ckpt} but the config says opt_type={cfg}; pass \
+         opt_type={ckpt} to resume it, or start a new run_name with load_parameters_path={dir} to take only its parameters"
+    )]
+    Optimizer { dir: PathBuf, ckpt: OptType, cfg: OptType },
+}
+
+/// Where an optimizer's state lies in the checkpoint (orbax leaf names, see the module docs).
+pub struct OptLeaves {
+    /// The optimizer count (the program's `opt_count`).
+    pub count: &'static str,
+    /// Prefixes of the moments (`None` for `sgd`).
+    pub mu: Option<&'static str>,
+    pub nu: Option<&'static str>,
+    /// Another leaf holding the same count (optax.adamw's schedule state).
+    pub schedule_count: Option<&'static str>,
+    /// An optax `EmptyState` in the chain, saved as None.
+    pub empty: Option<&'static str>,
+}
+
+impl OptLeaves {
+    pub fn of(opt: OptType) -> OptLeaves {
+        match opt {
+            OptType::AdamPax => OptLeaves { count: "opt_state.count", mu: Some("opt_state.mu.params"), nu: Some("opt_state.nu.params"), schedule_count: None, empty: None },
+            OptType::Sgd => OptLeaves { count: "opt_state.1.count", mu: None, nu: None, schedule_count: None, empty: Some("opt_state.0") },
+            // Muon is refused when the config loads; adamw's layout is the default.
+            OptType::AdamW | OptType::Muon => OptLeaves {
+                count: "opt_state.0.count",
+                mu: Some("opt_state.0.mu.params"),
+                nu: Some("opt_state.0.nu.params"),
+                schedule_count: Some("opt_state.2.count"),
+                empty: Some("opt_state.1"),
+            },
+        }
+    }
+}
+
+/// The optimizer whose state checkpoint `ck` holds (for a model with first parameter `first`), if any of
+/// the three layouts is there.
+fn checkpoint_opt_type(ck: &OrbaxCheckpoint, first: &ParamDecl) -> Option<OptType> {
+    [OptType::AdamW, OptType::AdamPax, OptType::Sgd].into_iter().find(|&opt| {
+        let l = OptLeaves::of(opt);
+        ck.leaf(l.count).is_some() && l.mu.is_none_or(|mu| ck.leaf(&leaf_name(mu, &first.path)).is_some())
+    })
 }
 
 /// Orbax leaf name of a parameter path under a prefix: `params.params.decoder.decoder_norm.scale`.
@@ -25,21 +78,25 @@ pub fn leaf_name(prefix: &str, path: &str) -> String {
     format!("{prefix}.{}", path.replace('/', "."))
 }
 
-/// Leaf names of the train state in `TrainProgram` state order: step, count, params, mu, nu.
-pub fn state_leaf_names(decls: &[ParamDecl]) -> Vec<String> {
-    let mut names = vec!["step".to_string(), "opt_state.0.count".to_string()];
-    for prefix in ["params.params", "opt_state.0.mu.params", "opt_state.0.nu.params"] {
+/// Leaf names of the train state in `TrainProgram` state order: step, count, params, then for the Adam
+/// optimizers mu, nu.
+pub fn state_leaf_names(decls: &[ParamDecl], opt: OptType) -> Vec<String> {
+    let l = OptLeaves::of(opt);
+    let mut names = vec!["step".to_string(), l.count.to_string()];
+    for prefix in [Some("params.params"), l.mu, l.nu].into_iter().flatten() {
         names.extend(decls.iter().map(|d| leaf_name(prefix, &d.path)));
     }
     names
 }
 
 /// Saves the train state (in program order) as checkpoint `step` under `root`.
-pub fn save_train_state(root: &Path, step: u64, decls: &[ParamDecl], state: &[HostTensor], data_state: &Value, scan_layers: bool) -> Result<PathBuf, TrainStateError> {
-    let names = state_leaf_names(decls);
+pub fn save_train_state(root: &Path, step: u64, decls: &[ParamDecl], opt: OptType, state: &[HostTensor], data_state: &Value, scan_layers: bool) -> Result<PathBuf, TrainStateError> {
+    let names = state_leaf_names(decls, opt);
     let mut leaves: Vec<(String, HostTensor)> = names.into_iter().zip(state.iter().cloned()).collect();
-    // optax's schedule state (`opt_state.2.count`) advances with the Adam count.
-    leaves.push(("opt_state.2.count".to_string(), state[1].clone()));
+    // optax's schedule state advances with the optimizer count.
+    if let Some(c) = OptLeaves::of(opt).schedule_count {
+        leaves.push((c.to_string(), state[1].clone()));
+    }
     let meta = json!({"scan_layers": scan_layers, "data_iterator": data_state});
     Ok(write_checkpoint(root, step, &leaves, meta)?)
 }
@@ -50,6 +107,19 @@ pub fn latest_step(root: &Path) -> Result<Option<u64>, TrainStateError> {
         return Ok(None);
     }
     Ok(list_steps(root)?.into_iter().max())
+}
+
+/// Keeps the newest `keep` step directories under `root` and removes the older ones (orbax's
+/// `max_to_keep`, MaxText's `max_num_checkpoints_to_keep`). Call it only after a save has committed, so
+/// the newest kept step is complete. Returns the removed steps.
+pub fn remove_old_steps(root: &Path, keep: usize) -> Result<Vec<u64>, TrainStateError> {
+    let steps = list_steps(root)?;
+    let old = &steps[..steps.len().saturating_sub(keep)];
+    for s in old {
+        let dir = root.join(s.to_string());
+        std::fs::remove_dir_all(&dir).map_err(|source| OrbaxError::Io { path: dir.clone(), source })?;
+    }
+    Ok(old.to_vec())
 }
 
 /// Converts a restored array to the dtype the program wants (checkpoints may hold bf16 or f32).
@@ -69,12 +139,12 @@ fn as_dtype(t: HostTensor, want: DType) -> HostTensor {
 
 /// Restores the train state of checkpoint `step` under `root` for `decls`, with `want` the program's
 /// (dtype, dims) per state entry. Returns the state and the saved data-iterator position.
-pub fn restore_train_state(root: &Path, step: u64, decls: &[ParamDecl], want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
-    restore_train_state_from(&OrbaxCheckpoint::open_step(root, step)?, decls, want, scan_layers)
+pub fn restore_train_state(root: &Path, step: u64, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
+    restore_train_state_from(&OrbaxCheckpoint::open_step(root, step)?, decls, opt, want, scan_layers)
 }
 
 /// [`restore_train_state`] from an opened checkpoint (e.g. `load_full_state_path=<dir>/<step>/items`).
-pub fn restore_train_state_from(ck: &OrbaxCheckpoint, decls: &[ParamDecl], want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
+pub fn restore_train_state_from(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
     let dir = ck.dir().to_path_buf();
     let meta = ck.custom_metadata().clone();
     if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
@@ -82,8 +152,9 @@ pub fn restore_train_state_from(ck: &OrbaxCheckpoint, decls: &[ParamDecl], want:
             return Err(TrainStateError::ScanLayers { dir, ckpt: saved, cfg: scan_layers });
         }
     }
+    check_opt_type(ck, decls, opt)?;
     let mut state = Vec::with_capacity(want.len());
-    for (name, (dtype, dims)) in state_leaf_names(decls).iter().zip(want) {
+    for (name, (dtype, dims)) in state_leaf_names(decls, opt).iter().zip(want) {
         let t = ck.read(name)?;
         if &t.dims != dims {
             return Err(TrainStateError::Shape { dir, leaf: name.clone(), got: format!("{}{:?}", t.dtype, t.dims), want: format!("{dtype}{dims:?}") });
@@ -106,23 +177,38 @@ pub struct LeafLayout {
 /// Receives the shards of one leaf: `put(offsets, bytes)` once per distinct shard.
 pub type PutShard<'a> = dyn FnMut(&[i64], &[u8]) -> Result<(), TrainStateError> + 'a;
 
-/// Saves the train state shard by shard: for state entry `i` (program order: step, count, params, mu,
-/// nu) `write(i, put)` hands each distinct shard to `put`; chunks are the shards, as orbax writes a sharded
-/// `jax.Array`. Only what `write` holds is on the host. With every layout unsharded this writes the same
-/// files as [`save_train_state`].
+/// A restore under another optimizer is an error that names both (when the checkpoint's is recognised).
+fn check_opt_type(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType) -> Result<(), TrainStateError> {
+    match (decls.first().and_then(|d| checkpoint_opt_type(ck, d)), opt) {
+        (Some(saved), _) if saved != opt => {
+            Err(TrainStateError::Optimizer { dir: ck.dir().to_path_buf(), ckpt: saved, cfg: opt })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Saves the train state shard by shard: for state entry `i` (program order: step, count, params, then
+/// mu, nu for the Adam optimizers) `write(i, put)` hands each distinct shard to `put`; chunks are the
+/// shards, as orbax writes a sharded `jax.Array`. Only what `write` holds is on the host. With every
+/// layout unsharded this writes the same files as [`save_train_state`].
+#[allow(clippy::too_many_arguments)]
 pub fn save_train_state_sharded<E: From<TrainStateError>>(
     root: &Path,
     step: u64,
     decls: &[ParamDecl],
+    opt: OptType,
     layouts: &[LeafLayout],
     data_state: &Value,
     scan_layers: bool,
     mut write: impl FnMut(usize, &mut PutShard) -> Result<(), E>,
 ) -> Result<PathBuf, E> {
     let _span = tracing::info_span!("checkpoint", save = step).entered();
-    let mut names: Vec<(String, usize)> = state_leaf_names(decls).into_iter().enumerate().map(|(i, n)| (n, i)).collect();
-    // optax's schedule state (`opt_state.2.count`) advances with the Adam count.
-    names.push(("opt_state.2.count".to_string(), 1));
+    let leaves = OptLeaves::of(opt);
+    let mut names: Vec<(String, usize)> = state_leaf_names(decls, opt).into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+    // optax's schedule state advances with the optimizer count.
+    if let Some(c) = leaves.schedule_count {
+        names.push((c.to_string(), 1));
+    }
     // orbax writes leaves in key-path order; so does `write_checkpoint` (the 1-device files stay identical).
     let path_of = |n: &str| -> Vec<PathKey> {
         n.split('.').map(|s| if s.bytes().all(|b| b.is_ascii_digit()) { PathKey::Index(s.parse().unwrap()) } else { PathKey::Key(s.into()) }).collect()
@@ -130,9 +216,11 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     names.sort_by_cached_key(|(n, _)| path_of(n));
     let meta = json!({"scan_layers": scan_layers, "data_iterator": data_state});
     let mut w = CheckpointWriter::create(root, step, WriteOptions { custom_metadata: meta, ..WriteOptions::default() }).map_err(TrainStateError::from)?;
-    // optax's `EmptyState()` between Adam and the schedule, as MaxText saves it (`opt_state.1`: None);
-    // without it orbax cannot rebuild the `opt_state` list.
-    w.add_none(path_of("opt_state.1")).map_err(TrainStateError::from)?;
+    // optax's `EmptyState()` in the chain, as MaxText saves it (None); without it orbax cannot rebuild the
+    // `opt_state` list.
+    if let Some(e) = leaves.empty {
+        w.add_none(path_of(e)).map_err(TrainStateError::from)?;
+    }
     for (name, i) in names {
         let l = &layouts[i];
         let array = w.begin_array(path_of(&name), l.dtype, &l.dims, &l.shard_dims, l.sharding.clone()).map_err(TrainStateError::from)?;
@@ -163,7 +251,8 @@ impl TrainStateReader {
     /// Checks every leaf's shape against `want` (the program's (dtype, dims) per state entry) and the
     /// checkpoint's `scan_layers`; returns the reader and the saved data-iterator position. No array data
     /// are read.
-    pub fn open(ck: OrbaxCheckpoint, decls: &[ParamDecl], want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(TrainStateReader, Value), TrainStateError> {
+    /// A checkpoint of another optimizer is an error naming both.
+    pub fn open(ck: OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(TrainStateReader, Value), TrainStateError> {
         let dir = ck.dir().to_path_buf();
         let meta = run_metadata(&ck);
         if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
@@ -171,7 +260,8 @@ impl TrainStateReader {
                 return Err(TrainStateError::ScanLayers { dir, ckpt: saved, cfg: scan_layers });
             }
         }
-        let names = state_leaf_names(decls);
+        check_opt_type(&ck, decls, opt)?;
+        let names = state_leaf_names(decls, opt);
         for (name, (dtype, dims)) in names.iter().zip(want) {
             let info = ck.leaf(name).ok_or_else(|| OrbaxError::NoSuchLeaf { dir: dir.clone(), name: name.clone(), hint: String::new() })?;
             let got: Vec<i64> = info.shape.iter().flatten().map(|d| *d as i64).collect();
@@ -227,7 +317,7 @@ pub fn save_trainer_state(
 ) -> Result<PathBuf, SaveError> {
     let layouts = trainer_layouts(trainer);
     let decls = trainer.program().decls.clone();
-    save_train_state_sharded(root, step, &decls, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
+    save_train_state_sharded(root, step, &decls, trainer.program().opt_type, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
         trainer.for_each_state_shard(i, |o, _, bytes| -> Result<(), SaveError> { Ok(put(o, &bytes)?) })
     })
 }

@@ -8,3 +8,4 @@ pub mod export_hlo;
 pub mod serve;
 pub mod setup;
 pub mod train;
+pub mod train_eval;

@@ -1,28 +1,52 @@
 //! `maxtext train` (MaxText's `train`): the train step on device, data from the pipeline, metrics every
-//! step, Orbax checkpoints of the full state every `checkpoint_period` steps and at the end (optionally
-//! written in the background while the next steps run), automatic resume from the run's latest
-//! checkpoint, and a clean stop on a NaN or Inf loss that keeps the last good checkpoint.
+//! step, Orbax checkpoints of the full state every `checkpoint_period` steps (step 0 only with
+//! `save_checkpoint_on_start`) and at the end (optionally written in the background while the next steps
+//! run; only the newest `max_num_checkpoints_to_keep` kept, older ones removed once a newer one has
+//! committed), evaluation every `eval_interval` steps (stopping early at `target_eval_loss`), automatic
+//! resume from the run's latest checkpoint, and a stop on a NaN (`abort_on_nan_loss`) or Inf
+//! (`abort_on_inf_loss`) loss that exits nonzero without saving that state, keeping the last good checkpoint.
 
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
+use super::train_eval::Evaluator;
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
-use maxtext::checkpoint::train_state::{latest_step, save_train_state_sharded, save_trainer_state, trainer_layouts, TrainStateReader};
+use maxtext::checkpoint::train_state::{latest_step, remove_old_steps, save_train_state_sharded, save_trainer_state, trainer_layouts, TrainStateReader};
 use maxtext::data::DataIterator;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
 use maxtext::program::{train_program, BATCH_KEYS};
 use maxtext::runtime::{state_args, state_entries, HostTensor, Trainer};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// A checkpoint being written in the background.
-type PendingSave = Option<JoinHandle<Result<std::path::PathBuf>>>;
+/// Checkpoints of the run: the one being written in the background, and how many to keep.
+struct Saves {
+    root: PathBuf,
+    keep: Option<usize>,
+    pending: Option<JoinHandle<Result<PathBuf>>>,
+}
 
-fn wait(pending: &mut PendingSave) -> Result<()> {
-    if let Some(h) = pending.take() {
-        let dir = h.join().map_err(|_| anyhow::anyhow!("the checkpoint writer thread panicked"))??;
-        tracing::info!("checkpoint written: {}", dir.display());
+impl Saves {
+    /// Waits for the background save, then applies `max_num_checkpoints_to_keep`.
+    fn wait(&mut self) -> Result<()> {
+        if let Some(h) = self.pending.take() {
+            let dir = h.join().map_err(|_| anyhow::anyhow!("the checkpoint writer thread panicked"))??;
+            tracing::info!("checkpoint written: {}", dir.display());
+            self.committed()?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// A save has committed: older step directories beyond `max_num_checkpoints_to_keep` go.
+    fn committed(&self) -> Result<()> {
+        if let Some(keep) = self.keep {
+            let removed = remove_old_steps(&self.root, keep)?;
+            if !removed.is_empty() {
+                tracing::info!("max_num_checkpoints_to_keep={keep}: removed checkpoints {removed:?}");
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -54,7 +78,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let t_compile = Instant::now();
     let (mut trainer, data_state, start) = if let Some(ck) = full_state {
-        let (reader, data_state) = TrainStateReader::open(ck, &tp.decls, &want, scan)?;
+        let (reader, data_state) = TrainStateReader::open(ck, &tp.decls, tp.opt_type, &want, scan)?;
         let start = reader.step()? as u64;
         if start >= steps {
             println!("nothing to do: the run is at step {start} of steps={steps}");
@@ -63,7 +87,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let trainer = Trainer::from_regions(&rt, tp, |i, o, d| -> Result<Vec<u8>> { Ok(reader.read_region(i, o, d)?) })?;
         (trainer, data_state, start)
     } else if !has_weights(&cfg) {
-        // Random init on the devices; step, count and the optimizer moments start at zero.
+        // Random init on the devices; step, count and the optimizer moments (if any) start at zero.
         let decls = tp.decls.clone();
         let params = state_entries(&tp.program, "params");
         let mut init = init_on_device(&rt, &cfg, &decls)?;
@@ -92,11 +116,13 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     tracing::info!("compiled train_step and loaded the state in {:.1} s", t_compile.elapsed().as_secs_f64());
     let mut data = if data_state.is_null() { DataIterator::new(&cfg, 0, 1)? } else { DataIterator::restore(&cfg, 0, 1, &data_state)? };
+    let evaluator = if cfg.train.eval_interval > 0 { Some(Evaluator::new(&rt, &cfg)?) } else { None };
     let mut metrics = MetricsWriter::new(&cfg)?;
-    let mut pending: PendingSave = None;
+    let mut saves = Saves { root: root.clone(), keep: cfg.checkpoint.max_num_checkpoints_to_keep, pending: None };
     let decls = trainer.program().decls.clone();
-    let save = |trainer: &Trainer, data: &DataIterator, step: u64, pending: &mut PendingSave| -> Result<()> {
-        wait(pending)?;
+    let opt_type = trainer.program().opt_type;
+    let save = |trainer: &Trainer, data: &DataIterator, step: u64, saves: &mut Saves| -> Result<()> {
+        saves.wait()?;
         let layouts = trainer_layouts(trainer);
         let (root, decls, data_state) = (root.clone(), decls.clone(), data.state());
         if cfg.checkpoint.async_checkpointing {
@@ -111,8 +137,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 })?;
                 held.push(shards);
             }
-            *pending = Some(std::thread::spawn(move || -> Result<std::path::PathBuf> {
-                save_train_state_sharded(&root, step, &decls, &layouts, &data_state, scan, |i, put| -> Result<()> {
+            saves.pending = Some(std::thread::spawn(move || -> Result<PathBuf> {
+                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &data_state, scan, |i, put| -> Result<()> {
                     for (o, bytes) in &held[i] {
                         put(o, bytes)?;
                     }
@@ -122,20 +148,17 @@ pub fn run(args: &[String]) -> Result<()> {
         } else {
             // Leaf by leaf, shard by shard: one shard on the host at a time.
             save_trainer_state(trainer, &root, step, &data_state, scan)?;
+            saves.committed()?;
         }
         Ok(())
     };
+    let t = &cfg.train;
     for step in start..steps {
         let b = data.next_batch()?;
         let inputs: Vec<HostTensor> = BATCH_KEYS.iter().map(|k| b.host_tensor(k).expect("batch key")).collect();
         let t0 = Instant::now();
         let out = trainer.step(&inputs)?;
         let dt = t0.elapsed();
-        if !out.loss.is_finite() {
-            wait(&mut pending)?;
-            let last = latest_step(&root)?.map(|s| format!("{}/{s}", root.display())).unwrap_or_else(|| "none".into());
-            bail!("loss is {} at step {step}: stopping; the last good checkpoint is {last} (lower learning_rate or check the data)", out.loss);
-        }
         metrics.write(&StepMetrics {
             step,
             loss: out.loss,
@@ -156,12 +179,31 @@ pub fn run(args: &[String]) -> Result<()> {
                 extra
             },
         })?;
+        // MaxText writes the step's metrics, then aborts; this state is not saved over a good checkpoint.
+        if (out.loss.is_nan() && t.abort_on_nan_loss) || (out.loss.is_infinite() && t.abort_on_inf_loss) {
+            saves.wait()?;
+            let last = latest_step(&root)?.map(|s| format!("{}/{s}", root.display())).unwrap_or_else(|| "none".into());
+            let key = if out.loss.is_nan() { "abort_on_nan_loss" } else { "abort_on_inf_loss" };
+            bail!("loss is {} at step {step}: stopping; the last good checkpoint is {last} ({key}=true; lower learning_rate or check the data)", out.loss);
+        }
+        // MaxText: every checkpoint_period steps and after the last one, but never at step 0 unless
+        // save_checkpoint_on_start.
         let last = step + 1 == steps;
-        if ckpt_on && (step % cfg.checkpoint.checkpoint_period.max(1) == 0 || (last && cfg.checkpoint.save_checkpoint_on_completion)) {
-            save(&trainer, &data, step, &mut pending)?;
+        let period = step % cfg.checkpoint.checkpoint_period.max(1) == 0;
+        if ckpt_on && (step != 0 || cfg.checkpoint.save_checkpoint_on_start) && (period || (last && cfg.checkpoint.save_checkpoint_on_completion)) {
+            save(&trainer, &data, step, &mut saves)?;
+        }
+        if let Some(ev) = evaluator.as_ref().filter(|_| step % t.eval_interval as u64 == 0) {
+            let summary = ev.run(&trainer)?;
+            metrics.write_eval(step, &summary)?;
+            // MaxText's StopTraining: no further steps and no final checkpoint.
+            if t.target_eval_loss != 0.0 && summary.avg_loss() <= t.target_eval_loss {
+                println!("Training stopped: target_eval_loss={} is achieved (eval loss {:.4} after step {step})", t.target_eval_loss, summary.avg_loss());
+                break;
+            }
         }
     }
-    wait(&mut pending)?;
+    saves.wait()?;
     metrics.close()?;
     eprintln!("{}", rt.cache().summary());
     Ok(())

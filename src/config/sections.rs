@@ -415,6 +415,28 @@ impl TrainConfig {
             None => weight_dtype,
             Some(_) => float_dtype(raw, "mu_dtype")?,
         };
+        let bad = |key: &str, value: String, expected: &str| ConfigError::BadValue {
+            key: key.into(),
+            value,
+            expected: expected.into(),
+            origin: raw.origin(key).cloned().unwrap_or(Origin::Default),
+        };
+        let opt_type: OptType = raw.enumeration("opt_type")?;
+        if opt_type == OptType::Muon {
+            return Err(bad("opt_type", "muon".into(), "one of `adamw`, `adam_pax`, `sgd` (muon is not built)"));
+        }
+        // MaxText searches each entry as a regex in the parameter path.
+        let adamw_mask = raw.string_list("adamw_mask")?;
+        for m in &adamw_mask {
+            if let Err(e) = regex::Regex::new(m) {
+                return Err(bad("adamw_mask", m.clone(), &format!("regular expressions ({e})")));
+            }
+        }
+        let eval_interval = raw.i64("eval_interval")?;
+        let eval_steps = raw.i64("eval_steps")?;
+        if eval_interval > 0 {
+            check_eval_data(raw, eval_interval, eval_steps)?;
+        }
         Ok(TrainConfig {
             steps: steps as u64,
             learning_rate: raw.f64("learning_rate")?,
@@ -424,25 +446,46 @@ impl TrainConfig {
             wsd_decay_steps_fraction,
             wsd_decay_style: raw.enumeration("wsd_decay_style")?,
             learning_rate_schedule_steps: schedule as u64,
-            opt_type: raw.enumeration("opt_type")?,
+            opt_type,
             adam_b1: raw.f64("adam_b1")?,
             adam_b2: raw.f64("adam_b2")?,
             adam_eps: raw.f64("adam_eps")?,
             adam_eps_root: raw.f64("adam_eps_root")?,
             adam_weight_decay: raw.f64("adam_weight_decay")?,
-            adamw_mask: raw.string_list("adamw_mask")?,
+            adamw_mask,
             mu_dtype,
             gradient_clipping_threshold: raw.f64("gradient_clipping_threshold")?,
             gradient_accumulation_steps: raw.int_at_least("gradient_accumulation_steps", 1)? as usize,
             z_loss_multiplier: raw.f64("z_loss_multiplier")?,
             load_balance_loss_weight: raw.f64("load_balance_loss_weight")?,
             init_weights_seed: nonneg(raw, "init_weights_seed")?,
-            eval_interval: raw.i64("eval_interval")?,
-            eval_steps: raw.i64("eval_steps")?,
+            eval_interval,
+            eval_steps,
             target_eval_loss: raw.f64("target_eval_loss")?,
             abort_on_nan_loss: raw.bool("abort_on_nan_loss")?,
             abort_on_inf_loss: raw.bool("abort_on_inf_loss")?,
         })
+    }
+}
+
+/// With `eval_interval > 0` there must be eval data MaxText's way: `dataset_type=hf` reads local
+/// `hf_eval_files` (as split `train`, MaxText's rule); a hub split (`hf_eval_split` alone) cannot be
+/// downloaded here. Synthetic eval data never ends, so it needs `eval_steps > 0`.
+fn check_eval_data(raw: &RawConfig, eval_interval: i64, eval_steps: i64) -> Result<(), ConfigError> {
+    let dataset: DatasetType = raw.enumeration("dataset_type")?;
+    match dataset {
+        DatasetType::Hf if raw.opt_string("hf_eval_files")?.is_none() => Err(ConfigError::Invalid(match raw.opt_string("hf_eval_split")? {
+            Some(split) => format!(
+                "eval_interval={eval_interval} with hf_eval_split={split} and no hf_eval_files: reading a split of a hub \
+                 dataset is not supported; set hf_eval_files=GLOB to local files (read as split `train`, as MaxText does)"
+            ),
+            None => format!("eval_interval={eval_interval} needs eval data: set hf_eval_files=GLOB, or eval_interval=-1"),
+        })),
+        DatasetType::Synthetic if eval_steps <= 0 => Err(ConfigError::Invalid(format!(
+            "eval_interval={eval_interval} with dataset_type=synthetic and eval_steps={eval_steps}: synthetic eval data never \
+             ends; set eval_steps to the number of eval batches"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -466,7 +509,17 @@ impl CheckpointConfig {
             checkpoint_period: raw.int_at_least("checkpoint_period", 1)? as u64,
             save_checkpoint_on_start: raw.bool("save_checkpoint_on_start")?,
             save_checkpoint_on_completion: raw.bool("save_checkpoint_on_completion")?,
-            max_num_checkpoints_to_keep: raw.opt_i64("max_num_checkpoints_to_keep")?.map(|v| v.max(0) as usize),
+            max_num_checkpoints_to_keep: match raw.opt_i64("max_num_checkpoints_to_keep")? {
+                Some(v) if v < 1 => {
+                    return Err(ConfigError::BadValue {
+                        key: "max_num_checkpoints_to_keep".into(),
+                        value: v.to_string(),
+                        expected: "a number of checkpoints >= 1, or null to keep them all".into(),
+                        origin: raw.origin("max_num_checkpoints_to_keep").cloned().unwrap_or(Origin::Default),
+                    })
+                }
+                v => v.map(|v| v as usize),
+            },
             use_ocdbt: raw.bool("checkpoint_storage_use_ocdbt")?,
             use_zarr3: raw.bool("checkpoint_storage_use_zarr3")?,
             target_data_file_size_bytes: nonneg(raw, "checkpoint_storage_target_data_file_size_bytes")?,

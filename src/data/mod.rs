@@ -1,8 +1,9 @@
-//! Data: tokenizers and the training input pipeline (MaxText's batch layout, synthetic data, local
+//! Data: tokenizers and the training (and eval) input pipeline (MaxText's batch layout, synthetic data, local
 //! json / parquet / text files with packing, seeded shuffling, per-host shares, exact resume).
 
 pub mod batch;
 pub mod error;
+pub mod eval;
 pub mod iterator;
 pub mod packing;
 pub mod shuffle;
@@ -12,6 +13,7 @@ pub mod tokenizer;
 
 pub use batch::Batch;
 pub use error::DataError;
+pub use eval::{eval_data_config, eval_iterator};
 pub use iterator::DataIterator;
 pub use source::{Corpus, Doc, FileFormat};
 pub use tokenizer::{TextStream, Tokenizer, TokenizerError};

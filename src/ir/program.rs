@@ -90,6 +90,11 @@ impl Program {
         self
     }
 
+    /// Whether the program has argument group `name` (a train step of `opt_type=sgd` has no `mu`).
+    pub fn has_args(&self, name: &str) -> bool {
+        self.arg_groups.iter().any(|g| g.name == name)
+    }
+
     /// The arguments of group `name` (an unknown group is a bug in the caller).
     pub fn args(&self, name: &str) -> Range<usize> {
         find(&self.arg_groups, name, &self.name, "argument")

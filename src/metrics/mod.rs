@@ -15,11 +15,16 @@
 //!   Tokens/s/device: …, total_weights: …, loss: …` line ([`step::console_line`]);
 //! - an indicatif progress bar on stderr, drawn only when stderr is a terminal.
 //!
+//! After an evaluation, [`MetricsWriter::write_eval`] records its [`EvalSummary`] (`eval/avg_loss`,
+//! `eval/total_loss`, ...) under the train step it followed: a metrics-file line, TensorBoard scalars and
+//! MaxText's `Completed eval after train step N, loss=…` console line.
+//!
 //! Files are written without user-space buffering, one `write` per step and file, so a killed run keeps every
 //! completed step's line and events. The per-step work comes from [`flops`]: MaxText's FLOPs count for
 //! Qwen3-Next (dense / attention / GDN / MoE with active experts only), tokens per device and MFU against a
 //! per-hardware peak.
 
+pub mod eval;
 pub mod flops;
 pub mod step;
 pub mod tensorboard;
@@ -28,6 +33,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use eval::EvalSummary;
 pub use flops::{
     flops_per_token, mfu, peak_tflops_for_device_kind, peak_tflops_per_device, tokens_per_device,
     training_tflops_per_device, FlopsPerToken, CPU_NOMINAL_PEAK_TFLOPS,

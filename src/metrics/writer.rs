@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::eval::EvalSummary;
 use super::flops::{peak_tflops_per_device, tokens_per_device, training_tflops_per_device};
 use super::step::{console_line, json_line, scalars, PerfMetrics, StepMetrics};
 use super::tensorboard::{wall_time_now, EventWriter};
@@ -165,6 +166,22 @@ impl MetricsWriter {
         self.bar.set_message(format!("loss {:.3}, {:.1} TFLOP/s/device", m.loss, perf.tflops_per_sec));
         self.last = Some((m.clone(), perf));
         Ok(perf)
+    }
+
+    /// Records an evaluation that ran after train step `step`: a metrics-file line (never truncating the
+    /// file: MaxText's step-0 truncation would drop that step's train line), TensorBoard scalars and the
+    /// console line.
+    pub fn write_eval(&mut self, step: u64, e: &EvalSummary) -> Result<(), MetricsError> {
+        let all = e.scalars();
+        if let Some((f, path)) = &mut self.metrics_file {
+            f.write_all(json_line(&all, step, &self.opts.run_name).as_bytes()).map_err(|e| MetricsError::io(path, e))?;
+        }
+        if let Some(ev) = &mut self.events {
+            let refs: Vec<(&str, f64)> = all.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+            ev.write_scalars(step as i64, wall_time_now(), &refs)?;
+        }
+        self.print(&e.console_line(step, self.opts.is_moe));
+        Ok(())
     }
 
     /// Prints the last step's console line if the period skipped it, syncs the files to disk and finishes

@@ -3,6 +3,7 @@
 //! results are named groups (`inputs`, `params`, `mu`, `cache`, `rng`, `metrics`, ...) that the runtime binds by name.
 
 mod decode;
+mod eval;
 mod forward;
 mod init;
 mod layout;
@@ -12,8 +13,9 @@ mod train;
 
 pub use forward::{forward_program, matmul_precision, model_params, param_decls, ForwardProgram};
 pub use layout::{lay_out, param_shardings, INPUT_LOGICAL};
+pub use eval::{eval_program, EvalProgram, EVAL_METRIC_NAMES};
 pub use decode::{decode_program, prefill_program, DecodeProgram};
 pub use init::{erfinv, init_key, init_program, splitmix};
 pub use sampling::sample;
 pub use serve::{decode_slots_program, prefill_insert_program, slot_state_types};
-pub use train::{loss_function, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, LOSS_OUTPUTS, METRIC_NAMES, STATE_GROUPS};
+pub use train::{loss_function, state_groups, train_program, TrainProgram, TrainProgramError, BATCH_KEYS, LOSS_OUTPUTS, METRIC_NAMES, STATE_GROUPS};

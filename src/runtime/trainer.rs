@@ -1,4 +1,4 @@
-//! The train state on device: (step, count, params, mu, nu) uploaded once — shard by shard, never whole
+//! The train state on device: (step, count, params, mu, nu; no moments for `sgd`) uploaded once — shard by shard, never whole
 //! on the host — sharded as the train program says, and replaced by the program's donated outputs every
 //! step. Only the batch goes up and the metrics come down; a checkpoint takes the state shard by shard.
 //!
@@ -37,19 +37,24 @@ pub struct Trainer<'r> {
     state: Vec<DeviceArray>,
 }
 
+/// The state groups `program` has, in `STATE_GROUPS` order.
+fn present_groups(program: &Program) -> Vec<&'static str> {
+    STATE_GROUPS.iter().copied().filter(|g| program.has_args(g)).collect()
+}
+
 /// The train program's argument behind each state entry.
 pub fn state_args(program: &Program) -> Vec<usize> {
-    STATE_GROUPS.iter().flat_map(|g| program.args(g)).collect()
+    present_groups(program).iter().flat_map(|g| program.args(g)).collect()
 }
 
 /// The state entries of state group `group` (e.g. the params are entries 2.. after step and count).
 pub fn state_entries(program: &Program, group: &str) -> std::ops::Range<usize> {
-    let before: usize = STATE_GROUPS.iter().take_while(|g| **g != group).map(|g| program.args(g).len()).sum();
+    let before: usize = present_groups(program).iter().take_while(|g| **g != group).map(|g| program.args(g).len()).sum();
     before..before + program.args(group).len()
 }
 
-/// The state of a run that starts from `params`, group by group (`STATE_GROUPS`): step 0, count 0, the
-/// params, zero mu (in `mu_dtype`) and zero nu.
+/// The state of a run that starts from `params`, group by group (the program's state groups): step 0,
+/// count 0, the params, and for the Adam optimizers zero mu (in its dtype) and zero nu.
 pub fn fresh_train_state(tp: &TrainProgram, params: Vec<HostTensor>) -> Vec<Vec<HostTensor>> {
     let p = &tp.program;
     let zeros = |group: &str| -> Vec<HostTensor> {
@@ -60,18 +65,21 @@ pub fn fresh_train_state(tp: &TrainProgram, params: Vec<HostTensor>) -> Vec<Vec<
             })
             .collect()
     };
-    vec![vec![HostTensor::from_i32(&[0], &[])], vec![HostTensor::from_i32(&[0], &[])], params, zeros("mu"), zeros("nu")]
+    let mut state = vec![vec![HostTensor::from_i32(&[0], &[])], vec![HostTensor::from_i32(&[0], &[])], params];
+    state.extend(tp.state_groups().into_iter().filter(|g| matches!(*g, "mu" | "nu")).map(zeros));
+    state
 }
 
 impl<'r> Trainer<'r> {
-    /// Compiles the step and uploads `state` (the `STATE_GROUPS`, in order).
+    /// Compiles the step and uploads `state` (the program's state groups, in order).
     pub fn new(rt: &'r Runtime, tp: TrainProgram, state: &[Vec<HostTensor>]) -> Result<Trainer<'r>, RunError> {
-        if state.len() != STATE_GROUPS.len() {
-            return Err(RunError::Arity { program: "train_step state groups".into(), expected: STATE_GROUPS.len(), got: state.len() });
+        let groups = tp.state_groups();
+        if state.len() != groups.len() {
+            return Err(RunError::Arity { program: "train_step state groups".into(), expected: groups.len(), got: state.len() });
         }
         let exe = rt.compile(&tp.program)?;
         let mut arrays = Vec::new();
-        for (g, xs) in STATE_GROUPS.iter().zip(state) {
+        for (g, xs) in groups.iter().zip(state) {
             arrays.extend(rt.upload_group(&tp.program, &exe, g, xs)?);
         }
         Ok(Trainer { rt, tp, exe, state: arrays })
@@ -141,12 +149,13 @@ impl<'r> Trainer<'r> {
     /// The state entries of each state group, as slices of `self.state`.
     fn groups(&self) -> Vec<(&'static str, &[DeviceArray])> {
         let mut at = 0;
-        STATE_GROUPS
-            .iter()
+        self.tp
+            .state_groups()
+            .into_iter()
             .map(|g| {
                 let n = self.tp.program.args(g).len();
                 at += n;
-                (*g, &self.state[at - n..at])
+                (g, &self.state[at - n..at])
             })
             .collect()
     }
@@ -160,16 +169,27 @@ impl<'r> Trainer<'r> {
         let mut outs = self.rt.execute(p, &self.exe, &args)?;
         let m: Vec<f64> = self.rt.download_group(p, &outs, "metrics")?.iter().map(|t| t.to_f64()[0]).collect();
         let out = StepOutput { loss: m[0], raw_grad_norm: m[1], grad_norm: m[2], learning_rate: m[3], total_weights: m[4], moe_lb_loss: m[5], moe_dropped_fraction: m[6], moe_max_expert_load: m[7] };
-        self.state = STATE_GROUPS.iter().flat_map(|g| outs.take(g)).collect();
+        self.state = self.tp.state_groups().iter().flat_map(|g| outs.take(g)).collect();
         Ok(out)
     }
 
-    /// The whole state on the host, group by group (`STATE_GROUPS`): for tests and small models; a
-    /// checkpoint goes shard by shard ([`Trainer::for_each_state_shard`]).
+    /// Runs `program` (compiled as `exe`; e.g. the eval step) on the current params, which it only reads,
+    /// and `batch` (its `batch` group); returns its `metrics` group as f64 scalars. The program must lay
+    /// its `params` out as the train step does.
+    pub fn run_on_params(&self, program: &Program, exe: &LoadedExecutable, batch: &[HostTensor]) -> Result<Vec<f64>, RunError> {
+        let batch = self.rt.upload_group(program, exe, "batch", batch)?;
+        let params = state_entries(&self.tp.program, "params");
+        let outs = self.rt.execute(program, exe, &[("params", &self.state[params]), ("batch", &batch)])?;
+        Ok(self.rt.download_group(program, &outs, "metrics")?.iter().map(|t| t.to_f64()[0]).collect())
+    }
+
+    /// The whole state on the host, group by group (the program's state groups): for tests and small
+    /// models; a checkpoint goes shard by shard ([`Trainer::for_each_state_shard`]).
     pub fn state_to_host(&self) -> Result<Vec<Vec<HostTensor>>, RunError> {
         let p = &self.tp.program;
-        let results: Vec<usize> = STATE_GROUPS.iter().flat_map(|g| p.results(g)).collect();
+        let groups = self.tp.state_groups();
+        let results: Vec<usize> = groups.iter().flat_map(|g| p.results(g)).collect();
         let mut flat = results.iter().zip(&self.state).map(|(&r, a)| self.rt.download(p, r, a));
-        STATE_GROUPS.iter().map(|g| flat.by_ref().take(p.args(g).len()).collect()).collect()
+        groups.iter().map(|g| flat.by_ref().take(p.args(g).len()).collect()).collect()
     }
 }
