@@ -54,7 +54,11 @@ pub struct ComputeConfig {
     pub scan_layers: bool,
     pub param_scan_axis: usize,
     pub remat_policy: RematPolicy,
+    /// `attention`: `autoselected`, `dot_product` or `flash` (the cuDNN and paged kernels are refused).
     pub attention: AttentionKind,
+    /// `sa_block_q`, `sa_block_kv`: block sizes of `attention=flash` (MaxText's splash-attention keys).
+    pub sa_block_q: usize,
+    pub sa_block_kv: usize,
     pub megablox: bool,
     pub sparse_matmul: bool,
     pub use_tokamax_gmm: bool,
@@ -74,7 +78,30 @@ pub enum MoeStrategy {
     Dropless,
 }
 
+/// The full-attention kernel of whole-sequence passes (training, forward, prefill). A decode step of one
+/// token always uses dot product, as MaxText does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttentionKernel {
+    /// softmax(q kᵀ + mask) v over the whole [seq, seq] score matrix.
+    DotProduct,
+    /// Blockwise with an online softmax (`src/nn/flash_attention.rs`) for sequences of at least `min_seq`
+    /// tokens; shorter ones use dot product.
+    Flash { block_q: usize, block_kv: usize, min_seq: usize },
+}
+
 impl ComputeConfig {
+    /// The kernel `attention` selects on `hardware`. MaxText's `autoselected` is dot product in decode and
+    /// below 128 tokens, else its flash kernel (splash on TPU, Pallas on GPU); on CPU, where MaxText has no
+    /// flash kernel, it is dot product here.
+    pub fn attention_kernel(&self, hardware: Hardware) -> AttentionKernel {
+        let flash = |min_seq| AttentionKernel::Flash { block_q: self.sa_block_q, block_kv: self.sa_block_kv, min_seq };
+        match (self.attention, hardware) {
+            (AttentionKind::Flash, _) => flash(0),
+            (AttentionKind::Autoselected, Hardware::Tpu | Hardware::Gpu) => flash(128),
+            _ => AttentionKernel::DotProduct,
+        }
+    }
+
     pub fn moe_strategy(&self) -> MoeStrategy {
         match (self.sparse_matmul, self.capacity_factor > 0.0) {
             (true, _) => MoeStrategy::Dropless,
@@ -310,12 +337,31 @@ impl ComputeConfig {
             scan_layers: raw.bool("scan_layers")?,
             param_scan_axis: raw.int_at_least("param_scan_axis", 0)? as usize,
             remat_policy: raw.enumeration("remat_policy")?,
-            attention: raw.enumeration("attention")?,
+            attention: attention_kind(raw)?,
+            sa_block_q: raw.int_at_least("sa_block_q", 1)? as usize,
+            sa_block_kv: raw.int_at_least("sa_block_kv", 1)? as usize,
             megablox: raw.bool("megablox")?,
             sparse_matmul: raw.bool("sparse_matmul")?,
             use_tokamax_gmm: raw.bool("use_tokamax_gmm")?,
             capacity_factor: capacity_factor(raw)?,
         })
+    }
+}
+
+/// `attention`, refusing the kernels that are not built (MaxText's cuDNN Transformer Engine / JAX kernels
+/// and paged attention) rather than running another one in their place.
+fn attention_kind(raw: &RawConfig) -> Result<AttentionKind, ConfigError> {
+    let kind: AttentionKind = raw.enumeration("attention")?;
+    match kind {
+        AttentionKind::Autoselected | AttentionKind::DotProduct | AttentionKind::Flash => Ok(kind),
+        AttentionKind::CudnnFlashTe | AttentionKind::CudnnFlashJax | AttentionKind::Paged => Err(ConfigError::BadValue {
+            key: "attention".into(),
+            value: kind.name().into(),
+            expected: "one of `autoselected`, `dot_product`, `flash` (cudnn_flash_te, cudnn_flash_jax and paged are not \
+                       built; `flash` is a blockwise attention that XLA compiles on every plugin)"
+                .into(),
+            origin: raw.origin("attention").cloned().unwrap_or(Origin::Default),
+        }),
     }
 }
 

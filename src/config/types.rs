@@ -149,9 +149,10 @@ config_enum! {
 }
 
 config_enum! {
-    /// `attention`: the attention kernel.
+    /// `attention`: the attention kernel (see `ComputeConfig::attention_kernel`; the cuDNN and paged kernels
+    /// parse so that the refusal can name them).
     AttentionKind {
-        /// dot_product off TPU, in autoregressive decode and for short sequences; flash on TPU otherwise.
+        /// dot_product in autoregressive decode, below 128 tokens and on CPU; flash otherwise.
         Autoselected = ["autoselected"],
         DotProduct = ["dot_product"],
         Flash = ["flash"],

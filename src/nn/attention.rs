@@ -1,10 +1,13 @@
 //! Gated full attention of Qwen3-Next (reference §2.5): per-head [query | gate] projection, q/k
-//! zero-centred RMSNorm, partial RoPE, GQA, causal + segment mask, sigmoid output gate.
+//! zero-centred RMSNorm, partial RoPE, GQA, causal + segment mask, sigmoid output gate. Whole sequences
+//! (training, forward, prefill) attend with the configured kernel — dot product, or blockwise
+//! (`attention=flash`, [`super::flash_attention`]); a decode step attends with dot product.
 
+use super::flash_attention::{flash_attend, FlashBlocks};
 use super::norm::RmsNormOffset;
 use super::params::{Init, ParamBuilder};
 use super::rope::apply_partial_rope;
-use crate::config::ModelConfig;
+use crate::config::{AttentionKernel, ModelConfig};
 use crate::ir::{DType, Tensor};
 
 /// MaxText's `DEFAULT_MASK_VALUE`: masked logits are replaced by this (not -inf, so a fully masked row
@@ -22,6 +25,7 @@ pub struct GatedAttention {
     head_dim: i64,
     rotary_dim: i64,
     theta: f64,
+    kernel: AttentionKernel,
 }
 
 /// Projected attention inputs of a chunk of tokens.
@@ -63,6 +67,7 @@ impl GatedAttention {
                 head_dim: dh,
                 rotary_dim: cfg.rotary_dim() as i64,
                 theta: cfg.rope.max_timescale,
+                kernel: pb.attention,
             }
         })
     }
@@ -89,17 +94,23 @@ impl GatedAttention {
     /// softmax(q kᵀ + mask) v. q [batch, seq, kv_heads, group, head_dim]; k, v [batch, kv_seq, kv_heads,
     /// head_dim]; mask [batch, seq, kv_seq] (pred, true = attend) -> [batch, seq, attn_out].
     pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
-        let dtype = q.dtype();
-        let scores = q.dot(k, &["head_dim"]); // [batch, kv_heads, seq, group, kv_seq]
-        let mask = mask.broadcast_like(&scores.ty().with_dtype(DType::Pred));
-        let scores = mask.select(&scores, &scores.full_like(MASK_VALUE)).convert(DType::F32);
+        let scores = masked_scores(q, k, mask);
         let max = scores.max_over(&["kv_seq"]);
         let e = scores.zip_named(&max, |s, m| (s - m).exp());
-        let p = e.zip_named(&e.sum_over(&["kv_seq"]), |a, b| a / b).convert(dtype);
-        let o = p.dot(v, &["kv_seq"]); // [batch, kv_heads, seq, group, head_dim]
-        o.transpose_to(&["batch", "seq", "kv_heads", "group", "head_dim"])
-            .merge_axes(&["kv_heads", "group"], "heads")
-            .merge_axes(&["heads", "head_dim"], "attn_out")
+        let p = e.zip_named(&e.sum_over(&["kv_seq"]), |a, b| a / b).convert(q.dtype());
+        merge_heads(&p.dot(v, &["kv_seq"]))
+    }
+
+    /// Attention of a whole sequence over itself (projected `p`; positions, segment ids [batch, seq]) with
+    /// the configured kernel: causal by position within equal segments.
+    fn attend_sequence(&self, p: &Projected, positions: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
+        let (k, v) = (p.k.rename("seq", "kv_seq"), p.v.rename("seq", "kv_seq"));
+        match self.kernel {
+            AttentionKernel::Flash { block_q, block_kv, min_seq } if p.q.dim("seq") >= min_seq as i64 => {
+                flash_attend(&p.q, &k, &v, positions, segment_ids, FlashBlocks { q: block_q as i64, kv: block_kv as i64 })
+            }
+            _ => Self::attend(&p.q, &k, &v, &causal_mask(positions, positions, segment_ids, segment_ids)),
+        }
     }
 
     /// o [batch, seq, attn_out] gated by sigmoid(gate), projected to [batch, seq, embed].
@@ -111,10 +122,7 @@ impl GatedAttention {
     /// padding). Causal by position within equal segments.
     pub fn forward(&self, x: &Tensor, positions: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
         let p = self.project(x, positions);
-        let k = p.k.rename("seq", "kv_seq");
-        let v = p.v.rename("seq", "kv_seq");
-        let mask = causal_mask(positions, positions, segment_ids, segment_ids);
-        self.output(&Self::attend(&p.q, &k, &v, &mask), &p.gate)
+        self.output(&self.attend_sequence(&p, positions, segment_ids), &p.gate)
     }
 }
 
@@ -124,14 +132,12 @@ impl GatedAttention {
     /// positions 0..seq.
     pub fn prefill(&self, x: &Tensor, positions: &Tensor, segment_ids: &Tensor, cache_k: &Tensor, cache_v: &Tensor) -> (Tensor, Tensor, Tensor) {
         let p = self.project(x, positions);
-        let (k, v) = (p.k.rename("seq", "kv_seq"), p.v.rename("seq", "kv_seq"));
-        let mask = causal_mask(positions, positions, Some(segment_ids), Some(segment_ids));
-        let out = self.output(&Self::attend(&p.q, &k, &v, &mask), &p.gate);
+        let out = self.output(&self.attend_sequence(&p, positions, Some(segment_ids)), &p.gate);
         let g = x.graph();
         let zero = crate::ir::index_const(&g, 0);
         let starts = vec![zero; 4];
         let write = |cache: &Tensor, new: &Tensor| cache.dynamic_update_slice(&new.convert(cache.dtype()), &starts).with_axes(&cache.ty().axes);
-        (out, write(cache_k, &k), write(cache_v, &v))
+        (out, write(cache_k, &p.k.rename("seq", "kv_seq")), write(cache_v, &p.v.rename("seq", "kv_seq")))
     }
 
     /// One decode step per row at `positions` [batch, 1]: writes this token's k, v into the caches at each
@@ -153,6 +159,21 @@ impl GatedAttention {
         let out = self.output(&Self::attend(&p.q, &ck.convert(p.q.dtype()), &cv.convert(p.q.dtype()), &mask), &p.gate);
         (out, ck, cv)
     }
+}
+
+/// q [batch, seq, kv_heads, group, head_dim] · k [batch, kv_seq, kv_heads, head_dim] with the logits where
+/// `mask` [batch, seq, kv_seq] is false replaced by [`MASK_VALUE`], in f32: [batch, kv_heads, seq, group, kv_seq].
+pub(super) fn masked_scores(q: &Tensor, k: &Tensor, mask: &Tensor) -> Tensor {
+    let scores = q.dot(k, &["head_dim"]);
+    let mask = mask.broadcast_like(&scores.ty().with_dtype(DType::Pred));
+    mask.select(&scores, &scores.full_like(MASK_VALUE)).convert(DType::F32)
+}
+
+/// Attention output per KV head and group [batch, kv_heads, seq, group, head_dim] -> [batch, seq, attn_out].
+pub(super) fn merge_heads(o: &Tensor) -> Tensor {
+    o.transpose_to(&["batch", "seq", "kv_heads", "group", "head_dim"])
+        .merge_axes(&["kv_heads", "group"], "heads")
+        .merge_axes(&["heads", "head_dim"], "attn_out")
 }
 
 /// [batch, seq, kv_seq] pred: kv position <= query position, and (when given) equal segment ids.

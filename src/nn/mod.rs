@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod delta_rule;
+pub mod flash_attention;
 pub mod gated_delta;
 pub mod moe;
 pub mod moe_dispatch;

@@ -79,6 +79,8 @@ pub struct ParamBuilder {
     pub activations_in_float32: bool,
     /// How routed MoE experts are computed (`sparse_matmul`, `capacity_factor`).
     pub moe_strategy: crate::config::MoeStrategy,
+    /// The full-attention kernel of whole-sequence passes (`attention`, `sa_block_q`, `sa_block_kv`).
+    pub attention: crate::config::AttentionKernel,
 }
 
 impl ParamBuilder {
@@ -92,6 +94,7 @@ impl ParamBuilder {
             compute_dtype,
             activations_in_float32: false,
             moe_strategy: crate::config::MoeStrategy::Dense,
+            attention: crate::config::AttentionKernel::DotProduct,
         }
     }
 

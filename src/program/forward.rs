@@ -20,11 +20,13 @@ impl ForwardProgram {
     }
 }
 
-/// The parameter builder of a program traced for `cfg` (dtypes and activation precision).
+/// The parameter builder of a program traced for `cfg` (dtypes, activation precision, MoE strategy and
+/// attention kernel).
 pub fn model_params(g: &Graph, cfg: &Config) -> ParamBuilder {
     let mut pb = ParamBuilder::new(g, cfg.compute.weight_dtype, cfg.compute.dtype);
     pb.activations_in_float32 = cfg.compute.activations_in_float32;
     pb.moe_strategy = cfg.compute.moe_strategy();
+    pb.attention = cfg.compute.attention_kernel(cfg.run.hardware);
     pb
 }
 
