@@ -93,6 +93,14 @@ fn greedy_matches_hf_batched_unscanned() {
     check(&dir, &["scan_layers=false"], 4, 2e-4);
 }
 
+/// `attention=flash` in the prefill program (batched, right-padded prompts of 1 to 100 tokens over query
+/// blocks of 16 and key blocks of 12); decode steps attend with dot product, as in MaxText.
+#[test]
+fn greedy_matches_hf_with_flash_prefill() {
+    let Some(dir) = shared_fixture() else { return };
+    check(&dir, &["scan_layers=true", "attention=flash", "sa_block_q=16", "sa_block_kv=12"], 4, 2e-4);
+}
+
 #[test]
 fn greedy_matches_hf_on_other_shapes() {
     check(&own("tiny-8layers-gqa4"), &["scan_layers=true"], 4, 5e-4);

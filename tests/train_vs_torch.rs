@@ -101,8 +101,8 @@ fn hf_file(path: &Path) -> HashMap<String, Vec<f32>> {
     st.tensors().into_iter().map(|(n, v)| (n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())).collect()
 }
 
-fn check_grads(fx: &Fixture, scan: &str) {
-    let cfg = config(fx, &[scan]);
+fn check_grads(fx: &Fixture, extra: &[&str]) {
+    let cfg = config(fx, extra);
     let (b, s) = batch_shape(fx);
     let (loss_fn, decls) = loss_function(&cfg, b, s);
     let n = decls.len();
@@ -229,8 +229,18 @@ fn own(name: &str) -> Option<Fixture> {
 #[test]
 fn gradients_match_torch_autograd() {
     let Some(fx) = shared() else { return };
-    check_grads(&fx, "scan_layers=true");
-    check_grads(&fx, "scan_layers=false");
+    check_grads(&fx, &["scan_layers=true"]);
+    check_grads(&fx, &["scan_layers=false"]);
+}
+
+/// `attention=flash` over the fixture's 32 tokens in query blocks of 8 and key blocks of 5 (the key loop,
+/// shorter key blocks and the autodiff through both): torch's gradients, then its 3 AdamW steps.
+#[test]
+fn flash_attention_matches_torch() {
+    let Some(fx) = shared() else { return };
+    let flash = ["scan_layers=true", "attention=flash", "sa_block_q=8", "sa_block_kv=5"];
+    check_grads(&fx, &flash);
+    check_three_steps(&fx, &flash, 1e-4);
 }
 
 #[test]
@@ -266,7 +276,7 @@ fn three_adamw_steps_match_torch_unscanned_with_accumulation() {
 fn other_shapes_match_torch() {
     for name in ["tiny-8layers-gqa4", "tiny-interval2-ratio1"] {
         let Some(fx) = own(name) else { continue };
-        check_grads(&fx, "scan_layers=true");
+        check_grads(&fx, &["scan_layers=true"]);
         check_three_steps(&fx, &["scan_layers=true"], 0.1);
     }
 }
