@@ -72,7 +72,7 @@ fn layer_inputs(decls: &[ParamDecl], emb: i64) -> Vec<HostTensor> {
     inputs.push(HostTensor::from_f32(&data((BATCH * SEQ * emb) as usize, 50, -1.5, 1.5), &[BATCH, SEQ, emb]));
     let mut segments = vec![1; SEQ as usize];
     for (seg, len) in [(1, 13), (2, 20), (3, 7), (0, 5)] {
-        segments.extend(std::iter::repeat(seg).take(len));
+        segments.extend(std::iter::repeat_n(seg, len));
     }
     let mut positions = Vec::new();
     for row in segments.chunks(SEQ as usize) {
@@ -173,10 +173,12 @@ fn attention_keys_select_the_kernel() {
 fn unbuilt_attention_kernels_are_refused() {
     for kind in ["cudnn_flash_te", "cudnn_flash_jax", "paged"] {
         let o = vec!["model_name=qwen3-next-tiny".to_string(), format!("attention={kind}")];
-        let err = Config::load_with_env(Path::new("configs/base.yml"), &o, &|_| None).err().unwrap_or_else(|| panic!("attention={kind} was accepted")).to_string();
+        let Err(err) = Config::load_with_env(Path::new("configs/base.yml"), &o, &|_| None) else { panic!("attention={kind} was accepted") };
+        let err = err.to_string();
         assert!(err.contains("`attention`") && err.contains(kind) && err.contains("`flash`") && err.contains("`dot_product`"), "{err}");
     }
     let o = vec!["attention=flash".to_string(), "sa_block_kv=0".to_string()];
-    let err = Config::load_with_env(Path::new("configs/base.yml"), &o, &|_| None).err().expect("sa_block_kv=0 was accepted").to_string();
+    let Err(err) = Config::load_with_env(Path::new("configs/base.yml"), &o, &|_| None) else { panic!("sa_block_kv=0 was accepted") };
+    let err = err.to_string();
     assert!(err.contains("sa_block_kv"), "{err}");
 }
