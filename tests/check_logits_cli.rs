@@ -62,10 +62,13 @@ fn f32_scanned_matches_hf() {
 }
 
 /// `attention=flash` with blocks that split the 33- and 100-token prompts (query blocks of 16, key blocks
-/// of 12); `tests/flash_attention.rs` holds its logits to the dot product's within 1e-5.
+/// of 12), on one device and split fsdp=2 x tensor=2 x expert=2 over 8; `tests/flash_attention.rs` holds its
+/// logits to the dot product's within 1e-5.
 #[test]
 fn f32_flash_attention_matches_hf() {
-    assert_passes(&["attention=flash", "sa_block_q=16", "sa_block_kv=12"]);
+    let flash = ["attention=flash", "sa_block_q=16", "sa_block_kv=12"];
+    assert_passes(&flash);
+    assert_passes(&[&flash[..], &["cpu_device_count=8"], MESHES_8[1]].concat());
 }
 
 #[test]
