@@ -54,7 +54,8 @@ pub struct ComputeConfig {
     pub scan_layers: bool,
     pub param_scan_axis: usize,
     pub remat_policy: RematPolicy,
-    /// `attention`: `autoselected`, `dot_product` or `flash` (the cuDNN and paged kernels are refused).
+    /// `attention`: `autoselected`, `dot_product` or `flash` (the key table refuses the cuDNN and paged
+    /// kernels).
     pub attention: AttentionKind,
     /// `sa_block_q`, `sa_block_kv`: block sizes of `attention=flash` (MaxText's splash-attention keys).
     pub sa_block_q: usize,
@@ -98,6 +99,7 @@ impl ComputeConfig {
         match (self.attention, hardware) {
             (AttentionKind::Flash, _) => flash(0),
             (AttentionKind::Autoselected, Hardware::Tpu | Hardware::Gpu) => flash(128),
+            // dot_product, autoselected on CPU; the cuDNN and paged kinds never get here (the key table refuses them).
             _ => AttentionKernel::DotProduct,
         }
     }
@@ -337,7 +339,7 @@ impl ComputeConfig {
             scan_layers: raw.bool("scan_layers")?,
             param_scan_axis: raw.int_at_least("param_scan_axis", 0)? as usize,
             remat_policy: raw.enumeration("remat_policy")?,
-            attention: attention_kind(raw)?,
+            attention: raw.enumeration("attention")?,
             sa_block_q: raw.int_at_least("sa_block_q", 1)? as usize,
             sa_block_kv: raw.int_at_least("sa_block_kv", 1)? as usize,
             megablox: raw.bool("megablox")?,
@@ -345,23 +347,6 @@ impl ComputeConfig {
             use_tokamax_gmm: raw.bool("use_tokamax_gmm")?,
             capacity_factor: capacity_factor(raw)?,
         })
-    }
-}
-
-/// `attention`, refusing the kernels that are not built (MaxText's cuDNN Transformer Engine / JAX kernels
-/// and paged attention) rather than running another one in their place.
-fn attention_kind(raw: &RawConfig) -> Result<AttentionKind, ConfigError> {
-    let kind: AttentionKind = raw.enumeration("attention")?;
-    match kind {
-        AttentionKind::Autoselected | AttentionKind::DotProduct | AttentionKind::Flash => Ok(kind),
-        AttentionKind::CudnnFlashTe | AttentionKind::CudnnFlashJax | AttentionKind::Paged => Err(ConfigError::BadValue {
-            key: "attention".into(),
-            value: kind.name().into(),
-            expected: "one of `autoselected`, `dot_product`, `flash` (cudnn_flash_te, cudnn_flash_jax and paged are not \
-                       built; `flash` is a blockwise attention that XLA compiles on every plugin)"
-                .into(),
-            origin: raw.origin("attention").cloned().unwrap_or(Origin::Default),
-        }),
     }
 }
 
