@@ -10,7 +10,7 @@
 
 use serde_yaml_ng::Value;
 
-use super::error::ConfigError;
+use super::error::{closest, ConfigError};
 use super::raw::{value_to_inline, values_equal, RawConfig};
 
 /// What this program builds of a key.
@@ -132,19 +132,19 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("data_sharding", Honoured, "mesh axes the batch is split over"),
     rule("input_data_sharding_logical_axes", Honoured, ""),
     rule("shard_mode", Only(&["auto"]), "sharding by constraints (explicit-sharding mode is not built)"),
-    rule("dcn_diloco_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_data_parallelism", Only(&["-1", "1"]), "multi-slice (DCN) is not built"),
-    rule("dcn_fsdp_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_fsdp_transpose_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_sequence_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_context_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_context_usp_ulysses_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_context_autoregressive_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_tensor_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_tensor_sequence_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_pipeline_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_expert_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
-    rule("dcn_autoregressive_parallelism", DefaultOnly, "multi-slice (DCN) is not built"),
+    rule("dcn_diloco_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_data_parallelism", Only(&["-1", "1"]), "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_fsdp_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_fsdp_transpose_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_sequence_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_context_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_context_usp_ulysses_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_context_autoregressive_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_tensor_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_tensor_sequence_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_pipeline_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_expert_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
+    rule("dcn_autoregressive_parallelism", DefaultOnly, "multi-slice (DCN) is not built: one slice only"),
     rule("ici_diloco_parallelism", DefaultOnly, "DiLoCo is not built"),
     rule("ici_data_parallelism", Honoured, ""),
     rule("ici_fsdp_parallelism", Honoured, ""),
@@ -276,7 +276,13 @@ pub fn check_supported(raw: &RawConfig, defaults: &RawConfig) -> Result<(), Conf
         let supported = match rule.support {
             Honoured => continue,
             Only(values) if values.iter().any(|v| matches_text(value, v)) => continue,
-            Only(values) => values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "),
+            Only(values) => {
+                let mut listed = values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ");
+                if let Some(c) = closest(&value_to_inline(value), values.iter().copied()) {
+                    listed.push_str(&format!(" (did you mean `{c}`?)"));
+                }
+                listed
+            }
             DefaultOnly => format!("only the default `{}`", value_to_inline(default)),
         };
         return Err(ConfigError::NotBuilt {
