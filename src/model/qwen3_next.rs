@@ -203,7 +203,13 @@ pub(crate) fn lm_head(cfg: &ModelConfig, pb: &mut ParamBuilder, x: &Tensor) -> T
     let kernel = pb.scope("logits_dense", |pb| {
         pb.param("kernel", &[e, v], &["embed", "vocab"], &[Some("embed_vocab"), Some("vocab")], Init::Normal { stddev: 1.0 / (e as f64).sqrt() })
     });
-    let logits = norm.forward(x).dot(&kernel, &["embed"]).convert(DType::F32);
+    let h = norm.forward(x);
+    // `logits_dot_in_fp32`: the projection itself runs in f32 (else in `dtype`, the result cast to f32).
+    let logits = if pb.precision.logits_dot {
+        h.convert(DType::F32).dot(&kernel.convert(DType::F32), &["embed"])
+    } else {
+        h.dot(&kernel, &["embed"]).convert(DType::F32)
+    };
     logits.constrain(&["activation_embed_and_logits_batch", "activation_length", "activation_vocab"])
 }
 

@@ -5,7 +5,7 @@
 
 use super::flash_attention::{flash_attend, FlashBlocks};
 use super::norm::RmsNormOffset;
-use super::params::{Init, ParamBuilder};
+use super::params::{F32Casts, Init, ParamBuilder};
 use super::rope::apply_partial_rope;
 use crate::config::{AttentionKernel, ModelConfig};
 use crate::ir::{DType, Tensor};
@@ -26,6 +26,7 @@ pub struct GatedAttention {
     rotary_dim: i64,
     theta: f64,
     kernel: AttentionKernel,
+    casts: F32Casts,
 }
 
 /// Projected attention inputs of a chunk of tokens.
@@ -68,6 +69,7 @@ impl GatedAttention {
                 rotary_dim: cfg.rotary_dim() as i64,
                 theta: cfg.rope.max_timescale,
                 kernel: pb.attention,
+                casts: pb.precision,
             }
         })
     }
@@ -93,8 +95,8 @@ impl GatedAttention {
 
     /// softmax(q kᵀ + mask) v. q [batch, seq, kv_heads, group, head_dim]; k, v [batch, kv_seq, kv_heads,
     /// head_dim]; mask [batch, seq, kv_seq] (pred, true = attend) -> [batch, seq, attn_out].
-    pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Tensor {
-        let scores = masked_scores(q, k, mask);
+    pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, casts: F32Casts) -> Tensor {
+        let scores = masked_scores(q, k, mask, casts.qk_product, casts.attention_logits);
         let max = scores.max_over(&["kv_seq"]);
         let e = scores.zip_named(&max, |s, m| (s - m).exp());
         let p = e.zip_named(&e.sum_over(&["kv_seq"]), |a, b| a / b).convert(q.dtype());
@@ -107,9 +109,10 @@ impl GatedAttention {
         let (k, v) = (p.k.rename("seq", "kv_seq"), p.v.rename("seq", "kv_seq"));
         match self.kernel {
             AttentionKernel::Flash { block_q, block_kv, min_seq } if p.q.dim("seq") >= min_seq as i64 => {
-                flash_attend(&p.q, &k, &v, positions, segment_ids, FlashBlocks { q: block_q as i64, kv: block_kv as i64 })
+                let blocks = FlashBlocks { q: block_q as i64, kv: block_kv as i64 };
+                flash_attend(&p.q, &k, &v, positions, segment_ids, blocks, self.casts.qk_product)
             }
-            _ => Self::attend(&p.q, &k, &v, &causal_mask(positions, positions, segment_ids, segment_ids)),
+            _ => Self::attend(&p.q, &k, &v, &causal_mask(positions, positions, segment_ids, segment_ids), self.casts),
         }
     }
 
@@ -156,17 +159,24 @@ impl GatedAttention {
         };
         let (ck, cv) = (write(cache_k, &p.k), write(cache_v, &p.v));
         let mask = causal_mask(positions, &kv_pos, None, None);
-        let out = self.output(&Self::attend(&p.q, &ck.convert(p.q.dtype()), &cv.convert(p.q.dtype()), &mask), &p.gate);
+        let out = self.output(&Self::attend(&p.q, &ck.convert(p.q.dtype()), &cv.convert(p.q.dtype()), &mask, self.casts), &p.gate);
         (out, ck, cv)
     }
 }
 
 /// q [batch, seq, kv_heads, group, head_dim] · k [batch, kv_seq, kv_heads, head_dim] with the logits where
-/// `mask` [batch, seq, kv_seq] is false replaced by [`MASK_VALUE`], in f32: [batch, kv_heads, seq, group, kv_seq].
-pub(super) fn masked_scores(q: &Tensor, k: &Tensor, mask: &Tensor) -> Tensor {
-    let scores = q.dot(k, &["head_dim"]);
+/// `mask` [batch, seq, kv_seq] is false replaced by [`MASK_VALUE`]: [batch, kv_heads, seq, group, kv_seq].
+/// The product runs in f32 when `f32_qk` (`float32_qk_product`), else in q's dtype; the scores are returned
+/// in f32 when `f32_scores` (`float32_logits`), else in the product's dtype (MaxText's `apply_attention_dot`).
+pub(super) fn masked_scores(q: &Tensor, k: &Tensor, mask: &Tensor, f32_qk: bool, f32_scores: bool) -> Tensor {
+    let scores = if f32_qk { q.convert(DType::F32).dot(&k.convert(DType::F32), &["head_dim"]) } else { q.dot(k, &["head_dim"]) };
     let mask = mask.broadcast_like(&scores.ty().with_dtype(DType::Pred));
-    mask.select(&scores, &scores.full_like(MASK_VALUE)).convert(DType::F32)
+    let scores = mask.select(&scores, &scores.full_like(MASK_VALUE));
+    if f32_scores {
+        scores.convert(DType::F32)
+    } else {
+        scores
+    }
 }
 
 /// Attention output per KV head and group [batch, kv_heads, seq, group, head_dim] -> [batch, seq, attn_out].

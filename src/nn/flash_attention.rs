@@ -32,7 +32,8 @@ pub struct FlashBlocks {
 /// softmax(q kᵀ + mask) v, blockwise. q [batch, seq, kv_heads, group, head_dim] (scaled, RoPE applied);
 /// k, v [batch, kv_seq, kv_heads, head_dim] of the same tokens (self-attention, kv_seq = seq); positions and
 /// segment ids [batch, seq] -> [batch, seq, attn_out].
-pub fn flash_attend(q: &Tensor, k: &Tensor, v: &Tensor, positions: &Tensor, segment_ids: Option<&Tensor>, blocks: FlashBlocks) -> Tensor {
+/// `f32_qk` (`float32_qk_product`) runs each block's q·k in f32; the running softmax is f32 regardless.
+pub fn flash_attend(q: &Tensor, k: &Tensor, v: &Tensor, positions: &Tensor, segment_ids: Option<&Tensor>, blocks: FlashBlocks, f32_qk: bool) -> Tensor {
     let seq = q.dim("seq");
     assert_eq!(k.dim("kv_seq"), seq, "flash_attend is self-attention: q {:?}, k {:?}", q.ty(), k.ty());
     assert!(blocks.q >= 1 && blocks.kv >= 1, "flash_attend: blocks {blocks:?}");
@@ -45,7 +46,7 @@ pub fn flash_attend(q: &Tensor, k: &Tensor, v: &Tensor, positions: &Tensor, segm
     for q0 in (0..seq).step_by(bq as usize) {
         let len = bq.min(seq - q0);
         let at = index_const(&g, q0);
-        let query = Queries { q: seq_block(q, "seq", &at, len), side: keys.side(&at, len) };
+        let query = Queries { q: seq_block(q, "seq", &at, len), side: keys.side(&at, len), f32_qk };
         let mut run = Running::start(&query.scores(&keys, &at, len), &keys.values(&at, len));
         let full = q0 / bkv;
         if full > 0 {
@@ -106,6 +107,7 @@ impl Keys<'_> {
 struct Queries {
     q: Tensor,
     side: Side,
+    f32_qk: bool,
 }
 
 impl Queries {
@@ -113,7 +115,7 @@ impl Queries {
     fn scores(&self, keys: &Keys, start: &Tensor, len: i64) -> Tensor {
         let kv = keys.side(start, len);
         let mask = causal_mask(&self.side.positions, &kv.positions, self.side.segment_ids.as_ref(), kv.segment_ids.as_ref());
-        masked_scores(&self.q, &seq_block(keys.k, "kv_seq", start, len), &mask)
+        masked_scores(&self.q, &seq_block(keys.k, "kv_seq", start, len), &mask, self.f32_qk, true)
     }
 }
 

@@ -24,6 +24,8 @@ pub struct SparseMoe {
     top_k: i64,
     norm_topk_prob: bool,
     activations_in_float32: bool,
+    /// `float32_gate_logits`: the router product in f32.
+    gate_logits_in_f32: bool,
     strategy: MoeStrategy,
 }
 
@@ -66,6 +68,7 @@ impl SparseMoe {
                 top_k: cfg.num_experts_per_tok as i64,
                 norm_topk_prob: cfg.norm_topk_prob,
                 activations_in_float32: pb.activations_in_float32,
+                gate_logits_in_f32: pb.precision.gate_logits,
                 strategy: pb.moe_strategy,
             }
         })
@@ -78,7 +81,12 @@ impl SparseMoe {
     /// router logits [batch, seq, exp].
     pub fn route_top_k(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let dtype = x.dtype();
-        let logits = x.dot(&self.router, &["embed"]); // [batch, seq, exp]
+        // [batch, seq, exp]; `float32_gate_logits` moves the product to f32.
+        let logits = if self.gate_logits_in_f32 {
+            x.convert(DType::F32).dot(&self.router.convert(DType::F32), &["embed"])
+        } else {
+            x.dot(&self.router, &["embed"])
+        };
         let (vals, idx) = logits.top_k(self.top_k);
         let vals = vals.convert(DType::F32).rename("exp", "k");
         let w = if self.norm_topk_prob {

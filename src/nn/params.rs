@@ -81,6 +81,22 @@ pub struct ParamBuilder {
     pub moe_strategy: crate::config::MoeStrategy,
     /// The full-attention kernel of whole-sequence passes (`attention`, `sa_block_q`, `sa_block_kv`).
     pub attention: crate::config::AttentionKernel,
+    /// Where attention and the router leave `dtype` for f32 (`float32_qk_product`, `float32_logits`, ...).
+    pub precision: F32Casts,
+}
+
+/// MaxText's keys that move one computation from `dtype` to f32 (all no-ops when `dtype=float32`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct F32Casts {
+    /// `float32_qk_product`: q and k are cast to f32 for the q·k product.
+    pub qk_product: bool,
+    /// `float32_logits`: the attention scores are cast to f32 before the softmax (else it runs in the
+    /// scores' dtype; the flash kernel always keeps its running softmax in f32, as MaxText's kernels do).
+    pub attention_logits: bool,
+    /// `float32_gate_logits`: the router's input and kernel are cast to f32 for the gate logits.
+    pub gate_logits: bool,
+    /// `logits_dot_in_fp32`: the output projection (`logits_dense`) runs in f32.
+    pub logits_dot: bool,
 }
 
 impl ParamBuilder {
@@ -95,6 +111,7 @@ impl ParamBuilder {
             activations_in_float32: false,
             moe_strategy: crate::config::MoeStrategy::Dense,
             attention: crate::config::AttentionKernel::DotProduct,
+            precision: F32Casts::default(),
         }
     }
 

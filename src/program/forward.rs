@@ -5,7 +5,7 @@ use super::layout::lay_out;
 use crate::config::{Config, MatmulPrecision};
 use crate::ir::{DType, Graph, Precision, Program, TensorType};
 use crate::model::{self, ForwardInputs};
-use crate::nn::{ParamBuilder, ParamDecl};
+use crate::nn::{F32Casts, ParamBuilder, ParamDecl};
 use crate::sharding::{sharding_context, ShardingError};
 
 /// A traced forward program and its parameter declarations (the `params` group, in order).
@@ -27,6 +27,12 @@ pub fn model_params(g: &Graph, cfg: &Config) -> ParamBuilder {
     pb.activations_in_float32 = cfg.compute.activations_in_float32;
     pb.moe_strategy = cfg.compute.moe_strategy();
     pb.attention = cfg.compute.attention_kernel(cfg.run.hardware);
+    pb.precision = F32Casts {
+        qk_product: cfg.compute.float32_qk_product,
+        attention_logits: cfg.compute.float32_logits,
+        gate_logits: cfg.compute.float32_gate_logits,
+        logits_dot: cfg.compute.logits_dot_in_fp32,
+    };
     pb
 }
 
