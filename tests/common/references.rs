@@ -19,11 +19,18 @@ pub fn reference_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// The reference set (or file) `name`, a path under a reference root (`hf/tiny-8layers-gqa4`,
-/// `orbax/maxtext_qwen3next_tiny/0/items/expected.safetensors`), from the first root that has it. `None`
-/// records the absence for the end-of-run list; the caller then returns without checking anything.
+/// The reference set `name`, a path under a reference root (`hf/tiny-8layers-gqa4`), from the first root
+/// that has it. `None` records the absence for the end-of-run list; the caller then returns without
+/// checking anything.
 pub fn reference(name: &str) -> Option<PathBuf> {
-    match reference_roots().into_iter().map(|root| root.join(name)).find(|p| p.exists()) {
+    reference_holding(name, "")
+}
+
+/// As [`reference`], for the first copy of set `name` that holds `file` (a part only the whole set has,
+/// where the repository ships a smaller copy under the same name).
+pub fn reference_holding(name: &str, file: &str) -> Option<PathBuf> {
+    let holds = |p: &PathBuf| if file.is_empty() { p.exists() } else { p.join(file).exists() };
+    match reference_roots().into_iter().map(|root| root.join(name)).find(holds) {
         Some(p) => {
             forget_absence(name);
             Some(p)
