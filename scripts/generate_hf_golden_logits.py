@@ -18,7 +18,7 @@ Requirements: torch and transformers (transformers >= 4.57 for Qwen3-Next), plus
 Examples:
     generate_hf_golden_logits.py --model-id-or-path Qwen/Qwen3-Next-80B-A3B-Instruct \\
         --prompts "I love to" "Today is a" "What is the" --output-path golden.jsonl --dtype bfloat16
-    generate_hf_golden_logits.py --model-id-or-path ../shared/fixtures/hf/qwen3-next-tiny \\
+    generate_hf_golden_logits.py --model-id-or-path tests/fixtures/hf/qwen3-next-tiny \\
         --token-ids 1 17,300,5,999,42,42,7 --output-path tiny.jsonl
 """
 

@@ -3,6 +3,7 @@
 the built-in `mmlu` prompt (0-shot, `acc`) with only the dataset changed to `json` + `data_files`.
 
     scripts/make_mmlu_tasks.py [MMLU_DIR] OUT_DIR     # MMLU_DIR defaults to ../shared/fixtures/mmlu
+                                                      # (the full split) if present, else assets/mmlu
 
 Creates OUT_DIR/_mmlu_local_template_yaml, one OUT_DIR/mmlu_local_<subject>.yaml per subject (task
 `mmlu_local_<subject>`) and the group OUT_DIR/mmlu_local.yaml (`mmlu_local`, pooled accuracy as lm-eval's
@@ -31,7 +32,9 @@ def main():
     args = sys.argv[1:]
     if len(args) == 1:
         here = os.path.dirname(os.path.abspath(__file__))
-        mmlu, out = os.path.join(here, "..", "..", "shared", "fixtures", "mmlu"), args[0]
+        full = os.path.join(here, "..", "..", "shared", "fixtures", "mmlu")
+        shipped = os.path.join(here, "..", "assets", "mmlu")
+        mmlu, out = (full if os.path.isdir(os.path.join(full, "test")) else shipped), args[0]
     elif len(args) == 2:
         mmlu, out = args
     else:

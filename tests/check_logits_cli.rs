@@ -1,19 +1,29 @@
 //! `maxtext check-logits` and `maxtext export-hlo` end to end, through the real binary and the real XLA
-//! CPU plugin, against the HF golden logits of `../shared/fixtures/hf/qwen3-next-tiny`.
+//! CPU plugin, against the HF golden logits of `tests/fixtures/hf/qwen3-next-tiny` (and of the other
+//! shapes: `tiny-interval2-ratio1` ships too, `tiny-8layers-gqa4` is an optional reference set).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const FIXTURE: &str = "../shared/fixtures/hf/qwen3-next-tiny";
+fn fixture() -> PathBuf {
+    common::shipped("hf/qwen3-next-tiny")
+}
 
-fn fixture() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
-    if p.join("model.safetensors").is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: HF fixture not found at {} (the shared fixtures are not checked out)", p.display());
-        None
+/// The golden logits of the HF reference in `dir` as the JSONL file `golden_logits_path` takes (MaxText's
+/// format), written from the binary reference (`golden_logits.safetensors` + `.json`).
+fn golden(dir: &Path) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("goldens");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join(format!("{}-{}.jsonl", dir.file_name().unwrap().to_string_lossy(), std::process::id()));
+    // Tests run in parallel threads: one writes the file while the others wait for it.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = WRITING.lock().unwrap();
+    if !path.is_file() {
+        common::write_golden_jsonl(&common::golden_lines(dir, "golden_logits"), &path);
     }
+    path
 }
 
 /// Runs `maxtext <args>`; returns (success, stdout + stderr).
@@ -48,8 +58,8 @@ fn max_kl(out: &str) -> f64 {
 }
 
 fn assert_passes(extra: &[&str]) {
-    let Some(dir) = fixture() else { return };
-    let (ok, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), extra);
+    let dir = fixture();
+    let (ok, out) = check_logits(&dir, &golden(&dir), extra);
     assert!(ok, "check-logits {extra:?} failed:\n{out}");
     let kl = max_kl(&out);
     assert!(kl < 2e-4, "max KL {kl} with {extra:?}");
@@ -111,10 +121,11 @@ fn f32_every_moe_strategy_matches_hf() {
     assert_passes_reference("tiny-interval2-ratio1", &["sparse_matmul=false", "capacity_factor=100"]);
 }
 
-/// References made with `scripts/make_test_references.sh` (shapes nobody tuned the code to).
+/// References made with `scripts/make_test_references.sh` (shapes nobody tuned the code to); an absent
+/// optional one is recorded and listed at the end of the run.
 fn assert_passes_reference(name: &str, extra: &[&str]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
-    let (ok, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), extra);
+    let Some(dir) = common::reference(&format!("hf/{name}")) else { return };
+    let (ok, out) = check_logits(&dir, &golden(&dir), extra);
     assert!(ok, "check-logits on {name} {extra:?} failed:\n{out}");
     assert!(max_kl(&out) < 2e-4, "{out}");
 }
@@ -139,8 +150,8 @@ fn f32_other_shapes_on_8_devices_match_hf() {
 
 #[test]
 fn bf16_runs_and_reports() {
-    let Some(dir) = fixture() else { return };
-    let (_, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), &["dtype=bfloat16", "weight_dtype=bfloat16"]);
+    let dir = fixture();
+    let (_, out) = check_logits(&dir, &golden(&dir), &["dtype=bfloat16", "weight_dtype=bfloat16"]);
     let kl = max_kl(&out);
     assert!(kl.is_finite() && kl > 0.0, "{out}");
     assert!(out.contains("dtype=bfloat16"), "{out}");
@@ -148,14 +159,14 @@ fn bf16_runs_and_reports() {
 
 #[test]
 fn failing_threshold_exits_nonzero() {
-    let Some(dir) = fixture() else { return };
-    let (ok, out) = check_logits(&dir, &dir.join("golden_logits.jsonl"), &["max_kl_div=1e-30"]);
+    let dir = fixture();
+    let (ok, out) = check_logits(&dir, &golden(&dir), &["max_kl_div=1e-30"]);
     assert!(!ok && out.contains(">= max_kl_div"), "{out}");
 }
 
 #[test]
 fn token_outside_vocab_is_a_clear_error() {
-    let Some(dir) = fixture() else { return };
+    let dir = fixture();
     let tmp = std::env::temp_dir().join(format!("maxtext_golden_bad_{}.jsonl", std::process::id()));
     std::fs::write(&tmp, "{\"tokens\": [1, 5000], \"logits\": [[0.0], [0.0]]}\n").unwrap();
     let (ok, out) = check_logits(&dir, &tmp, &[]);
@@ -165,13 +176,13 @@ fn token_outside_vocab_is_a_clear_error() {
 
 #[test]
 fn config_json_that_does_not_match_the_weights() {
-    let Some(dir) = fixture() else { return };
+    let dir = fixture();
     let tmp = std::env::temp_dir().join(format!("maxtext_hf_mismatch_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::copy(dir.join("model.safetensors"), tmp.join("model.safetensors")).unwrap();
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"hidden_size\": 128", "\"hidden_size\": 256");
     std::fs::write(tmp.join("config.json"), cfg).unwrap();
-    let (ok, out) = check_logits(&tmp, &dir.join("golden_logits.jsonl"), &[]);
+    let (ok, out) = check_logits(&tmp, &golden(&dir), &[]);
     std::fs::remove_dir_all(&tmp).ok();
     assert!(!ok, "{out}");
     assert!(out.contains("128") && out.contains("256"), "the error names both shapes:\n{out}");

@@ -5,6 +5,8 @@
 //! check-logits' `atol` / `rtol` / `skip_first_token`, and the refusals of `decoder_block` and
 //! `tokenizer_type` defaults that are not built.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -184,21 +186,24 @@ fn compile_xla_flags_reach_the_compiler() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The HF tiny reference shipped in tests/fixtures.
 fn hf_fixture() -> Option<PathBuf> {
-    let p = root().join("../shared/fixtures/hf/qwen3-next-tiny");
-    if p.join("model.safetensors").is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: HF fixture not found at {}", p.display());
-        None
+    Some(common::shipped("hf/qwen3-next-tiny"))
+}
+
+/// Its golden logits as the JSONL `golden_logits_path` takes, written once per test binary.
+fn golden_logits_jsonl(dir: &Path) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("config_keys_golden_logits_{}.jsonl", std::process::id()));
+    if !path.is_file() {
+        common::write_golden_jsonl(&common::golden_lines(dir, "golden_logits"), &path);
     }
+    path
 }
 
 #[test]
 fn return_log_prob_gives_hf_log_probabilities() {
     let Some(dir) = hf_fixture() else { return };
-    let golden: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(dir.join("golden_greedy.jsonl")).unwrap().lines().nth(1).unwrap()).unwrap();
+    let golden = common::golden_lines(&dir, "golden_greedy").swap_remove(1);
     let prompt: Vec<i64> = serde_json::from_value(golden["tokens"].clone()).unwrap();
     let new_tokens: Vec<i64> = serde_json::from_value(golden["new_tokens"].clone()).unwrap();
     let step_logits: Vec<Vec<f64>> = serde_json::from_value(golden["step_logits"].clone()).unwrap();
@@ -242,7 +247,7 @@ fn check_logits(extra: &[&str]) -> Option<(bool, String)> {
         "check-logits",
         "configs/base.yml",
         &format!("hf_model_path={}", dir.display()),
-        &format!("golden_logits_path={}", dir.join("golden_logits.jsonl").display()),
+        &format!("golden_logits_path={}", golden_logits_jsonl(&dir).display()),
         "dtype=float32",
         "weight_dtype=float32",
     ]);

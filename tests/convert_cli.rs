@@ -1,8 +1,9 @@
 //! `maxtext convert` end to end through the binary: HF -> Orbax -> `check-logits` / `decode` with
-//! `load_parameters_path` on the HF tiny fixture (scanned and unscanned, `scan_layers` taken from the
+//! `load_parameters_path` on the HF tiny reference (scanned and unscanned, `scan_layers` taken from the
 //! checkpoint or explained), Orbax -> HF -> Orbax bit for bit (from MaxText's own checkpoint and from a bf16
 //! conversion), refusing to overwrite, and a `convert` killed mid-write leaving nothing a restore accepts.
 
+mod common;
 mod convert_synthetic;
 
 use std::collections::BTreeMap;
@@ -17,17 +18,20 @@ use maxtext::checkpoint::params::{ModelCheckpoint, PARAMS_PREFIX};
 use maxtext::ir::DType;
 use maxtext::runtime::HostTensor;
 
-const HF_FIXTURE: &str = "../shared/fixtures/hf/qwen3-next-tiny";
-const MAXTEXT_FIXTURE: &str = "../shared/fixtures/orbax/maxtext_qwen3next_tiny";
+/// The HF tiny reference (HF transformers' weights and golden logits / greedy tokens).
+fn hf_fixture() -> PathBuf {
+    common::shipped("hf/qwen3-next-tiny")
+}
 
-fn fixture(rel: &str, probe: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if p.join(probe).is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: fixture not found at {} (the shared fixtures are not checked out)", p.display());
-        None
-    }
+/// Its golden logits as the JSONL file `golden_logits_path` takes, written once per test binary.
+fn golden_logits_jsonl() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = work("golden_logits").with_extension("jsonl");
+        common::write_golden_jsonl(&common::golden_lines(&hf_fixture(), "golden_logits"), &path);
+        path
+    })
+    .clone()
 }
 
 /// Runs `maxtext <args>`; returns (success, stdout, stderr).
@@ -62,7 +66,7 @@ fn converted(scan: bool, dtype: &str) -> PathBuf {
     if let Some(p) = done.get(&key) {
         return p.clone();
     }
-    let hf = fixture(HF_FIXTURE, "model.safetensors").unwrap();
+    let hf = hf_fixture();
     let out = work(&format!("hf_to_orbax_{key}"));
     let mut a = args(&["convert", "configs/base.yml"]);
     a.push(format!("hf_model_path={}", hf.display()));
@@ -85,11 +89,10 @@ fn tiny_model() -> Vec<String> {
 }
 
 fn check_logits(ckpt: &Path, extra: &[&str]) -> (bool, String, String) {
-    let hf = fixture(HF_FIXTURE, "model.safetensors").unwrap();
     let mut a = args(&["check-logits", "configs/base.yml"]);
     a.extend(tiny_model());
     a.push(format!("load_parameters_path={}", ckpt.display()));
-    a.push(format!("golden_logits_path={}", hf.join("golden_logits.jsonl").display()));
+    a.push(format!("golden_logits_path={}", golden_logits_jsonl().display()));
     a.extend(args(&["dtype=float32", "weight_dtype=float32"]));
     a.extend(args(extra));
     maxtext(&a)
@@ -102,9 +105,6 @@ fn max_kl(out: &str) -> f64 {
 
 #[test]
 fn hf_to_orbax_scanned_passes_check_logits() {
-    if fixture(HF_FIXTURE, "model.safetensors").is_none() {
-        return;
-    }
     let out = converted(true, "float32");
     let md: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("0/_CHECKPOINT_METADATA")).unwrap()).unwrap();
     assert_eq!(md["custom_metadata"]["scan_layers"], serde_json::json!(true));
@@ -117,9 +117,6 @@ fn hf_to_orbax_scanned_passes_check_logits() {
 
 #[test]
 fn hf_to_orbax_unscanned_passes_check_logits_with_scan_layers_from_the_checkpoint() {
-    if fixture(HF_FIXTURE, "model.safetensors").is_none() {
-        return;
-    }
     let out = converted(false, "float32");
     // The checkpoints root (latest step), scan_layers not given: taken from the checkpoint, said on stderr.
     let (ok, stdout, stderr) = check_logits(&out, &[]);
@@ -136,10 +133,8 @@ fn hf_to_orbax_unscanned_passes_check_logits_with_scan_layers_from_the_checkpoin
 
 #[test]
 fn decode_restores_from_load_full_state_path() {
-    let Some(hf) = fixture(HF_FIXTURE, "golden_greedy.jsonl") else { return };
     let out = converted(false, "float32");
-    let golden: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(hf.join("golden_greedy.jsonl")).unwrap().lines().nth(1).unwrap()).unwrap();
+    let golden = common::golden_lines(&hf_fixture(), "golden_greedy").swap_remove(1);
     let tokens: Vec<i64> = serde_json::from_value(golden["tokens"].clone()).unwrap();
     let want: Vec<i64> = serde_json::from_value(golden["new_tokens"].clone()).unwrap();
     let ids = tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
@@ -178,7 +173,8 @@ const MAXTEXT_MODEL: &str = "model_name=qwen3-next-80b-a3b override_model_config
 
 #[test]
 fn maxtext_checkpoint_to_hf_and_back_is_bit_identical() {
-    let Some(mt) = fixture(MAXTEXT_FIXTURE, "0/items/_METADATA") else { return };
+    // The checkpoint MaxText wrote (its parameters are all in the trimmed copy).
+    let mt = common::maxtext_checkpoint();
     let hf = work("maxtext_to_hf");
     let mut a = args(&["convert", "configs/base.yml", "direction=to_hf"]);
     a.extend(MAXTEXT_MODEL.split_whitespace().map(str::to_string));
@@ -204,7 +200,7 @@ fn maxtext_checkpoint_to_hf_and_back_is_bit_identical() {
 
 #[test]
 fn bf16_conversion_round_trips_bit_identically() {
-    let Some(hf_src) = fixture(HF_FIXTURE, "model.safetensors") else { return };
+    let hf_src = hf_fixture();
     // weight_dtype not given: bfloat16, as MaxText's to_maxtext.
     let first = work("bf16_first");
     let mut a = args(&["convert", "configs/base.yml"]);
@@ -237,7 +233,7 @@ fn bf16_conversion_round_trips_bit_identically() {
 
 #[test]
 fn hf_to_orbax_to_hf_gives_back_the_hf_tensors() {
-    let Some(hf_src) = fixture(HF_FIXTURE, "model.safetensors") else { return };
+    let hf_src = hf_fixture();
     let orbax = converted(false, "float32");
     let hf = work("f32_unscanned_hf");
     let mut a = args(&["convert", "configs/base.yml", "direction=to_hf"]);

@@ -256,8 +256,8 @@ fn jsonl_text_tokenized_with_qwen3() {
 
 #[test]
 fn shakespeare_text_lines_with_qwen3() {
-    let plays = root().join("../shared/fixtures/text/shakespeare");
-    let files = plays.join("*e*t_gut.txt"); // hamlet, ..., a few plays
+    let plays = root().join("assets/text/shakespeare");
+    let files = plays.join("*e*t_gut.txt"); // hamlet, tempest, twelfth_night
     let c = hf("text", &files, 4, 64, &[&qwen_path(), "data_shuffle_seed=3"]);
     let mut it = DataIterator::new(&c, 0, 1).unwrap();
     let mut lines = HashSet::new();

@@ -2,7 +2,8 @@
 //! token-id prompts on the HF fixture (greedy equals HF), batched prompts of different lengths,
 //! `decode_output_path`, the stop at `max_target_length`, and prompt errors.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 fn maxtext(args: &[&str]) -> (bool, String, String) {
@@ -40,13 +41,8 @@ fn shipped_tokenizer_prints_text_from_random_tiny_weights() {
 
 #[test]
 fn token_prompts_on_the_hf_fixture_reproduce_hf_greedy() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
-    if !dir.is_dir() {
-        eprintln!("SKIP: {} not found", dir.display());
-        return;
-    }
-    let golden: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(dir.join("golden_greedy.jsonl")).unwrap().lines().nth(1).unwrap()).unwrap();
+    let dir = common::shipped("hf/qwen3-next-tiny");
+    let golden = common::golden_lines(&dir, "golden_greedy").swap_remove(1);
     let tokens: Vec<i64> = serde_json::from_value(golden["tokens"].clone()).unwrap();
     let want: Vec<i64> = serde_json::from_value(golden["new_tokens"].clone()).unwrap();
     let ids = tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");

@@ -1,7 +1,9 @@
-//! Prefill + decode against HF's greedy decoding (`golden_greedy.jsonl`: 16 new tokens per prompt and the
-//! logits of every step), on the real XLA CPU plugin: batch 1 and batched (different prompt lengths in one
-//! batch), scanned and unscanned, on the shared tiny fixture and on references made with
-//! `scripts/make_test_references.sh`.
+//! Prefill + decode against HF's greedy decoding (`golden_greedy.{safetensors,json}`: 16 new tokens per
+//! prompt and the logits of every step), on the real XLA CPU plugin: batch 1 and batched (different prompt
+//! lengths in one batch), scanned and unscanned, on the tiny reference `tests/fixtures/hf/qwen3-next-tiny`
+//! and on references made with `scripts/make_test_references.sh` (`tiny-8layers-gqa4` is optional).
+
+mod common;
 
 use maxtext::checkpoint::hf;
 use maxtext::config::Config;
@@ -16,17 +18,12 @@ struct Case {
 }
 
 fn cases(dir: &Path) -> Vec<Case> {
-    std::fs::read_to_string(dir.join("golden_greedy.jsonl"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Case {
-                tokens: serde_json::from_value(v["tokens"].clone()).unwrap(),
-                new_tokens: serde_json::from_value(v["new_tokens"].clone()).unwrap(),
-                step_logits: serde_json::from_value(v["step_logits"].clone()).unwrap(),
-            }
+    common::golden_lines(dir, "golden_greedy")
+        .into_iter()
+        .map(|v| Case {
+            tokens: serde_json::from_value(v["tokens"].clone()).unwrap(),
+            new_tokens: serde_json::from_value(v["new_tokens"].clone()).unwrap(),
+            step_logits: serde_json::from_value(v["step_logits"].clone()).unwrap(),
         })
         .collect()
 }
@@ -67,29 +64,19 @@ fn check(dir: &Path, extra: &[&str], batch: usize, tol: f32) {
     }
 }
 
-fn shared_fixture() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: {} not found (shared fixtures not checked out)", p.display());
-        None
-    }
-}
-
-fn own(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+fn tiny() -> PathBuf {
+    common::shipped("hf/qwen3-next-tiny")
 }
 
 #[test]
 fn greedy_matches_hf_batch1_scanned() {
-    let Some(dir) = shared_fixture() else { return };
+    let dir = tiny();
     check(&dir, &["scan_layers=true"], 1, 2e-4);
 }
 
 #[test]
 fn greedy_matches_hf_batched_unscanned() {
-    let Some(dir) = shared_fixture() else { return };
+    let dir = tiny();
     check(&dir, &["scan_layers=false"], 4, 2e-4);
 }
 
@@ -103,15 +90,17 @@ fn greedy_matches_hf_with_flash_prefill() {
 
 #[test]
 fn greedy_matches_hf_on_other_shapes() {
-    check(&own("tiny-8layers-gqa4"), &["scan_layers=true"], 4, 5e-4);
-    check(&own("tiny-interval2-ratio1"), &["scan_layers=false"], 2, 5e-4);
+    check(&common::shipped("hf/tiny-interval2-ratio1"), &["scan_layers=false"], 2, 5e-4);
+    if let Some(dir) = common::reference("hf/tiny-8layers-gqa4") {
+        check(&dir, &["scan_layers=true"], 4, 5e-4);
+    }
 }
 
 /// The model split over 8 devices (fsdp=2 x tensor=2 x expert=2; caches sharded by MaxText's cache rules)
 /// decodes HF's tokens.
 #[test]
 fn greedy_matches_hf_fsdp2_tensor2_expert2() {
-    let Some(dir) = shared_fixture() else { return };
+    let dir = tiny();
     let mesh = ["cpu_device_count=8", "ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_expert_parallelism=2"];
     check(&dir, &[&["scan_layers=true"][..], &mesh].concat(), 4, 2e-4);
     check(&dir, &[&["scan_layers=false"][..], &mesh].concat(), 2, 2e-4);

@@ -125,15 +125,9 @@ fn flash_layer_equals_dot_product_with_gradients() {
 /// with flash equal dot product's within 1e-5.
 #[test]
 fn flash_model_logits_equal_dot_product_on_hf_fixture() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
-    if !dir.join("model.safetensors").is_file() {
-        eprintln!("SKIP: HF fixture not found at {}", dir.display());
-        return;
-    }
-    let golden = std::fs::read_to_string(dir.join("golden_logits.jsonl")).unwrap();
-    let tokens: Vec<i32> = golden
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let dir = common::shipped("hf/qwen3-next-tiny");
+    let tokens: Vec<i32> = common::golden_lines(&dir, "golden_logits")
+        .iter()
         .map(|v| v["tokens"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect::<Vec<_>>())
         .max_by_key(|t| t.len())
         .unwrap();

@@ -1,4 +1,4 @@
-//! HF checkpoint import on the real tiny fixture (`../shared/fixtures/hf/qwen3-next-tiny`, written by
+//! HF checkpoint import on the real tiny reference (`tests/fixtures/hf/qwen3-next-tiny`, written by
 //! transformers 5.24): config.json -> config, every parameter in both layouts, spot values against the
 //! raw safetensors (read here with the `safetensors` crate, independently of the importer), the
 //! reverse mapping, sharded checkpoints and the errors a user meets.
@@ -13,7 +13,7 @@ use maxtext::nn::params::ParamDecl;
 use maxtext::runtime::HostTensor;
 use safetensors::SafeTensors;
 
-const FIXTURE: &str = "../shared/fixtures/hf/qwen3-next-tiny";
+const FIXTURE: &str = "tests/fixtures/hf/qwen3-next-tiny";
 
 fn fixture() -> &'static Path {
     Path::new(FIXTURE)
@@ -111,7 +111,8 @@ fn config_json_gives_the_fixture_model() {
 
 #[test]
 fn scanned_decls_match_a_maxtext_written_checkpoint() {
-    // The config MaxText 0.2.5 trained fixtures/orbax/maxtext_qwen3next_tiny with (orbax/README.md).
+    // The config MaxText 0.2.5 trained its checkpoint with (tests/fixtures/maxtext_qwen3next_tiny_trimmed; its
+    // expected.json is orbax's listing of the whole tree, unchanged).
     let o = "model_name=qwen3-next-80b-a3b override_model_config=true base_emb_dim=128 base_num_decoder_layers=4 \
              base_num_query_heads=4 base_num_kv_heads=2 head_dim=32 base_mlp_dim=64 base_moe_mlp_dim=64 num_experts=8 \
              num_experts_per_tok=2 shared_experts=1 vocab_size=1024 gdn_key_head_dim=32 gdn_value_head_dim=32 \
@@ -119,7 +120,7 @@ fn scanned_decls_match_a_maxtext_written_checkpoint() {
     let cfg = load_config(&o.split_whitespace().map(String::from).collect::<Vec<_>>());
     let decls = model_decls(&cfg, true, cfg.compute.weight_dtype);
     let expected =
-        std::fs::read_to_string("../shared/fixtures/orbax/maxtext_qwen3next_tiny/0/items/expected.json").unwrap();
+        std::fs::read_to_string("tests/fixtures/maxtext_qwen3next_tiny_trimmed/0/items/expected.json").unwrap();
     let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
     let mut want: Vec<(String, Vec<i64>)> = expected["leaves"]
         .as_array()

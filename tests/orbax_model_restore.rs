@@ -1,4 +1,5 @@
-//! The checkpoint MaxText 0.2.5 itself wrote (`../shared/fixtures/orbax/maxtext_qwen3next_tiny/`) restores
+//! The checkpoint MaxText 0.2.5 itself wrote (`tests/fixtures/maxtext_qwen3next_tiny_trimmed/`: every
+//! parameter as MaxText wrote it, most optimizer moments left out; see its README) restores
 //! into our model, and our forward pass on MaxText's input ids reproduces MaxText's own logits; the older
 //! per-slot scanned layout (`decoder/layers/layer_{i}`) restores to the same parameters; damaged
 //! checkpoints, a checkpoint for another model and a `scan_layers` mismatch give errors naming the leaf or
@@ -17,16 +18,11 @@ use maxtext::program::forward_program;
 use maxtext::runtime::{HostTensor, Runtime};
 use serde_json::json;
 
-const FIXTURE: &str = "../shared/fixtures/orbax/maxtext_qwen3next_tiny";
+mod common;
 
-fn fixture() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
-    if p.join("0/items/_METADATA").is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: MaxText fixture not found at {} (the shared fixtures are not checked out)", p.display());
-        None
-    }
+/// The checkpoints root of MaxText's run (holding `0/items`).
+fn fixture() -> PathBuf {
+    common::maxtext_checkpoint()
 }
 
 /// The model of the fixture's README command (MaxText's 80B yml shrunk), float32 everywhere.
@@ -50,7 +46,7 @@ fn decls(cfg: &Config) -> Vec<ParamDecl> {
 
 #[test]
 fn maxtext_checkpoint_reproduces_maxtext_logits() {
-    let Some(dir) = fixture() else { return };
+    let dir = fixture();
     let cfg = maxtext_config(&[]);
     let fp = forward_program(&cfg, 1, 128).unwrap();
     // The checkpoints root resolves to its latest (only) step.
@@ -123,7 +119,7 @@ fn write_per_slot(src: &ModelCheckpoint, decls: &[ParamDecl], root: &Path) -> Pa
 
 #[test]
 fn per_slot_layout_restores_to_the_same_parameters() {
-    let Some(dir) = fixture() else { return };
+    let dir = fixture();
     let cfg = maxtext_config(&[]);
     let decls32 = decls(&cfg);
     let src = ModelCheckpoint::open(&dir.join("0/items")).unwrap();
@@ -170,7 +166,7 @@ fn per_slot_layout_restores_to_the_same_parameters() {
 
 #[test]
 fn scan_layers_mismatch_is_explained() {
-    let Some(dir) = fixture() else { return };
+    let dir = fixture();
     let cfg = maxtext_config(&["scan_layers=false"]);
     let ckpt = ModelCheckpoint::open(&dir.join("0")).unwrap();
     let err = ckpt.restore_params(&decls(&cfg), &cfg.model).unwrap_err();
@@ -181,7 +177,7 @@ fn scan_layers_mismatch_is_explained() {
 
 #[test]
 fn checkpoint_for_another_model_names_leaf_and_shapes() {
-    let Some(dir) = fixture() else { return };
+    let dir = fixture();
     let cfg = maxtext_config(&["base_num_decoder_layers=8"]);
     let err = ModelCheckpoint::open(&dir).unwrap().restore_params(&decls(&cfg), &cfg.model).unwrap_err();
     let msg = err.to_string();
@@ -241,7 +237,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A damaged copy of the fixture: `damage(items dir)` then restore; returns the error text.
 fn restore_damaged(damage: impl FnOnce(&Path)) -> String {
-    let dir = fixture().unwrap();
+    let dir = fixture();
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&dir.join("0"), &tmp.path().join("0"));
     let items = tmp.path().join("0/items");
@@ -253,9 +249,6 @@ fn restore_damaged(damage: impl FnOnce(&Path)) -> String {
 
 #[test]
 fn damaged_checkpoints_give_errors_naming_the_file_or_array() {
-    if fixture().is_none() {
-        return;
-    }
     // A truncated data file (the largest one: it holds chunks of parameter arrays).
     let msg = restore_damaged(|items| {
         let d = items.join("ocdbt.process_0/d");

@@ -1,20 +1,18 @@
-//! Every Orbax fixture in `../shared/fixtures/orbax/` (written by orbax-checkpoint 0.12.8, by MaxText, and
-//! by an independent hand writer) reads back with exactly the values orbax itself restores
-//! (`expected.safetensors`, compared bitwise), and the fixtures orbax cannot restore fail here too.
+//! Every Orbax fixture in `tests/fixtures/orbax/` (written by orbax-checkpoint 0.12.8 and by an independent
+//! hand writer) reads back with exactly the values orbax itself restores (`expected.safetensors`, compared
+//! bitwise), and the fixtures orbax cannot restore fail here too. The checkpoint MaxText wrote: its trimmed
+//! copy (`tests/fixtures/maxtext_qwen3next_tiny_trimmed`, every leaf it keeps against orbax's values) and,
+//! when present, the whole optional reference set `orbax/maxtext_qwen3next_tiny`.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
 use maxtext::checkpoint::orbax::{LeafKind, OrbaxCheckpoint, OrbaxError, PathKey, ZarrDType};
 use serde_json::Value;
 
-fn fixtures() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/orbax");
-    if p.join("README.md").is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: Orbax fixtures not found at {} (the shared fixtures are not checked out)", p.display());
-        None
-    }
+fn fixtures() -> PathBuf {
+    common::shipped("orbax")
 }
 
 /// Every item directory (the ones holding `expected.json`), relative to the fixture root, sorted.
@@ -61,6 +59,12 @@ fn safetensors_name(d: ZarrDType) -> &'static str {
 /// Reads every leaf of one item directory and compares it with its expected files. `Ok(n)` = n leaves
 /// matched; `Err` = what differed. For fixtures orbax cannot restore, `Ok` means our reader failed too.
 fn check_item(root: &Path, rel: &str) -> Result<usize, String> {
+    check_item_against(root, rel, "expected.safetensors")
+}
+
+/// As [`check_item`], with orbax's values from `values` (a safetensors file in the item directory); the
+/// leaves that file does not hold are checked for kind and path only.
+fn check_item_against(root: &Path, rel: &str, values: &str) -> Result<usize, String> {
     let dir = root.join(rel);
     let expected: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     if expected["safetensors"].is_null() {
@@ -69,7 +73,7 @@ fn check_item(root: &Path, rel: &str) -> Result<usize, String> {
         return Ok(0);
     }
     let ckpt = OrbaxCheckpoint::open(&dir).map_err(|e| format!("open: {e}"))?;
-    let st_bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st_bytes = std::fs::read(dir.join(values)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&st_bytes).map_err(|e| format!("expected.safetensors: {e:?}"))?;
     let leaves = expected["leaves"].as_array().unwrap();
     if leaves.len() != ckpt.leaves().len() {
@@ -99,8 +103,9 @@ fn check_item(root: &Path, rel: &str) -> Result<usize, String> {
             ("empty_list", LeafKind::Empty(vt)) if vt == "List" || vt == "Tuple" => {}
             _ => return Err(format!("{name}: kind {:?}, expected {kind} {}", got.kind, want["value"])),
         }
-        if let Some(key) = want.get("safetensors_key").and_then(Value::as_str) {
-            let t = st.tensor(key).map_err(|e| format!("{name}: not in expected.safetensors: {e:?}"))?;
+        let key = want.get("safetensors_key").and_then(Value::as_str);
+        if let Some(key) = key.filter(|k| values == "expected.safetensors" || st.names().contains(k)) {
+            let t = st.tensor(key).map_err(|e| format!("{name}: not in {values}: {e:?}"))?;
             let a = ckpt.read_array(name).map_err(|e| format!("read {name}: {e}"))?;
             if a.dtype.name() != want["dtype"].as_str().unwrap()
                 || format!("{:?}", t.dtype()) != safetensors_name(a.dtype)
@@ -140,7 +145,7 @@ fn read_everything(dir: &Path) -> Result<(), OrbaxError> {
 
 /// Checks every item directory `family` selects (there must be at least one).
 fn check_family(family: &str) {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let dirs: Vec<String> = item_dirs(&root).into_iter().filter(|d| family_of(d) == family).collect();
     assert!(!dirs.is_empty(), "no fixtures in family {family}");
     let mut failures = Vec::new();
@@ -185,13 +190,14 @@ fn family_of(rel: &str) -> &'static str {
 
 #[test]
 fn every_fixture_has_a_family() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let dirs = item_dirs(&root);
-    assert_eq!(dirs.len(), 81, "the README lists 81 item directories");
+    // The README's 81 item directories less MaxText's (shipped trimmed, beside this folder).
+    assert_eq!(dirs.len(), 80, "the README lists 81 item directories, MaxText's is elsewhere");
     let unknown: Vec<&String> = dirs.iter().filter(|d| family_of(d) == "unknown").collect();
     assert!(unknown.is_empty(), "fixtures no test reads: {unknown:?}");
     let with_values = dirs.iter().filter(|d| root.join(d).join("expected.safetensors").is_file()).count();
-    assert_eq!(with_values, 78);
+    assert_eq!(with_values, 77);
 }
 
 #[test]
@@ -251,7 +257,7 @@ fn hand_written_derived_variants() {
 
 #[test]
 fn broken_fixtures_fail_clearly() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     check_family("broken");
     let msg = |rel: &str| read_everything(&root.join(rel)).unwrap_err().to_string();
     let missing = msg(BROKEN[0]);
@@ -262,11 +268,30 @@ fn broken_fixtures_fail_clearly() {
     }
 }
 
+/// The whole checkpoint MaxText wrote, every leaf against orbax's values (optional reference set).
 #[test]
-fn maxtext_qwen3next_checkpoint() {
-    let Some(root) = fixtures() else { return };
-    check_family("maxtext");
-    let ckpt = OrbaxCheckpoint::open_step(&root.join("maxtext_qwen3next_tiny"), 0).unwrap();
+fn maxtext_qwen3next_checkpoint_whole() {
+    let Some(set) = common::reference_holding("orbax/maxtext_qwen3next_tiny", "0/items/expected.safetensors") else { return };
+    let root = set.parent().unwrap().to_path_buf();
+    assert_eq!(check_item(&root, "maxtext_qwen3next_tiny/0/items"), Ok(130));
+    check_maxtext_checkpoint(&root.join("maxtext_qwen3next_tiny"));
+}
+
+/// The trimmed copy: every leaf it keeps against orbax's values, every parameter readable, and a leaf it
+/// left out fails as damaged data rather than reading as zeros.
+#[test]
+fn maxtext_qwen3next_checkpoint_trimmed() {
+    let ckpts = common::maxtext_checkpoint();
+    let n = check_item_against(ckpts.parent().unwrap(), "maxtext_qwen3next_tiny/0/items", "expected_kept.safetensors");
+    assert_eq!(n, Ok(130));
+    let ckpt = check_maxtext_checkpoint(&ckpts);
+    let dropped = "opt_state.0.mu.params.decoder.layers.local_layers.mlp.routed_experts.wo";
+    let err = ckpt.read(dropped).unwrap_err().to_string();
+    assert!(err.contains(dropped), "{err}");
+}
+
+fn check_maxtext_checkpoint(dir: &Path) -> OrbaxCheckpoint {
+    let ckpt = OrbaxCheckpoint::open_step(dir, 0).unwrap();
     assert_eq!(ckpt.leaves().len(), 130);
     assert_eq!(ckpt.leaves().iter().filter(|l| l.is_array()).count(), 129);
     assert!(ckpt.use_ocdbt() && ckpt.use_zarr3());
@@ -291,11 +316,12 @@ fn maxtext_qwen3next_checkpoint() {
     assert!(err.contains("not an array"), "{err}");
     let err = ckpt.read("params.params.token_embedder.embedidng").unwrap_err().to_string();
     assert!(err.contains("did you mean \"params.params.token_embedder.embedding\""), "{err}");
+    ckpt
 }
 
 #[test]
 fn unfinished_and_wrong_directories_are_refused() {
-    let Some(root) = fixtures() else { return };
+    let root = fixtures();
     let step = root.join("c_manager_maxtext/checkpoints/0");
     let err = OrbaxCheckpoint::open(&step).unwrap_err().to_string();
     assert!(err.contains("step directory") && err.contains("items"), "{err}");

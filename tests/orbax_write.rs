@@ -1,7 +1,9 @@
 //! Checkpoints written by `write_checkpoint` read back bitwise with our reader, have the byte structure of
-//! orbax 0.12.8's own MaxText-style save (`../shared/fixtures/orbax/c_manager_maxtext`), and fail safely:
+//! orbax 0.12.8's own MaxText-style save (`tests/fixtures/orbax/c_manager_maxtext`), and fail safely:
 //! damaged files give errors naming the array or file, and an interrupted save leaves nothing a restore
 //! accepts.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,12 +166,7 @@ fn corrupt_shard_index_names_the_array() {
 /// metadata bytes and the same OCDBT keys and values; only random ids, timestamps and paths differ.
 #[test]
 fn same_structure_as_orbax_manager_save() {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/orbax/c_manager_maxtext/checkpoints/0");
-    if !fixture.is_dir() {
-        eprintln!("SKIP: {} not found (shared fixtures not checked out)", fixture.display());
-        return;
-    }
+    let fixture = common::shipped("orbax/c_manager_maxtext/checkpoints/0");
     let tmp = tempfile::tempdir().unwrap();
     let step = write_checkpoint(tmp.path(), 0, &tree_t(), json!({})).unwrap();
     assert_eq!(layout(&step), layout(&fixture));

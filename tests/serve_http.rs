@@ -1,19 +1,19 @@
-//! `maxtext serve` over real HTTP on 127.0.0.1 (a random free port), on the HF tiny fixture (vocab 1024,
+//! `maxtext serve` over real HTTP on 127.0.0.1 (a random free port), on the HF tiny reference (vocab 1024,
 //! token-id prompts): echoed prompt logprobs equal log-softmax of HF's logits within 1e-4 with exactly one
 //! generated token (lm-eval's loglikelihood contract); bad requests get 400s with the reason; a few
 //! hundred concurrent requests are each answered (equal to the same prompt sent alone, greedy) or refused
 //! with 503, none lost; seeded sampling repeats; stop strings; streaming; SIGTERM finishes the request in
 //! flight.
 
+mod common;
 mod serve_common;
 
 use serde_json::{json, Value};
 use serve_common::Server;
 use std::path::PathBuf;
 
-fn fixture() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
-    dir.is_dir().then_some(dir)
+fn fixture() -> PathBuf {
+    common::shipped("hf/qwen3-next-tiny")
 }
 
 fn start(dir: &PathBuf, extra: &[&str]) -> Server {
@@ -31,14 +31,11 @@ fn log_softmax(l: &[f64]) -> Vec<f64> {
 
 #[test]
 fn server_contract_errors_load_and_shutdown() {
-    let Some(dir) = fixture() else {
-        eprintln!("SKIP: ../shared/fixtures/hf/qwen3-next-tiny not found");
-        return;
-    };
+    let dir = fixture();
     let mut server = start(&dir, &["per_device_batch_size=4", "max_target_length=160", "max_prefill_predict_length=128", "--max-queue", "48"]);
 
     // 1. lm-eval's loglikelihood request: batched token prompts, echo + logprobs + max_tokens=1.
-    let golden: Vec<Value> = std::fs::read_to_string(dir.join("golden_logits.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let golden: Vec<Value> = common::golden_lines(&dir, "golden_logits");
     let cases: Vec<&Value> = golden.iter().filter(|g| g["tokens"].as_array().unwrap().len() >= 7).collect();
     let prompts: Vec<Vec<i64>> = cases.iter().map(|g| serde_json::from_value(g["tokens"].clone()).unwrap()).collect();
     let (status, resp) = server.post_json(
@@ -180,10 +177,7 @@ fn server_contract_errors_load_and_shutdown() {
 /// prompt log-probabilities (within 1e-4), for two prompts decoded together.
 #[test]
 fn eight_devices_answer_as_one() {
-    let Some(dir) = fixture() else {
-        eprintln!("SKIP: ../shared/fixtures/hf/qwen3-next-tiny not found");
-        return;
-    };
+    let dir = fixture();
     let body = json!({"prompt": [[5, 17, 300, 42, 7, 99, 1000], [3, 4, 5]], "max_tokens": 8, "temperature": 0, "logprobs": 1, "echo": true});
     let answer = |extra: &[&str]| {
         let mut args = vec!["max_target_length=64", "max_prefill_predict_length=32"];

@@ -9,9 +9,7 @@ use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use maxtext::config::Config;
 use maxtext::sharding::extract_region;
 
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel)
-}
+mod common;
 
 /// Boxes that exercise chunk edges: each half along each dim, an interior box, a single element at the
 /// end, and the whole array.
@@ -38,7 +36,7 @@ pub fn boxes(dims: &[i64]) -> Vec<(Vec<i64>, Vec<i64>)> {
     out
 }
 
-/// Item directories under the shared orbax fixtures (any directory holding `_METADATA`).
+/// Item directories under a folder of Orbax fixtures (any directory holding `_METADATA`).
 fn item_dirs(root: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(root) else { return };
     for e in rd.flatten() {
@@ -54,13 +52,11 @@ fn item_dirs(root: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn orbax_boxes_equal_slices_of_whole_reads() {
-    let root = shared("orbax");
-    if !root.is_dir() {
-        eprintln!("SKIP: no shared orbax fixtures at {}", root.display());
-        return;
-    }
+    let root = common::shipped("orbax");
     let mut dirs = Vec::new();
     item_dirs(&root, &mut dirs);
+    // MaxText's checkpoint: the leaves its trimmed copy keeps (the others fail to read and are passed over).
+    item_dirs(&common::maxtext_checkpoint(), &mut dirs);
     let (mut checked, mut arrays) = (0, 0);
     for dir in &dirs {
         let Ok(ck) = OrbaxCheckpoint::open(dir) else { continue }; // deliberately broken fixtures
@@ -98,11 +94,7 @@ fn maxtext_config(extra: &[&str]) -> Config {
 
 #[test]
 fn maxtext_checkpoint_param_boxes_equal_slices() {
-    let dir = shared("orbax/maxtext_qwen3next_tiny");
-    if !dir.join("0/items/_METADATA").is_file() {
-        eprintln!("SKIP: no MaxText fixture at {}", dir.display());
-        return;
-    }
+    let dir = common::maxtext_checkpoint();
     for dtype in ["float32", "bfloat16"] {
         let cfg = maxtext_config(&[&format!("weight_dtype={dtype}")]);
         let decls = maxtext::program::param_decls(&cfg);
@@ -120,11 +112,7 @@ fn maxtext_checkpoint_param_boxes_equal_slices() {
 
 #[test]
 fn hf_param_boxes_equal_slices() {
-    let dir = shared("hf/qwen3-next-tiny");
-    if !dir.join("config.json").is_file() {
-        eprintln!("SKIP: no HF fixture at {}", dir.display());
-        return;
-    }
+    let dir = common::shipped("hf/qwen3-next-tiny");
     for extra in [&["scan_layers=true"][..], &["scan_layers=false", "weight_dtype=bfloat16"][..]] {
         let mut o = hf::read_config_overrides(&dir).unwrap();
         o.extend(extra.iter().map(|s| s.to_string()));

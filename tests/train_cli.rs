@@ -129,11 +129,7 @@ fn metrics_and_tensorboard_files() {
 
 #[test]
 fn fine_tuning_on_shakespeare_with_packing_lowers_the_loss() {
-    let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/text/shakespeare/hamlet_gut.txt");
-    if !text.is_file() {
-        eprintln!("SKIP: {} not found", text.display());
-        return;
-    }
+    let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/text/shakespeare/hamlet_gut.txt");
     let out = scratch("finetune");
     let mut a = args(&out, &["steps=80", "enable_checkpointing=false", "learning_rate=3e-3", "warmup_steps_fraction=0.05", "per_device_batch_size=4", "max_target_length=64", "max_prefill_predict_length=64"]);
     // The real Qwen3 vocabulary and tokenizer instead of the synthetic 1024.

@@ -1,7 +1,10 @@
-//! The whole path a MaxText user takes, against torch: `maxtext convert` the HF fixture to Orbax, then
+//! The whole path a MaxText user takes, against torch: `maxtext convert` the HF tiny reference
+//! (`tests/fixtures/hf/qwen3-next-tiny`) to Orbax, then
 //! `maxtext train load_parameters_path=...` on the fixture's batch (a JSON-lines file of token ids, no
 //! packing, no shuffling) with the fixture's optimizer settings. Each step's loss and raw grad norm (from
 //! the metrics file) and the params of the last checkpoint (mapped back to HF names) match torch.
+
+mod common;
 
 use maxtext::checkpoint::hf;
 use maxtext::checkpoint::train_state::leaf_name;
@@ -15,11 +18,7 @@ fn maxtext(args: &[String]) -> (bool, String) {
 
 #[test]
 fn convert_then_train_matches_torch() {
-    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
-    if !fx.join("train/train_reference.json").is_file() {
-        eprintln!("SKIP: {} not found", fx.display());
-        return;
-    }
+    let fx = common::shipped("hf/qwen3-next-tiny");
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.join("train/train_reference.json")).unwrap()).unwrap();
     let out = std::env::temp_dir().join(format!("maxtext_fixture_train_{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

@@ -1,6 +1,9 @@
-//! The train step against torch autograd (`../shared/fixtures/hf/qwen3-next-tiny/train/` and the references
-//! made by `scripts/make_test_references.sh`): gradients at the initial params, then 3 steps of clipped AdamW
-//! with MaxText's hyper-parameters — loss and raw grad norm per step, and the final params.
+//! The train step against torch autograd (`tests/fixtures/hf/qwen3-next-tiny/train/` and the references
+//! made by `scripts/make_test_references.sh`; `tiny-8layers-gqa4` is optional): gradients at the initial
+//! params, then 3 steps of clipped AdamW with MaxText's hyper-parameters — loss and raw grad norm per step,
+//! and the final params.
+
+mod common;
 
 use maxtext::autodiff::value_and_grad;
 use maxtext::checkpoint::hf;
@@ -25,17 +28,14 @@ struct Fixture {
     f64_steps: Option<Vec<serde_json::Value>>,
 }
 
-fn fixture(model_dir: PathBuf, train_dir: PathBuf, f64_ref: PathBuf) -> Option<Fixture> {
+fn fixture(model_dir: PathBuf, train_dir: PathBuf, f64_ref: PathBuf) -> Fixture {
     let r = train_dir.join("train_reference.json");
-    if !r.is_file() {
-        eprintln!("SKIP: {} not found", r.display());
-        return None;
-    }
-    let reference = serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&r).unwrap_or_else(|e| panic!("{}: {e}", r.display()));
+    let reference = serde_json::from_str(&text).unwrap();
     let f64_steps = std::fs::read_to_string(f64_ref)
         .ok()
         .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap()["steps"].as_array().unwrap().clone());
-    Some(Fixture { model_dir, train_dir, reference, f64_steps })
+    Fixture { model_dir, train_dir, reference, f64_steps }
 }
 
 fn config(fx: &Fixture, extra: &[&str]) -> Config {
@@ -215,20 +215,21 @@ fn check_three_steps(fx: &Fixture, extra: &[&str], later_tol: f64) {
     assert!(worst.0 < 10.0 * later_tol.min(1e-3), "param {} after 3 steps differs from torch by {:.2e} (relative L2) ({extra:?})", worst.1, worst.0);
 }
 
-fn shared() -> Option<Fixture> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hf/qwen3-next-tiny");
-    let f64_ref = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/qwen3-next-tiny-train-f64.json");
+fn tiny() -> Fixture {
+    let dir = common::shipped("hf/qwen3-next-tiny");
+    let f64_ref = common::shipped("hf/qwen3-next-tiny-train-f64.json");
     fixture(dir.clone(), dir.join("train"), f64_ref)
 }
 
-fn own(name: &str) -> Option<Fixture> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
-    fixture(dir.clone(), dir.clone(), dir.join("train_reference_f64.json"))
+/// A reference of `scripts/make_test_references.sh` (model and train files in one folder), if present.
+fn other(name: &str) -> Option<Fixture> {
+    let dir = common::reference(&format!("hf/{name}"))?;
+    Some(fixture(dir.clone(), dir.clone(), dir.join("train_reference_f64.json")))
 }
 
 #[test]
 fn gradients_match_torch_autograd() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     check_grads(&fx, &["scan_layers=true"]);
     check_grads(&fx, &["scan_layers=false"]);
 }
@@ -237,7 +238,7 @@ fn gradients_match_torch_autograd() {
 /// shorter key blocks and the autodiff through both): torch's gradients, then its 3 AdamW steps.
 #[test]
 fn flash_attention_matches_torch() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     let flash = ["scan_layers=true", "attention=flash", "sa_block_q=8", "sa_block_kv=5"];
     check_grads(&fx, &flash);
     check_three_steps(&fx, &flash, 1e-4);
@@ -245,7 +246,7 @@ fn flash_attention_matches_torch() {
 
 #[test]
 fn three_adamw_steps_match_torch_scanned() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     check_three_steps(&fx, &["scan_layers=true"], 1e-4);
 }
 
@@ -253,18 +254,18 @@ fn three_adamw_steps_match_torch_scanned() {
 /// fixture's: per_device_batch_size is fractional, as MaxText allows).
 #[test]
 fn three_adamw_steps_match_torch_tensor2_expert2() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     let pdbs = format!("per_device_batch_size={}", batch_shape(&fx).0 as f64 / 4.0);
     check_three_steps(&fx, &["scan_layers=true", "cpu_device_count=4", "ici_fsdp_parallelism=1", "ici_tensor_parallelism=2", "ici_expert_parallelism=2", &pdbs], 1e-4);
 }
 
 #[test]
 fn three_adamw_steps_match_torch_unscanned_with_accumulation() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     check_three_steps(&fx, &["scan_layers=false", "gradient_accumulation_steps=2", "per_device_batch_size=2"], 1e-4);
 }
 
-/// Gradients at the initial params are held to the same tolerance as on the shared fixture. After the
+/// Gradients at the initial params are held to the same tolerance as on the tiny reference. After the
 /// first AdamW update every element moves by about ±lr whatever its gradient's size (m̂/√v̂ = g/|g| at
 /// step 1), so elements whose gradient is at float32 noise level move in a direction that is noise, in
 /// torch as much as here. On `tiny-8layers-gqa4` this is measured: torch itself, with its initial params
@@ -275,7 +276,7 @@ fn three_adamw_steps_match_torch_unscanned_with_accumulation() {
 #[test]
 fn other_shapes_match_torch() {
     for name in ["tiny-8layers-gqa4", "tiny-interval2-ratio1"] {
-        let Some(fx) = own(name) else { continue };
+        let Some(fx) = other(name) else { continue };
         check_grads(&fx, &["scan_layers=true"]);
         check_three_steps(&fx, &["scan_layers=true"], 0.1);
     }
@@ -285,7 +286,7 @@ fn other_shapes_match_torch() {
 /// `adam_eps_root=0`: the same 3 steps as torch's AdamW.
 #[test]
 fn three_adam_pax_steps_match_torch_adamw() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     check_three_steps(&fx, &["scan_layers=true", "opt_type=adam_pax"], 1e-4);
 }
 
@@ -293,7 +294,7 @@ fn three_adam_pax_steps_match_torch_adamw() {
 /// gradient, and the state keeps no moments.
 #[test]
 fn one_sgd_step_is_minus_torch_gradient() {
-    let Some(fx) = shared() else { return };
+    let fx = tiny();
     let cfg = config(&fx, &["scan_layers=true", "opt_type=sgd", "learning_rate=1.0", "gradient_clipping_threshold=0"]);
     let (b, s) = batch_shape(&fx);
     let tp = train_program(&cfg, b, s).unwrap();

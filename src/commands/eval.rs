@@ -11,11 +11,17 @@ use anyhow::{bail, Context, Result};
 use maxtext::serve::mmlu;
 use std::path::{Path, PathBuf};
 
-/// Where the MMLU test split lives unless `mmlu_path` says: `../shared/fixtures/mmlu` (from here or the
-/// source tree).
+/// Where the MMLU test split lives unless `mmlu_path` says: the full split in the project's shared
+/// fixtures (`../shared/fixtures/mmlu`, from here or the source tree) when it is there, else the three
+/// subjects shipped in `assets/mmlu` (said on stderr).
 fn default_mmlu_dir() -> Option<PathBuf> {
-    let rel = "../shared/fixtures/mmlu";
-    [PathBuf::from(rel), Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)].into_iter().find(|p| p.join("test").is_dir())
+    let under = |rel: &str| [PathBuf::from(rel), Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)];
+    if let Some(full) = under("../shared/fixtures/mmlu").into_iter().find(|p| p.join("test").is_dir()) {
+        return Some(full);
+    }
+    let shipped = under("assets/mmlu").into_iter().find(|p| p.join("test").is_dir())?;
+    eprintln!("MMLU: the 3 subjects shipped in {} (give mmlu_path=DIR for the full test split)", shipped.display());
+    Some(shipped)
 }
 
 pub fn run(args: &[String]) -> Result<()> {

@@ -1,11 +1,13 @@
 //! HuggingFace tokenizers (`tokenizer_type=huggingface`): `tokenizer.json` through the `tokenizers` crate,
-//! with BOS/EOS from `tokenizer_config.json` as MaxText reads them.
+//! with BOS/EOS from `tokenizer_config.json` as MaxText reads them. A directory may hold
+//! `tokenizer.json.zst` instead (zstd-compressed): the shipped Qwen3 tokenizer is kept that way, 1.6 MB
+//! instead of 11.4 MB in the repository.
 
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("tokenizer_path {path} has no tokenizer.json (give the directory of a HuggingFace tokenizer or its tokenizer.json)")]
+    #[error("tokenizer_path {path} has no tokenizer.json or tokenizer.json.zst (give the directory of a HuggingFace tokenizer or its tokenizer.json)")]
     NotFound { path: PathBuf },
     #[error("cannot load tokenizer {path}: {reason}")]
     Load { path: PathBuf, reason: String },
@@ -26,13 +28,27 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// `path` is a directory holding `tokenizer.json` (and optionally `tokenizer_config.json`) or the file.
+    /// `path` is a directory holding `tokenizer.json` or `tokenizer.json.zst` (and optionally
+    /// `tokenizer_config.json`), or one of those files.
     pub fn load(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let (dir, file) = if path.is_dir() { (path.to_path_buf(), path.join("tokenizer.json")) } else { (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf()) };
+        let (dir, file) = if path.is_dir() {
+            let plain = path.join("tokenizer.json");
+            let packed = path.join("tokenizer.json.zst");
+            (path.to_path_buf(), if !plain.is_file() && packed.is_file() { packed } else { plain })
+        } else {
+            (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
+        };
         if !file.is_file() {
             return Err(TokenizerError::NotFound { path: path.to_path_buf() });
         }
-        let inner = tokenizers::Tokenizer::from_file(&file).map_err(|e| TokenizerError::Load { path: file.clone(), reason: e.to_string() })?;
+        let load_err = |reason: String| TokenizerError::Load { path: file.clone(), reason };
+        let inner = if file.extension().is_some_and(|e| e == "zst") {
+            let packed = std::fs::read(&file).map_err(|e| load_err(e.to_string()))?;
+            let json = zstd::decode_all(packed.as_slice()).map_err(|e| load_err(format!("not a zstd file: {e}")))?;
+            tokenizers::Tokenizer::from_bytes(json).map_err(|e| load_err(e.to_string()))?
+        } else {
+            tokenizers::Tokenizer::from_file(&file).map_err(|e| load_err(e.to_string()))?
+        };
         let config: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())

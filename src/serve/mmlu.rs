@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// One question in the cais/mmlu schema (`../shared/fixtures/mmlu/test/<subject>.jsonl`).
+/// One question in the cais/mmlu schema (`<mmlu dir>/test/<subject>.jsonl`, e.g. `assets/mmlu`).
 #[derive(Deserialize, Debug, Clone)]
 pub struct Question {
     pub question: String,

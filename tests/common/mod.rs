@@ -7,6 +7,9 @@ use maxtext::pjrt::{open_client, Hardware};
 use maxtext::runtime::{HostTensor, Runtime};
 use std::sync::OnceLock;
 
+mod references;
+pub use references::*;
+
 /// Comparison tolerance: `|got - want| <= atol + rtol * |want|`.
 #[derive(Clone, Copy, Debug)]
 pub struct Tol {
