@@ -84,7 +84,7 @@ fn greedy_matches_hf_batched_unscanned() {
 /// blocks of 16 and key blocks of 12); decode steps attend with dot product, as in MaxText.
 #[test]
 fn greedy_matches_hf_with_flash_prefill() {
-    let Some(dir) = shared_fixture() else { return };
+    let dir = common::shipped("hf/qwen3-next-tiny");
     check(&dir, &["scan_layers=true", "attention=flash", "sa_block_q=16", "sa_block_kv=12"], 4, 2e-4);
 }
 

@@ -8,6 +8,7 @@ use maxtext::runtime::{HostTensor, Runtime};
 use std::sync::OnceLock;
 
 mod references;
+#[allow(unused_imports)]
 pub use references::*;
 
 /// Comparison tolerance: `|got - want| <= atol + rtol * |want|`.
