@@ -75,7 +75,7 @@ fn not_built(name: &str, lands_with: &str) -> Result<()> {
 }
 
 fn devices(args: &[String]) -> Result<()> {
-    let cfg = setup::load_config(args)?;
+    let cfg = setup::load_config_any_model(args)?;
     println!("{}", setup::client(&cfg)?.describe());
     Ok(())
 }

@@ -33,10 +33,9 @@ fn value_of<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
 /// `DIR/config.json` (placed before the command line, so explicit keys still win). With
 /// `load_parameters_path` / `load_full_state_path` and no explicit `scan_layers` (command line or
 /// `M_SCAN_LAYERS`), `scan_layers` is taken from the checkpoint, as MaxText does, and said on stderr.
+/// Refuses a decoder this program does not build (base.yml's own default is `llama2`).
 pub fn load_config(args: &[String]) -> Result<Config> {
-    let (base, overrides) = config_args(args)?;
-    let cfg = Config::load(&base, &overrides)?;
-    let cfg = sync_scan_layers(cfg, &base, overrides)?;
+    let cfg = load_config_any_model(args)?;
     if cfg.model.decoder_block != DecoderBlock::Qwen3Next {
         bail!(
             "decoder_block={} is not built: maxtext-rs builds the Qwen3-Next decoder (decoder_block=qwen3_next); \
@@ -44,6 +43,14 @@ pub fn load_config(args: &[String]) -> Result<Config> {
             cfg.model.decoder_block
         );
     }
+    Ok(cfg)
+}
+
+/// [`load_config`] for commands that build no model (`devices`): any `decoder_block` loads.
+pub fn load_config_any_model(args: &[String]) -> Result<Config> {
+    let (base, overrides) = config_args(args)?;
+    let cfg = Config::load(&base, &overrides)?;
+    let cfg = sync_scan_layers(cfg, &base, overrides)?;
     if cfg.run.log_config {
         // MaxText's pyconfig logs every key at start (`log_config: true` is its default).
         let mut lines = String::new();
