@@ -145,18 +145,20 @@ fn export_train_temp_bytes(dir: &Path, extra: &[&str]) -> i64 {
 const MEMORY_SHAPE: [&str; 5] = ["override_model_config=true", "vocab_size=1024", "base_num_decoder_layers=8", "per_device_batch_size=4", "max_target_length=512"];
 
 /// What a policy keeps shows in the compiled train step's temporaries: full (layer inputs only) <
-/// save_qkv_proj (+ the attention projections) < minimal (+ out_proj and every MLP projection).
+/// save_qkv_proj (+ the attention projections) < minimal (+ out_proj and every MLP projection), scanned;
+/// unscanned, where each layer is a one-iteration region XLA inlines, full < minimal too.
 #[test]
 fn temporaries_grow_with_what_the_policy_keeps() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut bytes = Vec::new();
-    for policy in ["full", "save_qkv_proj", "minimal"] {
-        let dir = tmp.path().join(policy);
-        let b = export_train_temp_bytes(&dir, &[&format!("remat_policy={policy}")]);
-        eprintln!("remat_policy={policy}: temporaries {b} bytes");
-        bytes.push(b);
-    }
-    assert!(bytes[0] < bytes[1] && bytes[1] < bytes[2], "temporaries full {} < save_qkv_proj {} < minimal {} expected", bytes[0], bytes[1], bytes[2]);
+    let temp_bytes = |scan: &str, policy: &str| {
+        let b = export_train_temp_bytes(&tmp.path().join(format!("{scan}-{policy}")), &[&format!("scan_layers={scan}"), &format!("remat_policy={policy}")]);
+        eprintln!("scan_layers={scan} remat_policy={policy}: temporaries {b} bytes");
+        b
+    };
+    let (full, qkv, minimal) = (temp_bytes("true", "full"), temp_bytes("true", "save_qkv_proj"), temp_bytes("true", "minimal"));
+    assert!(full < qkv && qkv < minimal, "scanned: temporaries full {full} < save_qkv_proj {qkv} < minimal {minimal} expected");
+    let (full, minimal) = (temp_bytes("false", "full"), temp_bytes("false", "minimal"));
+    assert!(full < minimal, "unscanned: temporaries full {full} < minimal {minimal} expected");
 }
 
 #[test]

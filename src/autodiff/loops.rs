@@ -119,15 +119,15 @@ pub(super) fn replay_loop(
     (out[..n].to_vec(), rec)
 }
 
-/// `carries`, each float one plus zero times an element of the first cotangent: the same values, which
+/// `values`, each float one plus zero times an element of the first cotangent: the same values, which
 /// XLA can neither merge with the forward pass's nor compute before the cotangents arrive. The XLA CPU
 /// compiler drops optimization barriers before its last CSE, so for an inlined one-iteration loop the
 /// barrier alone does not keep the recomputation (float `x * 0` is not folded: NaN · 0 is NaN).
-fn after_cotangents(carries: &[Tensor], cts: &[Tensor]) -> Vec<Tensor> {
-    let Some(ct) = cts.first() else { return carries.to_vec() };
+fn after_cotangents(values: &[Tensor], cts: &[Tensor]) -> Vec<Tensor> {
+    let Some(ct) = cts.first() else { return values.to_vec() };
     let r = ct.rank();
     let zero = ct.slice(&vec![0; r], &vec![1; r], &vec![1; r]).reshape(&[]).mul_scalar(0.0);
-    carries.iter().map(|t| if t.dtype().is_float() { t + &zero.convert(t.dtype()).broadcast_to(t.dims()) } else { t.clone() }).collect()
+    values.iter().map(|t| if t.dtype().is_float() { t + &zero.convert(t.dtype()).broadcast_to(t.dims()) } else { t.clone() }).collect()
 }
 
 /// The VJP of a recorded counted loop: a reverse loop over the iterations that recomputes the body from
@@ -170,12 +170,14 @@ pub(super) fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: 
         // `prevent_cse`) and after the cotangents (run during the forward pass, it would keep as much alive
         // as no remat does): a barrier over the carries and cotangents, which compilers that keep barriers
         // until scheduling honour, and a data dependency for those that drop them earlier (XLA CPU).
-        let barred = bg.optimization_barrier(&[carries, c[..nfc].to_vec()].concat());
-        let (carries, carry_cts) = barred.split_at(n);
-        let tied = if steps == 1 { after_cotangents(carries, carry_cts) } else { carries.to_vec() };
-        let carries = &tied[..];
+        // The saved values go the same way: what is recomputed from them alone must not merge either.
         let saved: Vec<Tensor> = rec.saved.iter().map(|s| s.index_axis(0, &it)).collect();
-        let r = replay(bg, body, carries, &body_caps, true, remat, Some(&saved));
+        let ns = saved.len();
+        let barred = bg.optimization_barrier(&[carries, saved, c[..nfc].to_vec()].concat());
+        let (inputs, carry_cts) = barred.split_at(n + ns);
+        let inputs = if steps == 1 { after_cotangents(inputs, carry_cts) } else { inputs.to_vec() };
+        let (carries, saved) = inputs.split_at(n);
+        let r = replay(bg, body, carries, &body_caps, true, remat, Some(saved));
         let mut cts_in = Vec::new();
         let mut fi = 0;
         for k in 0..n {
