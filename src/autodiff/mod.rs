@@ -5,45 +5,89 @@
 //! pass walks the replayed nodes in reverse, applying one VJP rule per op (`rules.rs`) and summing
 //! cotangents of values used several times.
 //!
-//! Loops (`fori_loop`, i.e. `while` with a known trip count): the forward replay also stacks each
-//! iteration's input carries (the residuals: for the layer scan that is each layer's input — MaxText's
-//! `remat_policy=full`); the backward pass is a reverse loop that reads iteration i's carries, recomputes
-//! the body from them and applies the body's VJP, accumulating the cotangents of captured values.
+//! Rematerialisation: a counted loop (`fori_loop`) is a remat region, as `jax.checkpoint` around a
+//! scanned layer is in MaxText (`loops.rs`). Its forward replay keeps each iteration's input carries and
+//! the values its [`Remat`] policy saves (tagged with `Tensor::checkpoint_name`); the backward pass
+//! recomputes everything else of the body from those. Outside loops every value is kept.
 
+mod loops;
 mod rules;
 
-use crate::ir::{DType, Func, Graph, Op, Tensor, ValueRef};
+use crate::ir::{Func, Graph, Op, Tensor, ValueRef};
+use loops::{loop_vjp, replay_loop, LoopRecord};
 use std::collections::HashMap;
 
-/// What the replay of a counted loop recorded: per carry, its value at the start of every iteration.
-struct LoopRecord {
-    stacks: Vec<Tensor>,
-    lower: i64,
-    upper: i64,
+/// A remat policy: which tagged values (`Tensor::checkpoint_name`) inside a remat region the forward pass
+/// keeps for the backward pass. Everything else in the region is recomputed from its inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Remat {
+    saved: Vec<String>,
 }
 
-/// A function replayed into a graph: every value's new tensor, and the loop records.
+impl Remat {
+    /// Keep only each region's inputs and recompute the rest (MaxText's `remat_policy=full`).
+    pub fn full() -> Remat {
+        Remat::default()
+    }
+
+    /// Keep the values tagged with any of `names` (`jax.checkpoint_policies.save_only_these_names`).
+    pub fn saving<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Remat {
+        Remat { saved: names.into_iter().map(Into::into).collect() }
+    }
+
+    /// Whether a value tagged `name` is kept.
+    pub fn saves(&self, name: &str) -> bool {
+        self.saved.iter().any(|s| s == name)
+    }
+
+    /// The names kept, as given.
+    pub fn saved_names(&self) -> &[String] {
+        &self.saved
+    }
+}
+
+/// A function replayed into a graph: every value's new tensor, the loop records, and the values its remat
+/// policy saves (in node order: each saved tag's value, then each recorded loop's saved stacks).
 struct Replay {
     vals: Vec<Vec<Tensor>>,
     loops: HashMap<usize, LoopRecord>,
+    saved: Vec<Tensor>,
 }
 
 fn zeros_like(t: &Tensor) -> Tensor {
     t.graph().zeros(t.dtype(), t.dims())
 }
 
-/// Replays `f` into `g` with `params` and `captures` as its inputs.
-fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_loops: bool) -> Replay {
+/// Replays `f` into `g` with `params` and `captures` as its inputs. With `given` (a recomputation in the
+/// backward pass), the values `remat` saves are taken from `given`, in the order [`Replay::saved`] lists
+/// them, instead of being recomputed.
+fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_loops: bool, remat: &Remat, given: Option<&[Tensor]>) -> Replay {
     let mut vals: Vec<Vec<Tensor>> = Vec::with_capacity(f.nodes.len());
     let mut loops = HashMap::new();
+    let mut saved = Vec::new();
+    let mut given = given.map(|v| v.iter());
     for (i, node) in f.nodes.iter().enumerate() {
         let ins: Vec<Tensor> = node.inputs.iter().map(|v| vals[v.node as usize][v.output as usize].clone()).collect();
         let out = match &node.op {
             Op::Parameter(p) => vec![params[*p].clone()],
             Op::Capture(c) => vec![captures[*c].clone()],
+            Op::CheckpointName(name) if remat.saves(name) => {
+                let v = match given.as_mut() {
+                    Some(it) => it.next().expect("autodiff: fewer saved values than saved tags").with_axes(&node.outputs[0].axes),
+                    None => ins[0].checkpoint_name(name),
+                };
+                saved.push(v.clone());
+                vec![v]
+            }
             Op::While { cond, body, num_carries, trip } => {
-                let (outs, rec) = replay_loop(g, cond, body, *num_carries, *trip, &ins, record_loops);
+                let recorded = record_loops && loops::records(*trip);
+                let stacks = match (recorded, given.as_mut()) {
+                    (true, Some(it)) => Some(it.by_ref().take(loops::saved_types(body, remat).len()).cloned().collect()),
+                    _ => None,
+                };
+                let (outs, rec) = replay_loop(g, cond, body, *num_carries, *trip, &ins, record_loops, remat, stacks);
                 if let Some(r) = rec {
+                    saved.extend(r.saved.iter().cloned());
                     loops.insert(i, r);
                 }
                 outs
@@ -61,50 +105,8 @@ fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_lo
         };
         vals.push(out);
     }
-    Replay { vals, loops }
-}
-
-/// Replays a `while`; when recording, a counted loop also stacks each iteration's input carries.
-fn replay_loop(g: &Graph, cond: &Func, body: &Func, n: usize, trip: Option<(i64, i64)>, ins: &[Tensor], record: bool) -> (Vec<Tensor>, Option<LoopRecord>) {
-    let init = &ins[..n];
-    let ncond = cond.captures.len();
-    let cond_caps = ins[n..n + ncond].to_vec();
-    let body_caps = ins[n + ncond..].to_vec();
-    let (record, (lower, upper)) = match (record, trip) {
-        (true, Some(t)) => (true, t),
-        _ => (false, (0, 0)),
-    };
-    let steps = upper - lower;
-    if record && steps <= 0 {
-        // No iterations: the loop is the identity on its carries, with nothing to record (a [0, ..] stack
-        // could not even be traced into).
-        return (init.to_vec(), Some(LoopRecord { stacks: Vec::new(), lower, upper }));
-    }
-    let mut carries = init.to_vec();
-    if record {
-        for c in init {
-            let mut dims = vec![steps];
-            dims.extend_from_slice(c.dims());
-            carries.push(g.zeros(c.dtype(), &dims));
-        }
-    }
-    let out = g.while_loop(
-        &carries,
-        |cg, c| replay(cg, cond, &c[..n], &cond_caps, false).vals[cond.results[0].node as usize][cond.results[0].output as usize].clone(),
-        |bg, c| {
-            let r = replay(bg, body, &c[..n], &body_caps, true);
-            let mut next: Vec<Tensor> = body.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect();
-            if record {
-                let it = &c[0] - &bg.full(lower as f64, DType::S32, &[]);
-                for (k, stack) in c[n..].iter().enumerate() {
-                    next.push(stack.update_axis(0, &it, &c[k]));
-                }
-            }
-            next
-        },
-    );
-    let rec = record.then(|| LoopRecord { stacks: out[n..].to_vec(), lower, upper });
-    (out[..n].to_vec(), rec)
+    assert!(given.is_none_or(|mut it| it.next().is_none()), "autodiff: more saved values than saved tags");
+    Replay { vals, loops, saved }
 }
 
 /// Adds `ct` to the cotangent of `v`.
@@ -118,7 +120,7 @@ fn accumulate(cts: &mut HashMap<ValueRef, Tensor>, v: ValueRef, ct: Tensor) {
 
 /// Backward pass over a replayed `f`: from the cotangents of its results, the cotangents of its
 /// parameters and captures (`None` = zero).
-fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>]) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
+fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>], remat: &Remat) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
     let mut cts: HashMap<ValueRef, Tensor> = HashMap::new();
     for (res, ct) in f.results.iter().zip(out_cts) {
         if let Some(ct) = ct {
@@ -145,7 +147,7 @@ fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>]) -> (Vec<Option<Ten
             }
             Op::While { cond, body, num_carries, .. } => {
                 let rec = r.loops.get(&i).unwrap_or_else(|| panic!("autodiff: a `while` without a trip count (use fori_loop) is not differentiable"));
-                loop_vjp(cond, body, *num_carries, &ins, rec, &node_cts)
+                loop_vjp(cond, body, *num_carries, &ins, rec, &node_cts, remat)
             }
             op => rules::vjp(op, &ins, &r.vals[i], &node_cts),
         };
@@ -162,123 +164,40 @@ fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>]) -> (Vec<Option<Ten
     (param_cts, cap_cts)
 }
 
-/// The VJP of a recorded counted loop: a reverse loop over the iterations that recomputes the body from
-/// the recorded carries and applies its VJP. Returns cotangents for the loop's inputs (init carries, cond
-/// captures (none), body captures).
-fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: &LoopRecord, out_cts: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
-    if rec.upper <= rec.lower {
-        // No iterations: carry cotangents pass straight through; captures get none.
-        let mut result = out_cts[..n].to_vec();
-        result.resize(ins.len(), None);
-        return result;
-    }
-    let ncond = cond.captures.len();
-    let body_caps = ins[n + ncond..].to_vec();
-    let float_carry: Vec<bool> = ins[..n].iter().map(|t| t.dtype().is_float()).collect();
-    let float_cap: Vec<bool> = body_caps.iter().map(|t| t.dtype().is_float()).collect();
-    let g = rec.stacks[0].graph();
-    // Backward carries: carry cotangents (float carries), then capture cotangent sums (float captures).
-    let mut init = Vec::new();
-    for (k, t) in ins[..n].iter().enumerate() {
-        if float_carry[k] {
-            init.push(out_cts[k].clone().unwrap_or_else(|| zeros_like(t)));
-        }
-    }
-    for (k, t) in body_caps.iter().enumerate() {
-        if float_cap[k] {
-            init.push(zeros_like(t));
-        }
-    }
-    if init.is_empty() {
-        return vec![None; ins.len()];
-    }
-    let steps = rec.upper - rec.lower;
-    let nfc = float_carry.iter().filter(|f| **f).count();
-    let out = g.fori_loop(0, steps, &init, |bg, j, c| {
-        let it = &bg.full((steps - 1) as f64, DType::S32, &[]) - j;
-        let carries: Vec<Tensor> = rec.stacks.iter().map(|s| s.index_axis(0, &it)).collect();
-        let r = replay(bg, body, &carries, &body_caps, true);
-        let mut cts_in = Vec::new();
-        let mut fi = 0;
-        for k in 0..n {
-            if float_carry[k] {
-                cts_in.push(Some(c[fi].clone()));
-                fi += 1;
-            } else {
-                cts_in.push(None);
-            }
-        }
-        let (p_cts, cap_cts) = backward(body, &r, &cts_in);
-        let mut next = Vec::new();
-        for k in 0..n {
-            if float_carry[k] {
-                next.push(p_cts[k].clone().unwrap_or_else(|| zeros_like(&carries[k])));
-            }
-        }
-        let mut ci = nfc;
-        for (k, t) in body_caps.iter().enumerate() {
-            if float_cap[k] {
-                let acc = &c[ci];
-                next.push(match &cap_cts[k] {
-                    Some(ct) => acc + &ct.convert(t.dtype()),
-                    None => acc.clone(),
-                });
-                ci += 1;
-            }
-        }
-        next
-    });
-    let mut result = Vec::with_capacity(ins.len());
-    let mut fi = 0;
-    for k in 0..n {
-        result.push(if float_carry[k] {
-            fi += 1;
-            Some(out[fi - 1].clone())
-        } else {
-            None
-        });
-    }
-    result.extend((0..ncond).map(|_| None));
-    let mut ci = nfc;
-    for k in 0..body_caps.len() {
-        result.push(if float_cap[k] {
-            ci += 1;
-            Some(out[ci - 1].clone())
-        } else {
-            None
-        });
-    }
-    result
-}
-
 /// Inlines `f` into `g` on `args` and returns its results (the forward pass alone: the eval step reuses
 /// the train step's loss function this way).
 pub fn inline(g: &Graph, f: &Func, args: &[Tensor]) -> Vec<Tensor> {
-    let r = replay(g, f, args, &[], false);
+    let r = replay(g, f, args, &[], false, &Remat::full(), None);
     f.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect()
 }
 
 /// Inlines `f` into `g` on `args` and differentiates its first result (a float scalar) with respect to
-/// the arguments `wrt`: returns (f's results, one gradient per `wrt`, zeros where there is no dependence).
-pub fn grad_in(g: &Graph, f: &Func, args: &[Tensor], wrt: &[usize]) -> (Vec<Tensor>, Vec<Tensor>) {
+/// the arguments `wrt`, keeping inside counted loops what `remat` saves: returns (f's results, one
+/// gradient per `wrt`, zeros where there is no dependence).
+pub fn grad_in(g: &Graph, f: &Func, args: &[Tensor], wrt: &[usize], remat: &Remat) -> (Vec<Tensor>, Vec<Tensor>) {
     let loss_ty = f.value_type(f.results[0]);
     assert!(loss_ty.dims.is_empty() && loss_ty.dtype.is_float(), "grad_in: results[0] must be a float scalar, got {loss_ty:?}");
-    let r = replay(g, f, args, &[], true);
+    let r = replay(g, f, args, &[], true, remat, None);
     let results: Vec<Tensor> = f.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect();
     let mut out_cts = vec![None; f.results.len()];
     out_cts[0] = Some(g.full(1.0, loss_ty.dtype, &[]));
-    let (p_cts, _) = backward(f, &r, &out_cts);
+    let (p_cts, _) = backward(f, &r, &out_cts, remat);
     let grads = wrt.iter().map(|&i| p_cts[i].clone().map(|c| c.convert(f.params[i].dtype)).unwrap_or_else(|| zeros_like(&args[i]))).collect();
     (results, grads)
 }
 
 /// A function with the parameters of `f` returning `f`'s results followed by d results[0] / d params[i]
 /// for each `i` in `wrt` (zeros where the loss does not depend on a parameter). `results[0]` must be a
-/// float scalar.
+/// float scalar. Counted loops are rematerialised fully ([`Remat::full`]).
 pub fn value_and_grad(f: &Func, wrt: &[usize]) -> Func {
+    value_and_grad_remat(f, wrt, &Remat::full())
+}
+
+/// [`value_and_grad`] keeping what `remat` saves inside counted loops.
+pub fn value_and_grad_remat(f: &Func, wrt: &[usize], remat: &Remat) -> Func {
     let g = Graph::new();
     let params: Vec<Tensor> = f.params.iter().map(|ty| g.param(ty.clone())).collect();
-    let (mut outs, grads) = grad_in(&g, f, &params, wrt);
+    let (mut outs, grads) = grad_in(&g, f, &params, wrt, remat);
     outs.extend(grads);
     g.finish(&outs)
 }

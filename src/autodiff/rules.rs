@@ -365,6 +365,7 @@ pub fn vjp(op: &Op, ins: &[Tensor], outs: &[Tensor], cts: &[Option<Tensor>]) -> 
         }
         Op::ShardingConstraint(s) => vec![Some(ct.with_sharding(s.clone()))],
         Op::OptimizationBarrier => cts.to_vec(),
+        Op::CheckpointName(_) => vec![Some(ct)],
         Op::TriangularSolve { left_side, lower, unit_diagonal, transpose_a } => {
             assert!(*left_side && !*transpose_a, "autodiff: only left-side, non-transposed triangular_solve is differentiable");
             let a = &ins[0];

@@ -54,6 +54,9 @@ pub struct ComputeConfig {
     pub scan_layers: bool,
     pub param_scan_axis: usize,
     pub remat_policy: RematPolicy,
+    /// The `checkpoint_name` tags the backward pass keeps (the policy's names; for `custom`, the tensors
+    /// whose key says `device`, MaxText's `tensors_on_device`); the rest of each layer is recomputed.
+    pub remat_saved: Vec<String>,
     /// `attention`: `autoselected`, `dot_product` or `flash` (the key table refuses the cuDNN and paged
     /// kernels).
     pub attention: AttentionKind,
@@ -338,7 +341,8 @@ impl ComputeConfig {
             logits_dot_in_fp32: raw.bool("logits_dot_in_fp32")?,
             scan_layers: raw.bool("scan_layers")?,
             param_scan_axis: raw.int_at_least("param_scan_axis", 0)? as usize,
-            remat_policy: raw.enumeration("remat_policy")?,
+            remat_policy: remat_policy(raw)?,
+            remat_saved: remat_saved(raw)?,
             attention: raw.enumeration("attention")?,
             sa_block_q: raw.int_at_least("sa_block_q", 1)? as usize,
             sa_block_kv: raw.int_at_least("sa_block_kv", 1)? as usize,
@@ -348,6 +352,51 @@ impl ComputeConfig {
             capacity_factor: capacity_factor(raw)?,
         })
     }
+}
+
+/// `remat_policy`; the offloading policies need host memory spaces, which the programs do not use.
+fn remat_policy(raw: &RawConfig) -> Result<RematPolicy, ConfigError> {
+    let policy: RematPolicy = raw.enumeration("remat_policy")?;
+    if policy.offloads() {
+        return Err(ConfigError::Invalid(format!(
+            "remat_policy={policy} offloads saved activations to host memory (pinned_host), which is not built: \
+             the traced programs use device memory only. Use a policy that saves on the device instead \
+             (full, minimal, minimal_with_context, save_dot_with_context_except_mlp, save_dot_except_mlpwi, \
+             save_dot_except_mlp, save_qkv_proj, save_out_proj, or custom with `device`/`remat` per tensor)"
+        )));
+    }
+    Ok(policy)
+}
+
+/// The tags `remat_policy` keeps. The per-tensor keys ([`REMAT_TENSOR_KEYS`]) choose them under
+/// `custom` and mean nothing under the other policies, so changing one from its default there is an error.
+fn remat_saved(raw: &RawConfig) -> Result<Vec<String>, ConfigError> {
+    let policy: RematPolicy = raw.enumeration("remat_policy")?;
+    let mut on_device = Vec::new();
+    for key in REMAT_TENSOR_KEYS {
+        let location: RematLocation = raw.enumeration(key)?;
+        let default = if key == "decoder_layer_input" { RematLocation::Device } else { RematLocation::Remat };
+        if policy != RematPolicy::Custom {
+            if location != default {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}={location} takes effect only with remat_policy=custom (remat_policy is {policy}); \
+                     set remat_policy=custom, or leave {key} at `{default}`"
+                )));
+            }
+            continue;
+        }
+        match location {
+            RematLocation::Offload => {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}=offload (remat_policy=custom) moves `{key}` to host memory (pinned_host), which is not \
+                     built; set it to `device` (keep it in device memory) or `remat` (recompute it)"
+                )))
+            }
+            RematLocation::Device => on_device.push(key.to_string()),
+            RematLocation::Remat => {}
+        }
+    }
+    Ok(if policy == RematPolicy::Custom { on_device } else { policy.saved_names().iter().map(|n| n.to_string()).collect() })
 }
 
 /// `capacity_factor`, which drops tokens only on the mask path (`sparse_matmul=false`), as in MaxText.

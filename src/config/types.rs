@@ -100,6 +100,72 @@ config_enum! {
     }
 }
 
+/// The projections MaxText's policies save (decoders.py `get_remat_policy`), grouped as it lists them.
+const QKV: [&str; 5] = ["query_proj", "value_proj", "key_proj", "kv_proj", "qkv_proj"];
+const MLP: [&str; 4] = ["mlpwi_0", "mlpwi_1", "mlpwi", "mlpwo"];
+
+impl RematPolicy {
+    /// The `checkpoint_name` tags this policy keeps on the device (MaxText's `save_only_these_names`
+    /// lists; `full` keeps none). `custom` takes its names from the per-tensor keys, and the offloading
+    /// policies keep nothing on the device (they move their names to host memory).
+    pub fn saved_names(self) -> Vec<&'static str> {
+        let with = |groups: &[&[&'static str]]| groups.concat();
+        match self {
+            RematPolicy::Full | RematPolicy::Custom | RematPolicy::QkvProjOffloaded | RematPolicy::MinimalOffloaded => Vec::new(),
+            RematPolicy::Minimal => with(&[&QKV, &["out_proj"], &MLP]),
+            RematPolicy::MinimalWithContext => with(&[&QKV, &["out_proj"], &MLP, &["context"]]),
+            RematPolicy::SaveDotWithContextExceptMlp => with(&[&QKV, &["context", "out_proj"]]),
+            RematPolicy::SaveDotExceptMlpwi => with(&[&QKV, &["out_proj", "mlpwo"]]),
+            RematPolicy::SaveDotExceptMlp => with(&[&QKV, &["out_proj"]]),
+            RematPolicy::SaveQkvProj => QKV.to_vec(),
+            RematPolicy::SaveOutProj => vec!["out_proj"],
+        }
+    }
+
+    /// Whether the policy moves saved values to host memory (`pinned_host`).
+    pub fn offloads(self) -> bool {
+        matches!(self, RematPolicy::QkvProjOffloaded | RematPolicy::MinimalOffloaded)
+    }
+}
+
+/// The per-tensor keys of `remat_policy=custom` (MaxText's list, configs/types.py), each set to a
+/// [`RematLocation`].
+pub const REMAT_TENSOR_KEYS: [&str; 21] = [
+    "decoder_layer_input",
+    "indexer_cutoff_threshold",
+    "context",
+    "mlpwi",
+    "moe_mlpwi_0",
+    "moe_mlpwi_1",
+    "moe_mlpwo",
+    "mlpwi_0",
+    "mlpwi_1",
+    "mlpwo",
+    "query_proj",
+    "key_proj",
+    "value_proj",
+    "kv_proj",
+    "query_wa_proj",
+    "kv_wa_proj",
+    "mla_kv",
+    "mla_q",
+    "qkv_proj",
+    "attention_out",
+    "out_proj",
+];
+
+config_enum! {
+    /// Where `remat_policy=custom` keeps one named tensor (MaxText's `RematLocation`).
+    RematLocation {
+        /// Recomputed in the backward pass.
+        Remat = ["remat"],
+        /// Saved in device memory.
+        Device = ["device"],
+        /// Saved in host memory (`pinned_host`).
+        Offload = ["offload"],
+    }
+}
+
 config_enum! {
     /// `lr_schedule_type`.
     LrSchedule {

@@ -219,6 +219,8 @@ impl Emitter {
                 None => return vec![ins[0].clone()],
             },
             Op::OptimizationBarrier => simple("stablehlo.optimization_barrier", String::new()),
+            // A tag for the autodiff only: the value passes through under its input's name.
+            Op::CheckpointName(_) => return vec![ins[0].clone()],
             Op::TriangularSolve { left_side, lower, unit_diagonal, transpose_a } => simple(
                 "stablehlo.triangular_solve",
                 format!(

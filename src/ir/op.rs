@@ -178,6 +178,9 @@ pub enum Op {
     ShardingConstraint(Sharding),
     /// keeps XLA from moving computation across this point (used by remat)
     OptimizationBarrier,
+    /// The identity, naming its input for the remat policy (JAX's `checkpoint_name`): the autodiff keeps a
+    /// value tagged with a name its policy saves and recomputes the rest. Emits nothing.
+    CheckpointName(&'static str),
     /// inputs: a (batched square matrices), b; solves `op(a) x = b` (left side) or `x op(a) = b`
     TriangularSolve { left_side: bool, lower: bool, unit_diagonal: bool, transpose_a: bool },
 }
@@ -217,6 +220,7 @@ impl Op {
             Op::RngBitGenerator { .. } => "rng_bit_generator",
             Op::ShardingConstraint(_) => "sharding_constraint",
             Op::OptimizationBarrier => "optimization_barrier",
+            Op::CheckpointName(_) => "checkpoint_name",
             Op::TriangularSolve { .. } => "triangular_solve",
         }
     }

@@ -138,6 +138,12 @@ impl Tensor {
         assert_eq!(sharding.dims.len(), self.rank(), "sharding {sharding:?} for {:?}", self.ty);
         self.graph().push(Op::ShardingConstraint(sharding), &[self], vec![self.ty.clone()]).remove(0)
     }
+
+    /// This tensor tagged with `name` (MaxText's `checkpoint_name` names: `query_proj`, `mlpwo`, ...), so
+    /// that a remat policy saving `name` keeps it for the backward pass instead of recomputing it.
+    pub fn checkpoint_name(&self, name: &'static str) -> Tensor {
+        self.graph().push(Op::CheckpointName(name), &[self], vec![self.ty.clone()]).remove(0)
+    }
 }
 
 impl Graph {

@@ -4,5 +4,5 @@
 pub mod qwen3_next;
 pub mod state;
 
-pub use qwen3_next::{forward, forward_with_aux, forward_with_state, DecoderLayer, ForwardInputs, LayerOutput, RESIDUAL};
+pub use qwen3_next::{forward, forward_for_grad, forward_with_aux, forward_with_state, DecoderLayer, ForwardInputs, LayerOutput, RESIDUAL};
 pub use state::{state_types, DecodeState, Pass, STATE_LOGICAL, STATE_NAMES};

@@ -136,7 +136,11 @@ fn run_layer(layer: &DecoderLayer, inputs: &ForwardInputs, pass: Pass, full: boo
 
 /// The decoder stack under `decoder/`: scanned blocks or unscanned `layers_{l}`. Returns the output, the sum
 /// over layers of the MoE router statistics ([`AUX`]), and the new decode state (when one was given).
-fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool) -> (Tensor, Tensor, Option<DecodeState>) {
+/// `remat_regions` (stateless passes only): each unscanned layer runs as a one-iteration counted loop, the
+/// region in which the autodiff recomputes what the remat policy does not keep (scanned blocks are such
+/// regions already).
+#[allow(clippy::too_many_arguments)]
+fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool, remat_regions: bool) -> (Tensor, Tensor, Option<DecodeState>) {
     let interval = cfg.inhomogeneous_layer_cycle_interval;
     let layers = cfg.num_decoder_layers;
     let g = x.graph();
@@ -150,7 +154,16 @@ fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &
             let slot = if full { &mut full_slot } else { &mut lin_slot };
             let idx = index_const(&g, *slot);
             *slot += 1;
-            (x, aux) = run_layer(&layer, inputs, pass, full, &idx, &x, &aux, &mut st);
+            if remat_regions {
+                assert!(st.is_none(), "remat regions are for stateless passes");
+                let out = g.fori_loop(0, 1, &[x, aux], |_, _, c| {
+                    let (x, aux) = run_layer(&layer, inputs, pass, full, &idx, &c[0], &c[1], &mut None);
+                    vec![x, aux]
+                });
+                (x, aux) = (out[0].clone(), out[1].clone());
+            } else {
+                (x, aux) = run_layer(&layer, inputs, pass, full, &idx, &x, &aux, &mut st);
+            }
         }
         return (x, aux, st);
     }
@@ -222,20 +235,28 @@ pub fn forward(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs,
 /// load-balancing loss (MaxText's `moe_lb_loss` before its weight), the token copies dropped per layer and
 /// the busiest expert's load against a balanced one.
 pub fn forward_with_aux(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
-    let (logits, aux, _) = run(cfg, pb, inputs, Pass::Forward, None, scan);
+    let (logits, aux, _) = run(cfg, pb, inputs, Pass::Forward, None, scan, false);
+    (logits, aux)
+}
+
+/// As [`forward_with_aux`], traced to be differentiated: every layer (unscanned) or block of layers
+/// (scanned) is a remat region, as MaxText wraps each in `nn.remat`.
+pub fn forward_for_grad(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, scan: bool) -> (Tensor, Tensor) {
+    let (logits, aux, _) = run(cfg, pb, inputs, Pass::Forward, None, scan, true);
     (logits, aux)
 }
 
 /// tokens [batch, seq] at `positions` -> (logits [batch, seq, vocab] f32, new state): prefill or decode.
 pub fn forward_with_state(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, pass: Pass, state: DecodeState, scan: bool) -> (Tensor, DecodeState) {
-    let (logits, _, st) = run(cfg, pb, inputs, pass, Some(state.constrained()), scan);
+    let (logits, _, st) = run(cfg, pb, inputs, pass, Some(state.constrained()), scan, false);
     (logits, st.expect("state in, state out").constrained())
 }
 
-fn run(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool) -> (Tensor, Tensor, Option<DecodeState>) {
+#[allow(clippy::too_many_arguments)]
+fn run(cfg: &ModelConfig, pb: &mut ParamBuilder, inputs: &ForwardInputs, pass: Pass, state: Option<DecodeState>, scan: bool, remat_regions: bool) -> (Tensor, Tensor, Option<DecodeState>) {
     let x = token_embed(cfg, pb, &inputs.tokens);
     pb.scope("decoder", |pb| {
-        let (x, aux_sum, st) = decoder_layers(cfg, pb, x, inputs, pass, state, scan);
+        let (x, aux_sum, st) = decoder_layers(cfg, pb, x, inputs, pass, state, scan, remat_regions);
         (lm_head(cfg, pb, &x), aux_sum.mul_scalar(1.0 / cfg.num_decoder_layers as f64), st)
     })
 }

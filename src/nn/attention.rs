@@ -87,7 +87,8 @@ impl GatedAttention {
         let k = apply_partial_rope(&self.k_norm.forward(&k), positions, self.rotary_dim, self.theta);
         let q = q.mul_scalar(1.0 / (dh as f64).sqrt()).constrain(&["activation_batch_attn", "activation_length_attn", "activation_heads", "activation_kv"]);
         let kv_axes = ["activation_kv_batch", "activation_length_attn", "activation_kv_heads", "activation_kv_head_dim"];
-        let (k, v) = (k.constrain(&kv_axes), v.constrain(&kv_axes));
+        let (k, v) = (k.constrain(&kv_axes).checkpoint_name("key_proj"), v.constrain(&kv_axes).checkpoint_name("value_proj"));
+        let q = q.checkpoint_name("query_proj");
         let group = q.dim("heads") / self.num_kv_heads;
         let q = q.split_axis("heads", &[("kv_heads", self.num_kv_heads), ("group", group)]);
         Projected { q, k, v, gate }
@@ -118,7 +119,7 @@ impl GatedAttention {
 
     /// o [batch, seq, attn_out] gated by sigmoid(gate), projected to [batch, seq, embed].
     pub fn output(&self, o: &Tensor, gate: &Tensor) -> Tensor {
-        (o * &gate.sigmoid()).dot(&self.wo, &["attn_out"])
+        (&o.checkpoint_name("attention_out") * &gate.sigmoid()).dot(&self.wo, &["attn_out"]).checkpoint_name("out_proj")
     }
 
     /// Full-sequence attention: x [batch, seq, embed], positions and segment ids [batch, seq] (segment 0 =

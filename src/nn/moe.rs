@@ -159,9 +159,10 @@ impl SparseMoe {
         let balanced = counts.sum_over(&["batch", "seq", "exp"]).mul_scalar(1.0 / logits.dim("exp") as f64);
         let max_load = &counts.sum_over(&["batch", "seq"]).max_over(&["exp"]) / &balanced;
         let aux = x.graph().concatenate(&[lb.reshape(&[1]), dropped.reshape(&[1]), max_load.reshape(&[1])], 0);
-        let s0 = act(x.dot(&self.shared_wi_0, &["embed"]));
-        let s1 = act(x.dot(&self.shared_wi_1, &["embed"]));
-        let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]);
+        // The shared expert is MaxText's MlpBlock, with its remat names.
+        let s0 = act(x.dot(&self.shared_wi_0, &["embed"]).checkpoint_name("mlpwi_0"));
+        let s1 = act(x.dot(&self.shared_wi_1, &["embed"]).checkpoint_name("mlpwi_1"));
+        let shared = (&silu(&s0) * &s1).convert(x.dtype()).dot(&self.shared_wo, &["mlp"]).checkpoint_name("mlpwo");
         let gate = x.dot(&self.shared_gate, &["embed"]).sigmoid(); // [batch, seq, one]
         let gate = gate.reshape(&gate.dims()[..2]).named(&["batch", "seq"]);
         (&routed + &shared.zip_named(&gate, |s, g| s * g), aux)
@@ -171,10 +172,13 @@ impl SparseMoe {
     fn dense(&self, x: &Tensor, combine: &Tensor) -> Tensor {
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
         let hidden = ["activation_batch_moe", "activation_length_moe", "activation_exp", "activation_mlp_moe"];
-        let h0 = act(x.dot(&self.wi_0, &["embed"]).constrain(&hidden)); // [batch, seq, exp, mlp_moe]
-        let h1 = act(x.dot(&self.wi_1, &["embed"]).constrain(&hidden));
+        let name = |t: Tensor, a: &'static str, b: &'static str| t.checkpoint_name(a).checkpoint_name(b);
+        let h0 = name(act(x.dot(&self.wi_0, &["embed"]).constrain(&hidden)), "mlpwi_0", "moe_mlpwi_0"); // [batch, seq, exp, mlp_moe]
+        let h1 = name(act(x.dot(&self.wi_1, &["embed"]).constrain(&hidden)), "mlpwi_1", "moe_mlpwi_1");
         let h = (&silu(&h0) * &h1).convert(x.dtype());
         let hw = h.zip_named(combine, |a, b| a * b);
-        hw.dot(&self.wo, &["exp", "mlp_moe"]) // [batch, seq, embed]
+        // The combine is folded into the output projection, so `mlpwo` names the combined output (MaxText
+        // names the per-expert outputs before combining them).
+        name(hw.dot(&self.wo, &["exp", "mlp_moe"]), "mlpwo", "moe_mlpwo") // [batch, seq, embed]
     }
 }

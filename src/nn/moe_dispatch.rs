@@ -25,10 +25,15 @@ pub struct ExpertWeights<'a> {
 impl ExpertWeights<'_> {
     /// SwiGLU over the last axis `embed` of `x` with weights already selected per leading axis:
     /// `w0`, `w1` [.., embed, mlp_moe] and `wo` [.., mlp_moe, embed] sharing `x`'s batch axis names.
-    fn mlp(&self, x: &Tensor, w0: &Tensor, w1: &Tensor, wo: &Tensor) -> Tensor {
+    /// The three matmul outputs carry MaxText's remat names; its grouped-matmul (`dropless`) path names
+    /// the second input projection `moe_mlpwi_1` only, so `minimal` does not keep it there.
+    fn mlp(&self, x: &Tensor, w0: &Tensor, w1: &Tensor, wo: &Tensor, dropless: bool) -> Tensor {
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
-        let h = (&silu(&act(x.dot(w0, &["embed"]))) * &act(x.dot(w1, &["embed"]))).convert(x.dtype());
-        h.dot(wo, &["mlp_moe"])
+        let h0 = act(x.dot(w0, &["embed"])).checkpoint_name("mlpwi_0").checkpoint_name("moe_mlpwi_0");
+        let h1 = act(x.dot(w1, &["embed"]));
+        let h1 = if dropless { h1 } else { h1.checkpoint_name("mlpwi_1") }.checkpoint_name("moe_mlpwi_1");
+        let h = (&silu(&h0) * &h1).convert(x.dtype());
+        h.dot(wo, &["mlp_moe"]).checkpoint_name("mlpwo").checkpoint_name("moe_mlpwo")
     }
 }
 
@@ -78,7 +83,7 @@ pub fn dropping(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights, capaci
     let dispatch = dispatch.constrain(&["activation_batch_moe", "activation_length_moe", "activation_exp", ""]);
     // "BSM,BSEC->EBCM", the expert MLP per (expert, row, slot), then "EBCM,BSEC->BSM".
     let expert_in = x.dot(&dispatch, &["seq"]); // [batch, embed, exp, cap]
-    let y = ew.mlp(&expert_in, ew.wi_0, ew.wi_1, ew.wo); // [exp, batch, cap, embed]
+    let y = ew.mlp(&expert_in, ew.wi_0, ew.wi_1, ew.wo, false); // [exp, batch, cap, embed]
     let out = y.dot(&combine, &["exp", "cap"]).transpose_to(&["batch", "seq", "embed"]);
     let dropped = kept.select(&g.zeros(DType::F32, &[b, s, k]), &g.full(1.0, DType::F32, &[b, s, k])).sum(&[0, 1, 2]);
     (out, dropped)
@@ -142,7 +147,7 @@ pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Ten
     let w0 = pick(ew.wi_0, ["blk", "embed", "mlp_moe"]);
     let w1 = pick(ew.wi_1, ["blk", "embed", "mlp_moe"]);
     let wo = pick(ew.wo, ["blk", "mlp_moe", "embed"]);
-    let y = ew.mlp(&rows, &w0, &w1, &wo).constrain(&blocks_logical).reshape(&[padded, m]); // [blk, row, embed] -> rows
+    let y = ew.mlp(&rows, &w0, &w1, &wo, true).constrain(&blocks_logical).reshape(&[padded, m]); // [blk, row, embed] -> rows
     // Back to the copies, weighted and summed over each token's k.
     let per_copy = y.take_rows(&dest).reshape(&[b, s, k, m]).named(&["batch", "seq", "k", "embed"]);
     let wk = w.convert(per_copy.dtype()).named(&["batch", "seq", "k"]);

@@ -13,7 +13,7 @@
 
 use super::forward::{matmul_precision, model_params};
 use super::layout::lay_out;
-use crate::autodiff::grad_in;
+use crate::autodiff::{grad_in, Remat};
 use crate::config::{Config, OptType};
 use crate::ir::{DType, Func, Graph, Program, ShardingContext, Tensor, TensorType};
 use crate::model::{self, ForwardInputs};
@@ -75,7 +75,7 @@ pub(crate) fn loss_function_on(cfg: &Config, ctx: &ShardingContext, batch: i64, 
     let bt = |g: &Graph| g.param(TensorType::named(DType::S32, &[batch, seq], &["batch", "seq"]));
     let (inputs, positions, segs, targets, tsegs) = (bt(&g), bt(&g), bt(&g), bt(&g), bt(&g));
     let fwd = ForwardInputs { tokens: inputs, positions, segment_ids: Some(segs) };
-    let (logits, aux) = model::forward_with_aux(&cfg.model, &mut pb, &fwd, cfg.compute.scan_layers); // [batch, seq, vocab] f32
+    let (logits, aux) = model::forward_for_grad(&cfg.model, &mut pb, &fwd, cfg.compute.scan_layers); // [batch, seq, vocab] f32
     let lb = aux.slice(&[0], &[1], &[1]).reshape(&[]);
     let dropped = aux.slice(&[1], &[2], &[1]).reshape(&[]);
     let max_load = aux.slice(&[2], &[3], &[1]).reshape(&[]);
@@ -113,6 +113,7 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
         return Err(TrainProgramError::Unsupported(format!("global batch {batch} is not divisible by gradient_accumulation_steps={accum}")));
     }
     let micro = batch / accum;
+    let remat = Remat::saving(cfg.compute.remat_saved.iter().cloned());
     let ctx = sharding_context(cfg)?;
     let (loss_fn, decls) = loss_function_on(cfg, &ctx, micro, seq);
     let g = Graph::sharded(ctx.clone());
@@ -131,7 +132,7 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
     let (loss_sum, weights, lb_sum, dropped, max_load, grads) = if accum == 1 {
         let mut args = batch_in.clone();
         args.extend(params.iter().cloned());
-        let (res, grads) = grad_in(&g, &loss_fn, &args, &wrt);
+        let (res, grads) = grad_in(&g, &loss_fn, &args, &wrt, &remat);
         (res[0].clone(), res[1].clone(), &res[2] * &res[1], res[3].clone(), res[4].clone(), grads)
     } else {
         let mut init: Vec<Tensor> = (0..LOSS_OUTPUTS).map(|_| g.scalar(0.0, DType::F32)).collect();
@@ -141,7 +142,7 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
             let zero = bg.full(0.0, DType::S32, &[]);
             let mut args: Vec<Tensor> = batch_in.iter().map(|b| b.dynamic_slice(&[start.clone(), zero.clone()], &[micro, seq])).collect();
             args.extend(params.iter().cloned());
-            let (res, grads) = grad_in(bg, &loss_fn, &args, &wrt);
+            let (res, grads) = grad_in(bg, &loss_fn, &args, &wrt, &remat);
             let mut next = vec![&c[0] + &res[0], &c[1] + &res[1], &c[2] + &(&res[2] * &res[1]), &c[3] + &res[3], &c[4] + &res[4], &c[5] + &res[5]];
             next.extend(grads.iter().zip(&c[LOSS_OUTPUTS..]).map(|(gr, acc)| acc + &gr.convert(DType::F32)));
             next
