@@ -28,6 +28,7 @@ fn hf(files: &Path, rows: usize, len: usize, extra: &[&str]) -> Config {
         "vocab_size=151936".into(),
         "enable_data_shuffling=false".into(),
         format!("tokenizer_path={}", root().join("assets/tokenizers/qwen3-tokenizer").display()),
+        "tokenizer_type=huggingface".into(),
     ];
     a.extend(extra.iter().map(|s| s.to_string()));
     Config::load_with_env(&root().join("configs/base.yml"), &a, &|_| None).unwrap()

@@ -14,7 +14,7 @@ fn root() -> PathBuf {
 
 fn cfg(args: &[&str]) -> Config {
     // Short test sequences: the decode prefill length must not exceed them.
-    let mut a = vec!["max_prefill_predict_length=1".to_string()];
+    let mut a = vec!["max_prefill_predict_length=1".to_string(), "tokenizer_type=huggingface".to_string()];
     a.extend(args.iter().map(|s| s.to_string()));
     Config::load_with_env(&root().join("configs/base.yml"), &a, &|_| None).unwrap()
 }
