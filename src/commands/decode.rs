@@ -166,6 +166,7 @@ pub fn run(args: &[String]) -> Result<()> {
             writeln!(f, "{line}")?;
         }
     }
+    eprintln!("{}", rt.cache().summary());
     Ok(())
 }
 

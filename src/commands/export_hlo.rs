@@ -97,5 +97,6 @@ pub fn run(args: &[String]) -> Result<()> {
         hlo_path.display(),
         stats_path.display()
     );
+    eprintln!("{}", rt.cache().summary());
     Ok(())
 }
