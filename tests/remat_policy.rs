@@ -133,6 +133,20 @@ fn policies_train_as_full_does_unscanned() {
     same_step_as_full("scan_layers=false", &POLICIES[..1]);
 }
 
+/// With `attention=flash` the kernel's output carries the `context` tag, which the `*_with_context` policies
+/// keep: they still train exactly as `full` does.
+#[test]
+fn with_context_policies_train_as_full_does_with_flash() {
+    let r = reference();
+    let flash = ["scan_layers=true", "attention=flash", "sa_block_q=8", "sa_block_kv=8"];
+    let (loss, norm, updates) = step(&r, &[&flash[..], &["remat_policy=full"]].concat());
+    for policy in ["remat_policy=minimal_with_context", "remat_policy=save_dot_with_context_except_mlp"] {
+        let (l, n, u) = step(&r, &[&flash[..], &[policy]].concat());
+        let worst = u.iter().zip(&updates).map(|(a, b)| rel_err(a, b)).fold(0f64, f64::max);
+        assert!(((l - loss) / loss).abs() < 1e-6 && ((n - norm) / norm).abs() < 1e-5 && worst < 1e-4, "{policy} with flash: loss {l} vs {loss}, norm {n} vs {norm}, update {worst:.1e}");
+    }
+}
+
 fn export_train_temp_bytes(dir: &Path, extra: &[&str]) -> i64 {
     let mut args: Vec<String> = ["export-hlo", "configs/base.yml", "program=train", "model_name=qwen3-next-tiny"].iter().map(|s| s.to_string()).collect();
     args.push(format!("out_dir={}", dir.display()));

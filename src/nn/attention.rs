@@ -111,7 +111,8 @@ impl GatedAttention {
         match self.kernel {
             AttentionKernel::Flash { block_q, block_kv, min_seq } if p.q.dim("seq") >= min_seq as i64 => {
                 let blocks = FlashBlocks { q: block_q as i64, kv: block_kv as i64 };
-                flash_attend(&p.q, &k, &v, positions, segment_ids, blocks, self.casts.qk_product)
+                // MaxText's flash kernels name their output `context` (what `*_with_context` remat policies keep).
+                flash_attend(&p.q, &k, &v, positions, segment_ids, blocks, self.casts.qk_product).checkpoint_name("context")
             }
             _ => Self::attend(&p.q, &k, &v, &causal_mask(positions, positions, segment_ids, segment_ids), self.casts),
         }
