@@ -85,7 +85,7 @@ pub enum ConfigError {
     /// A value this program does not build (see `config::keys`).
     #[error("`{key}={value}` ({origin}) is not supported by maxtext-rs: {note}; supported: {supported} \
              (see the README's table of config keys)")]
-    NotBuilt { key: String, value: String, supported: String, note: String, origin: Origin },
+    NotBuilt { key: &'static str, value: String, supported: String, note: &'static str, origin: Origin },
 
     /// A cross-key constraint failed; the message names the keys and their values.
     #[error("invalid config: {0}")]

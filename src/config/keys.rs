@@ -311,10 +311,10 @@ pub fn check_supported(raw: &RawConfig, defaults: &RawConfig) -> Result<(), Conf
             DefaultOnly => format!("only the default `{}`", value_to_inline(default)),
         };
         return Err(ConfigError::NotBuilt {
-            key: key.to_string(),
+            key: rule.key,
             value: value_to_inline(value),
             supported,
-            note: rule.note.to_string(),
+            note: rule.note,
             origin: origin.clone(),
         });
     }
