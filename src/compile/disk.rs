@@ -3,8 +3,8 @@
 //! cache does for MaxText.
 //!
 //! One file per executable, named by the sha256 of everything that decides the compiled code: the module
-//! text, the encoded compile options (devices, partitioning, XLA flags), the plugin (path, platform name
-//! and version) and the client's device count. Files are written to a temporary name and renamed, so a
+//! text, the encoded compile options (devices, partitioning, `compile_xla_flags`), the plugin (path,
+//! platform name and version), the client's devices (count and kinds) and `XLA_FLAGS`. Files are written to a temporary name and renamed, so a
 //! crash never leaves a partial entry under a real name; an entry that fails to load is reported,
 //! removed and recompiled. Like JAX (`jax_persistent_cache_min_compile_time_secs`, default 1 s, read from
 //! the `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` environment variable as JAX reads it), only
@@ -57,6 +57,13 @@ impl DiskCache {
             h.update(part);
         }
         h.update((client.addressable_devices().len() as u64).to_le_bytes());
+        // The device kinds (one GPU model's code does not suit another) and XLA_FLAGS, which XLA reads at
+        // compile time from the environment.
+        for d in client.addressable_devices() {
+            h.update(d.kind().as_bytes());
+            h.update([0]);
+        }
+        h.update(std::env::var("XLA_FLAGS").unwrap_or_default().as_bytes());
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("maxtext-rs-{hex}.pjrt"))
     }
