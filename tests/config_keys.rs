@@ -332,3 +332,14 @@ fn float32_casts_change_bfloat16_logits() {
     // The casts move bf16 rounding around; with bf16 weights they do not bring the logits closer to HF's
     // f32 ones (measured: mean KL 0.0116 without, 0.0185 with all four), so only the change is asserted.
 }
+
+#[test]
+fn rope_min_timescale_moves_the_logits() {
+    // HF's RoPE is MaxText's with rope_min_timescale=1 (the default): 2 shifts every rotary frequency.
+    let Some((ok, out)) = check_logits(&["rope_min_timescale=1"]) else { return };
+    assert!(ok, "{out}");
+    let (ok, out) = check_logits(&["rope_min_timescale=2", "max_kl_div=1e9"]).unwrap();
+    assert!(ok, "{out}");
+    let (mean_kl, _) = summary_figures(&out);
+    assert!(mean_kl > 1e-6, "rope_min_timescale=2 should move the logits away from HF's: mean KL {mean_kl}\n{out}");
+}

@@ -99,7 +99,7 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("use_qk_norm_in_gdn", Honoured, ""),
     rule("partial_rotary_factor", Honoured, ""),
     rule("rope_type", Only(&["default"]), "plain RoPE (llama3.1 / yarn scaling is not built)"),
-    rule("rope_min_timescale", DefaultOnly, "RoPE frequencies start at 1 (other minima are not built)"),
+    rule("rope_min_timescale", Honoured, "RoPE timescales min·(max/min)^(2i/d), as MaxText (HF checkpoints use 1)"),
     rule("rope_max_timescale", Honoured, "RoPE theta"),
     rule("mtp_num_layers", DefaultOnly, "multi-token prediction is not built"),
     rule("enable_dropout", Honoured, "acts only with dropout_rate > 0"),

@@ -177,6 +177,12 @@ impl ModelConfig {
     /// MaxText's model validation (types.py), plus the shape constraints the Qwen3-Next layers rely on.
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));
+        if !(self.rope.min_timescale > 0.0 && self.rope.max_timescale > 0.0) {
+            return fail(format!(
+                "rope_min_timescale={} and rope_max_timescale={} must be > 0",
+                self.rope.min_timescale, self.rope.max_timescale
+            ));
+        }
         if self.num_query_heads % self.num_kv_heads != 0 {
             return fail(format!(
                 "base_num_query_heads={} must be a multiple of base_num_kv_heads={}",

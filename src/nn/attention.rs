@@ -24,7 +24,8 @@ pub struct GatedAttention {
     num_kv_heads: i64,
     head_dim: i64,
     rotary_dim: i64,
-    theta: f64,
+    /// RoPE (`rope_min_timescale`, `rope_max_timescale`).
+    timescales: (f64, f64),
     kernel: AttentionKernel,
     casts: F32Casts,
 }
@@ -67,7 +68,7 @@ impl GatedAttention {
                 num_kv_heads: hkv,
                 head_dim: dh,
                 rotary_dim: cfg.rotary_dim() as i64,
-                theta: cfg.rope.max_timescale,
+                timescales: (cfg.rope.min_timescale, cfg.rope.max_timescale),
                 kernel: pb.attention,
                 casts: pb.precision,
             }
@@ -83,8 +84,8 @@ impl GatedAttention {
         let gate = qg.slice_dim(qg_axis, dh, dh).rename("qg", "head_dim").merge_axes(&["heads", "head_dim"], "attn_out");
         let k = x.dot(&self.wk, &["embed"]);
         let v = x.dot(&self.wv, &["embed"]);
-        let q = apply_partial_rope(&self.q_norm.forward(&q), positions, self.rotary_dim, self.theta);
-        let k = apply_partial_rope(&self.k_norm.forward(&k), positions, self.rotary_dim, self.theta);
+        let q = apply_partial_rope(&self.q_norm.forward(&q), positions, self.rotary_dim, self.timescales);
+        let k = apply_partial_rope(&self.k_norm.forward(&k), positions, self.rotary_dim, self.timescales);
         let q = q.mul_scalar(1.0 / (dh as f64).sqrt()).constrain(&["activation_batch_attn", "activation_length_attn", "activation_heads", "activation_kv"]);
         let kv_axes = ["activation_kv_batch", "activation_length_attn", "activation_kv_heads", "activation_kv_head_dim"];
         let (k, v) = (k.constrain(&kv_axes).checkpoint_name("key_proj"), v.constrain(&kv_axes).checkpoint_name("value_proj"));

@@ -4,13 +4,15 @@
 use crate::ir::{DType, Tensor};
 
 /// x [batch, seq, <heads>, head_dim], positions [batch, seq] (i32) -> x with RoPE on dims `0..rotary_dim`.
-/// `θ_i(p) = p / theta^(2i/rotary_dim)`; `out[i] = x1 cos − x2 sin`, `out[i+half] = x2 cos + x1 sin`.
-pub fn apply_partial_rope(x: &Tensor, positions: &Tensor, rotary_dim: i64, theta: f64) -> Tensor {
+/// MaxText's timescales `min·(max/min)^(2i/rotary_dim)` (`rope_min_timescale`, `rope_max_timescale`; with
+/// min 1 that is HF's `theta^(2i/rotary_dim)`), `θ_i(p) = p / timescale_i`; `out[i] = x1 cos − x2 sin`,
+/// `out[i+half] = x2 cos + x1 sin`.
+pub fn apply_partial_rope(x: &Tensor, positions: &Tensor, rotary_dim: i64, (min, max): (f64, f64)) -> Tensor {
     let head_dim = x.dim("head_dim");
     assert!(rotary_dim % 2 == 0 && rotary_dim <= head_dim, "rotary_dim {rotary_dim} for head_dim {head_dim}");
     let half = rotary_dim / 2;
     let g = x.graph();
-    let timescale: Vec<f32> = (0..half).map(|i| theta.powf(2.0 * i as f64 / rotary_dim as f64) as f32).collect();
+    let timescale: Vec<f32> = (0..half).map(|i| (min * (max / min).powf(2.0 * i as f64 / rotary_dim as f64)) as f32).collect();
     let timescale = g.from_f32(&timescale, &[half]).named(&["rot"]);
     let pos = positions.convert(DType::F32).named(&["batch", "seq"]);
     let angle = pos.zip_named(&timescale, |p, t| p / t); // [batch, seq, rot]
