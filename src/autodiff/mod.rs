@@ -190,14 +190,9 @@ pub fn grad_in(g: &Graph, f: &Func, args: &[Tensor], wrt: &[usize], remat: &Rema
 /// for each `i` in `wrt` (zeros where the loss does not depend on a parameter). `results[0]` must be a
 /// float scalar. Counted loops are rematerialised fully ([`Remat::full`]).
 pub fn value_and_grad(f: &Func, wrt: &[usize]) -> Func {
-    value_and_grad_remat(f, wrt, &Remat::full())
-}
-
-/// [`value_and_grad`] keeping what `remat` saves inside counted loops.
-pub fn value_and_grad_remat(f: &Func, wrt: &[usize], remat: &Remat) -> Func {
     let g = Graph::new();
     let params: Vec<Tensor> = f.params.iter().map(|ty| g.param(ty.clone())).collect();
-    let (mut outs, grads) = grad_in(&g, f, &params, wrt, remat);
+    let (mut outs, grads) = grad_in(&g, f, &params, wrt, &Remat::full());
     outs.extend(grads);
     g.finish(&outs)
 }

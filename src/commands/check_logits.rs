@@ -47,7 +47,8 @@ fn read_golden(path: &Path, vocab: usize) -> Result<Vec<Golden>> {
     Ok(out)
 }
 
-fn log_softmax(x: &[f64]) -> Vec<f64> {
+/// log softmax(x) on the host, in f64 (also `decode`'s `return_log_prob`).
+pub(crate) fn log_softmax(x: &[f64]) -> Vec<f64> {
     let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
     x.iter().map(|v| v - lse).collect()

@@ -2,10 +2,11 @@
 //! generate until EOS or `max_target_length`, streaming text; prints prefill time, time to first token and
 //! decode tokens/s; `decode_output_path=FILE` writes one JSON line per sequence.
 
+use super::check_logits::log_softmax;
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
-use maxtext::config::{Config, TokenizerType};
-use maxtext::data::{TextStream, Tokenizer};
+use maxtext::config::Config;
+use maxtext::data::{require_huggingface, TextStream, Tokenizer};
 use maxtext::runtime::Generator;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,12 +17,7 @@ const SHIPPED_QWEN3: &str = "assets/tokenizers/qwen3-tokenizer";
 /// `tokenizer_path` when it is a local path; else the shipped Qwen3 tokenizer for Qwen3-Next models (the
 /// default path is a hub id, and there is no network to fetch it).
 pub(crate) fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
-    if cfg.data.tokenizer_type != TokenizerType::HuggingFace {
-        bail!(
-            "tokenizer_type={} is not built: set tokenizer_type=huggingface (a tokenizer.json, as MaxText's Qwen3-Next commands do)",
-            cfg.data.tokenizer_type
-        );
-    }
+    require_huggingface(cfg.data.tokenizer_type)?;
     let given = cfg.data.tokenizer_path.clone().unwrap_or_default();
     let local = PathBuf::from(&given);
     let path = if !given.is_empty() && local.exists() {
@@ -115,6 +111,10 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let log_probs: Vec<Vec<f64>> = if want_log_probs {
+        let log_prob_of = |logits: &[f32], token: i64| {
+            let row: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+            log_softmax(&row).get(token as usize).copied().unwrap_or(f64::NAN)
+        };
         out.generated.iter().zip(&out.logits).map(|(g, ls)| g.iter().zip(ls).map(|(&t, l)| log_prob_of(l, t)).collect()).collect()
     } else {
         Vec::new()
@@ -168,11 +168,4 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     eprintln!("{}", rt.cache().summary());
     Ok(())
-}
-
-/// log softmax(logits)[token], in f64.
-fn log_prob_of(logits: &[f32], token: i64) -> f64 {
-    let m = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    let lse = m + logits.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-    logits.get(token as usize).map_or(f64::NAN, |&v| v as f64 - lse)
 }

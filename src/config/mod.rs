@@ -132,12 +132,12 @@ impl Config {
 
     /// The built-in defaults alone (no files, no model): for tests and tools.
     pub fn defaults() -> RawConfig {
-        parse_defaults()
+        builtin_defaults().clone()
     }
 
     /// Types a merged map: enums, derived values and validation.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        keys::check_supported(&raw, &parse_defaults())?;
+        keys::check_supported(&raw, builtin_defaults())?;
         let run = RunConfig::from_raw(&raw)?;
         let compute = ComputeConfig::from_raw(&raw)?;
         let model = ModelConfig::from_raw(&raw)?;
@@ -279,6 +279,13 @@ fn batch_sizes(data: &DataConfig, train: &TrainConfig, num_devices: usize) -> Ba
     }
 }
 
+/// The built-in defaults, parsed once per process (every config load reads them twice: to merge and to
+/// check the key table).
+fn builtin_defaults() -> &'static RawConfig {
+    static DEFAULTS: std::sync::OnceLock<RawConfig> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(parse_defaults)
+}
+
 fn parse_defaults() -> RawConfig {
     let layer = yaml::parse_yaml_text(DEFAULT_BASE_YML, Path::new("configs/base.yml (built in)"))
         .expect("the built-in configs/base.yml must parse");
@@ -350,12 +357,12 @@ fn merge(
     overrides: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(RawConfig, Option<PathBuf>), ConfigError> {
-    let defaults = parse_defaults();
+    let defaults = builtin_defaults();
     let base_layer = yaml::load_chain(base_yml)?;
     for e in &base_layer {
-        yaml::check_known(&e.key, &defaults, e.origin.clone())?;
+        yaml::check_known(&e.key, defaults, e.origin.clone())?;
     }
-    let cli = yaml::parse_overrides(overrides, &defaults)?;
+    let cli = yaml::parse_overrides(overrides, defaults)?;
 
     let mut temp = defaults.clone();
     apply_base(&mut temp, &base_layer);
@@ -369,7 +376,7 @@ fn merge(
         let path = yaml::find_model_yml(base_yml, &model_name)?;
         let layer = yaml::read_yaml_file(&path)?;
         for e in &layer {
-            yaml::check_known(&e.key, &defaults, e.origin.clone())?;
+            yaml::check_known(&e.key, defaults, e.origin.clone())?;
         }
         (layer, Some(path))
     };

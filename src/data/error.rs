@@ -21,8 +21,8 @@ pub enum DataError {
     #[error("{0} is not supported by the maxtext-rs data pipeline yet")]
     Unsupported(&'static str),
 
-    #[error("tokenizer_type={0} is not built: set tokenizer_type=huggingface (a tokenizer.json, as MaxText's Qwen3-Next commands do)")]
-    TokenizerType(String),
+    #[error(transparent)]
+    TokenizerType(TokenizerError),
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {reason}")]

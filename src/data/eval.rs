@@ -4,8 +4,6 @@
 //! (`num_epoch=1`), `global_batch_size_to_load_eval` rows. Each eval starts it afresh, as MaxText resets
 //! its eval iterator before every eval.
 
-use super::error::DataError;
-use super::iterator::DataIterator;
 use crate::config::Config;
 
 /// The config the eval pipeline runs under: `cfg` with the eval keys in the train keys' places.
@@ -18,9 +16,4 @@ pub fn eval_data_config(cfg: &Config) -> Config {
     e.data.num_epoch = 1;
     e.batch.global_batch_size_to_load = cfg.batch.global_batch_size_to_load_eval;
     e
-}
-
-/// A fresh eval iterator for host `process_index` of `process_count`.
-pub fn eval_iterator(cfg: &Config, process_index: usize, process_count: usize) -> Result<DataIterator, DataError> {
-    DataIterator::new(&eval_data_config(cfg), process_index, process_count)
 }

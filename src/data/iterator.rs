@@ -36,7 +36,7 @@ use super::packing::{example_window, num_examples, Packer};
 use super::shuffle::{epoch_order, host_share};
 use super::source::{Corpus, Doc, FileFormat};
 use super::synthetic::synthetic_batch;
-use super::tokenizer::Tokenizer;
+use super::tokenizer::{require_huggingface, Tokenizer};
 use crate::config::{Config, DatasetType, TokenizerType};
 
 /// Batches prefetched ahead of the train step.
@@ -321,9 +321,7 @@ fn settings(cfg: &Config, rows: usize, process_index: usize, process_count: usiz
 /// or no path falls back to the shipped Qwen3 tokenizer, as `maxtext decode` does. Only
 /// `tokenizer_type=huggingface` is built (MaxText's Qwen3-Next commands set it).
 fn load_tokenizer(s: &Settings) -> Result<Tokenizer, DataError> {
-    if s.tokenizer_type != TokenizerType::HuggingFace {
-        return Err(DataError::TokenizerType(s.tokenizer_type.to_string()));
-    }
+    require_huggingface(s.tokenizer_type).map_err(DataError::TokenizerType)?;
     let given = s.tokenizer_path.as_deref().unwrap_or("");
     let local = PathBuf::from(given);
     let chosen = if !given.is_empty() && local.exists() {

@@ -13,7 +13,7 @@ pub mod tokenizer;
 
 pub use batch::Batch;
 pub use error::DataError;
-pub use eval::{eval_data_config, eval_iterator};
+pub use eval::eval_data_config;
 pub use iterator::DataIterator;
 pub use source::{Corpus, Doc, FileFormat};
-pub use tokenizer::{TextStream, Tokenizer, TokenizerError};
+pub use tokenizer::{require_huggingface, TextStream, Tokenizer, TokenizerError};

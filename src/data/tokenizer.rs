@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::TokenizerType;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("tokenizer_path {path} has no tokenizer.json or tokenizer.json.zst (give the directory of a HuggingFace tokenizer or its tokenizer.json)")]
@@ -15,6 +17,16 @@ pub enum TokenizerError {
     Encode(String),
     #[error("detokenizing: {0}")]
     Decode(String),
+    #[error("tokenizer_type={0} is not built: set tokenizer_type=huggingface (a tokenizer.json, as MaxText's Qwen3-Next commands do)")]
+    UnsupportedType(TokenizerType),
+}
+
+/// Only HuggingFace tokenizers are built: every loader of the configured tokenizer asks this first.
+pub fn require_huggingface(tokenizer_type: TokenizerType) -> Result<(), TokenizerError> {
+    match tokenizer_type {
+        TokenizerType::HuggingFace => Ok(()),
+        other => Err(TokenizerError::UnsupportedType(other)),
+    }
 }
 
 pub struct Tokenizer {
