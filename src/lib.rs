@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow of DESIGN.md, top to bottom; a module imports only modules above it:
 //! config -> ir -> nn -> model -> program -> emit / sharding -> pjrt -> compile -> runtime -> data ->
-//! checkpoint -> serve.
+//! checkpoint -> serve; `storage` (local paths and gs://) sits under compile, data, checkpoint and metrics
+//! and imports nothing of ours.
 
 pub mod config;
 pub mod ir;
@@ -16,6 +17,7 @@ pub mod sharding;
 pub mod pjrt;
 pub mod compile;
 pub mod runtime;
+pub mod storage;
 pub mod data;
 pub mod checkpoint;
 pub mod metrics;

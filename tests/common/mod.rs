@@ -7,6 +7,7 @@ use maxtext::pjrt::{open_client, Hardware};
 use maxtext::runtime::{HostTensor, Runtime};
 use std::sync::OnceLock;
 
+pub mod gcs;
 mod references;
 #[allow(unused_imports)]
 pub use references::*;
