@@ -144,7 +144,7 @@ fn documented_pretrain_command_parses() {
     assert_eq!(cfg.compute.attention, AttentionKind::Flash);
     assert_eq!(cfg.data.dataset_type, DatasetType::Synthetic);
     assert_eq!(cfg.data.tokenizer_type, TokenizerType::HuggingFace);
-    assert_eq!(cfg.checkpoint.checkpoint_dir, Path::new("/tmp/out/q3_next_pre_training/checkpoints"));
+    assert_eq!(cfg.checkpoint.checkpoint_dir.to_string(), "/tmp/out/q3_next_pre_training/checkpoints");
     let mesh = maxtext::sharding::device_mesh(&cfg).unwrap();
     assert_eq!(mesh.axis_size("fsdp"), Some(32));
     assert_eq!(mesh.num_devices(), 32);
@@ -256,13 +256,17 @@ fn base_config_chains_and_env_overrides() {
 #[test]
 fn derived_paths_and_defaults() {
     let cfg = load(&["run_name=r1", "base_output_directory=/data/out", "mu_dtype=bfloat16", "learning_rate_schedule_steps=20", "steps=5"]);
-    assert_eq!(cfg.checkpoint.checkpoint_dir, Path::new("/data/out/r1/checkpoints"));
-    assert_eq!(cfg.checkpoint.tensorboard_dir, Path::new("/data/out/r1/tensorboard"));
+    assert_eq!(cfg.checkpoint.checkpoint_dir.to_string(), "/data/out/r1/checkpoints");
+    assert_eq!(cfg.checkpoint.tensorboard_dir.to_string(), "/data/out/r1/tensorboard");
+    let cfg = load(&["run_name=r1", "base_output_directory=gs://bk/out/"]);
+    assert_eq!(cfg.checkpoint.checkpoint_dir.to_string(), "gs://bk/out/r1/checkpoints");
+    let e = maxtext::config::Config::load(Path::new("configs/base.yml"), &["base_output_directory=s3://bk/out".to_string()]).unwrap_err().to_string();
+    assert!(e.contains("s3:// is not supported"), "{e}");
     assert_eq!(cfg.train.mu_dtype, DType::BF16);
     assert_eq!((cfg.train.steps, cfg.train.learning_rate_schedule_steps), (5, 20));
     let cfg = load(&["model_name=qwen3-next-tiny"]);
     assert!(cfg.run.run_name.starts_with("qwen3-next-tiny_"), "{}", cfg.run.run_name);
-    assert!(cfg.run.base_output_directory.is_absolute());
+    assert!(cfg.run.base_output_directory.as_local().unwrap().is_absolute());
     assert!(cfg.data.tokenizer_path.is_none());
     let gpu = load(&["hardware=gpu", "run_name=t"]);
     assert_eq!(gpu.devices.source, DeviceSource::Assumed);

@@ -182,7 +182,7 @@ fn orbax_restores_our_sharded_save() {
     let t = std::time::Instant::now();
     let o = Command::new(py)
         .arg(repo().join("scripts/orbax_interop.py"))
-        .args(["dump", step.join("items").to_str().unwrap(), out.to_str().unwrap()])
+        .args(["dump", &step.join("items").to_string(), out.to_str().unwrap()])
         .env("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
         .output()
         .unwrap();

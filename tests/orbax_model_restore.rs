@@ -51,7 +51,7 @@ fn maxtext_checkpoint_reproduces_maxtext_logits() {
     let fp = forward_program(&cfg, 1, 128).unwrap();
     // The checkpoints root resolves to its latest (only) step.
     let ckpt = ModelCheckpoint::open(&dir).unwrap();
-    assert_eq!(ckpt.dir(), dir.join("0/items"));
+    assert_eq!(ckpt.dir().as_local().unwrap(), dir.join("0/items"));
     assert_eq!(ckpt.layout(), LayerLayout::Scanned);
     assert_eq!(ckpt.scan_layers(), Some(true));
     assert_eq!(ckpt.state_step().unwrap(), Some(1));
@@ -114,7 +114,7 @@ fn write_per_slot(src: &ModelCheckpoint, decls: &[ParamDecl], root: &Path) -> Pa
         }
     }
     leaves.push(("step".into(), HostTensor::from_i32(&[5], &[])));
-    write_checkpoint(root, 5, &leaves, json!({"scan_layers": true})).unwrap()
+    write_checkpoint(root, 5, &leaves, json!({"scan_layers": true})).unwrap().as_local().unwrap().to_path_buf()
 }
 
 #[test]

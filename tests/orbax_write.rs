@@ -101,7 +101,7 @@ fn layout(dir: &Path) -> Vec<String> {
 fn mixed_dtypes_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let leaves = mixed_tree();
-    let step_dir = write_checkpoint(tmp.path(), 5, &leaves, json!({"scan_layers": true})).unwrap();
+    let step_dir = write_checkpoint(tmp.path(), 5, &leaves, json!({"scan_layers": true})).unwrap().as_local().unwrap().to_path_buf();
     assert_eq!(step_dir, tmp.path().join("5"));
     assert_reads_back(&step_dir.join("items"), &leaves);
     let ckpt = OrbaxCheckpoint::open_step(tmp.path(), 5).unwrap();
@@ -138,7 +138,7 @@ fn chunked_arrays_and_several_data_files() {
         sharding: ShardingRecord::NamedDevice0,
         ..WriteOptions::default()
     };
-    let step = write_checkpoint_with(tmp.path(), 0, &refs, &opts).unwrap();
+    let step = write_checkpoint_with(tmp.path(), 0, &refs, &opts).unwrap().as_local().unwrap().to_path_buf();
     assert_reads_back(&step.join("items"), &leaves);
     let data_files = std::fs::read_dir(step.join("items/ocdbt.process_0/d")).unwrap().count();
     assert!(data_files >= 3, "{data_files} data files");
@@ -168,7 +168,7 @@ fn corrupt_shard_index_names_the_array() {
 fn same_structure_as_orbax_manager_save() {
     let fixture = common::shipped("orbax/c_manager_maxtext/checkpoints/0");
     let tmp = tempfile::tempdir().unwrap();
-    let step = write_checkpoint(tmp.path(), 0, &tree_t(), json!({})).unwrap();
+    let step = write_checkpoint(tmp.path(), 0, &tree_t(), json!({})).unwrap().as_local().unwrap().to_path_buf();
     assert_eq!(layout(&step), layout(&fixture));
     for f in ["items/_METADATA", "items/_sharding", "items/array_metadatas/process_0"] {
         let (ours, theirs) = (std::fs::read(step.join(f)).unwrap(), std::fs::read(fixture.join(f)).unwrap());
@@ -201,7 +201,7 @@ fn same_structure_as_orbax_manager_save() {
 }
 
 fn write_mixed(root: &Path, step: u64) -> PathBuf {
-    write_checkpoint(root, step, &mixed_tree(), json!({})).unwrap()
+    write_checkpoint(root, step, &mixed_tree(), json!({})).unwrap().as_local().unwrap().to_path_buf()
 }
 
 #[test]

@@ -234,7 +234,7 @@ mod train_state {
                 assert!(bytes == extract_region(&t.data, &t.dims, &o, &dims, t.dtype.size_bytes()), "entry {i} shard at {o:?} on 4 devices");
             }
         }
-        orbax_restores_whole(&step4.join("items"), &decls, &state);
+        orbax_restores_whole(&step4.as_local().unwrap().join("items"), &decls, &state);
     }
 
     /// The real orbax (the venv `tests/orbax_interop.rs` builds with `scripts/setup_orbax_venv.sh`)

@@ -17,21 +17,21 @@ use crate::ir::DType;
 use crate::nn::ParamDecl;
 use crate::runtime::HostTensor;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use crate::storage::Location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainStateError {
     #[error(transparent)]
     Orbax(#[from] OrbaxError),
     #[error("checkpoint {dir}: leaf {leaf} is {got} but the train state needs {want}; the checkpoint is for another model or config")]
-    Shape { dir: PathBuf, leaf: String, got: String, want: String },
+    Shape { dir: Location, leaf: String, got: String, want: String },
     #[error("checkpoint {dir} was written with scan_layers={ckpt} but the config says scan_layers={cfg}; pass scan_layers={ckpt}")]
-    ScanLayers { dir: PathBuf, ckpt: bool, cfg: bool },
+    ScanLayers { dir: Location, ckpt: bool, cfg: bool },
     #[error(
         "checkpoint {dir} holds the optimizer state of opt_type={ckpt} but the config says opt_type={cfg}; pass \
          opt_type={ckpt} to resume it, or start a new run_name with load_parameters_path={dir} to take only its parameters"
     )]
-    Optimizer { dir: PathBuf, ckpt: OptType, cfg: OptType },
+    Optimizer { dir: Location, ckpt: OptType, cfg: OptType },
 }
 
 /// Where an optimizer's state lies in the checkpoint (orbax leaf names, see the module docs).
@@ -90,7 +90,7 @@ pub fn state_leaf_names(decls: &[ParamDecl], opt: OptType) -> Vec<String> {
 }
 
 /// Saves the train state (in program order) as checkpoint `step` under `root`.
-pub fn save_train_state(root: &Path, step: u64, decls: &[ParamDecl], opt: OptType, state: &[HostTensor], data_state: &Value, scan_layers: bool) -> Result<PathBuf, TrainStateError> {
+pub fn save_train_state(root: impl Into<Location>, step: u64, decls: &[ParamDecl], opt: OptType, state: &[HostTensor], data_state: &Value, scan_layers: bool) -> Result<Location, TrainStateError> {
     let names = state_leaf_names(decls, opt);
     let mut leaves: Vec<(String, HostTensor)> = names.into_iter().zip(state.iter().cloned()).collect();
     // optax's schedule state advances with the optimizer count.
@@ -102,8 +102,8 @@ pub fn save_train_state(root: &Path, step: u64, decls: &[ParamDecl], opt: OptTyp
 }
 
 /// The newest complete checkpoint step under `root` (None when there is none or no directory).
-pub fn latest_step(root: &Path) -> Result<Option<u64>, TrainStateError> {
-    if !root.is_dir() {
+pub fn latest_step(root: &Location) -> Result<Option<u64>, TrainStateError> {
+    if !root.is_dir().map_err(|source| OrbaxError::Io { path: root.clone(), source })? {
         return Ok(None);
     }
     Ok(list_steps(root)?.into_iter().max())
@@ -112,12 +112,17 @@ pub fn latest_step(root: &Path) -> Result<Option<u64>, TrainStateError> {
 /// Keeps the newest `keep` step directories under `root` and removes the older ones (orbax's
 /// `max_to_keep`, MaxText's `max_num_checkpoints_to_keep`). Call it only after a save has committed, so
 /// the newest kept step is complete. Returns the removed steps.
-pub fn remove_old_steps(root: &Path, keep: usize) -> Result<Vec<u64>, TrainStateError> {
+pub fn remove_old_steps(root: &Location, keep: usize) -> Result<Vec<u64>, TrainStateError> {
     let steps = list_steps(root)?;
     let old = &steps[..steps.len().saturating_sub(keep)];
     for s in old {
         let dir = root.join(s.to_string());
-        std::fs::remove_dir_all(&dir).map_err(|source| OrbaxError::Io { path: dir.clone(), source })?;
+        // The commit marker first: a step half deleted on GCS is then unfinished, never restorable.
+        let marker = dir.join(super::orbax::metadata::COMMIT_FILE);
+        if dir.is_remote() {
+            marker.remove_all().map_err(|source| OrbaxError::Write { path: marker.clone(), source })?;
+        }
+        dir.remove_all().map_err(|source| OrbaxError::Write { path: dir.clone(), source })?;
     }
     Ok(old.to_vec())
 }
@@ -139,13 +144,13 @@ fn as_dtype(t: HostTensor, want: DType) -> HostTensor {
 
 /// Restores the train state of checkpoint `step` under `root` for `decls`, with `want` the program's
 /// (dtype, dims) per state entry. Returns the state and the saved data-iterator position.
-pub fn restore_train_state(root: &Path, step: u64, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
+pub fn restore_train_state(root: impl Into<Location>, step: u64, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
     restore_train_state_from(&OrbaxCheckpoint::open_step(root, step)?, decls, opt, want, scan_layers)
 }
 
 /// [`restore_train_state`] from an opened checkpoint (e.g. `load_full_state_path=<dir>/<step>/items`).
 pub fn restore_train_state_from(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
-    let dir = ck.dir().to_path_buf();
+    let dir = ck.dir().clone();
     let meta = ck.custom_metadata().clone();
     if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
         if saved != scan_layers {
@@ -181,7 +186,7 @@ pub type PutShard<'a> = dyn FnMut(&[i64], &[u8]) -> Result<(), TrainStateError> 
 fn check_opt_type(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType) -> Result<(), TrainStateError> {
     match (decls.first().and_then(|d| checkpoint_opt_type(ck, d)), opt) {
         (Some(saved), _) if saved != opt => {
-            Err(TrainStateError::Optimizer { dir: ck.dir().to_path_buf(), ckpt: saved, cfg: opt })
+            Err(TrainStateError::Optimizer { dir: ck.dir().clone(), ckpt: saved, cfg: opt })
         }
         _ => Ok(()),
     }
@@ -193,7 +198,7 @@ fn check_opt_type(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType) -> Re
 /// layout unsharded this writes the same files as [`save_train_state`].
 #[allow(clippy::too_many_arguments)]
 pub fn save_train_state_sharded<E: From<TrainStateError>>(
-    root: &Path,
+    root: &Location,
     step: u64,
     decls: &[ParamDecl],
     opt: OptType,
@@ -201,7 +206,7 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     data_state: &Value,
     scan_layers: bool,
     mut write: impl FnMut(usize, &mut PutShard) -> Result<(), E>,
-) -> Result<PathBuf, E> {
+) -> Result<Location, E> {
     let _span = tracing::info_span!("checkpoint", save = step).entered();
     let leaves = OptLeaves::of(opt);
     let mut names: Vec<(String, usize)> = state_leaf_names(decls, opt).into_iter().enumerate().map(|(i, n)| (n, i)).collect();
@@ -253,7 +258,7 @@ impl TrainStateReader {
     /// are read.
     /// A checkpoint of another optimizer is an error naming both.
     pub fn open(ck: OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(TrainStateReader, Value), TrainStateError> {
-        let dir = ck.dir().to_path_buf();
+        let dir = ck.dir().clone();
         let meta = run_metadata(&ck);
         if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
             if saved != scan_layers {
@@ -310,14 +315,14 @@ pub fn trainer_layouts(trainer: &crate::runtime::Trainer) -> Vec<LeafLayout> {
 /// on the host at a time); returns the step directory.
 pub fn save_trainer_state(
     trainer: &crate::runtime::Trainer,
-    root: &Path,
+    root: impl Into<Location>,
     step: u64,
     data_state: &Value,
     scan_layers: bool,
-) -> Result<PathBuf, SaveError> {
+) -> Result<Location, SaveError> {
     let layouts = trainer_layouts(trainer);
     let decls = trainer.program().decls.clone();
-    save_train_state_sharded(root, step, &decls, trainer.program().opt_type, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
+    save_train_state_sharded(&root.into(), step, &decls, trainer.program().opt_type, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
         trainer.for_each_state_shard(i, |o, _, bytes| -> Result<(), SaveError> { Ok(put(o, &bytes)?) })
     })
 }

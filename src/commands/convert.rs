@@ -91,14 +91,11 @@ fn to_maxtext(args: &[String]) -> Result<()> {
     }
     let root = cfg.run.base_output_directory.clone();
     if !is_explicit(&cfg, "base_output_directory") {
-        eprintln!("base_output_directory not given: writing under {}", root.display());
+        eprintln!("base_output_directory not given: writing under {root}");
     }
     let step_dir = root.join("0");
-    if step_dir.exists() {
-        bail!(
-            "{} already exists; refusing to overwrite a checkpoint (remove it, or set another base_output_directory)",
-            step_dir.display()
-        );
+    if step_dir.is_dir()? || step_dir.is_file()? {
+        bail!("{step_dir} already exists; refusing to overwrite a checkpoint (remove it, or set another base_output_directory)");
     }
     let scan_layers = cfg.compute.scan_layers;
     let decls = maxtext::program::param_decls(&cfg);
@@ -109,7 +106,7 @@ fn to_maxtext(args: &[String]) -> Result<()> {
     eprintln!(
         "convert: {} -> {} ({} parameters, {:.1} MB as {}, scan_layers={scan_layers}; largest {} {:?} = {:.1} MB)",
         hf_dir.display(),
-        step_dir.join("items").display(),
+        step_dir.join("items"),
         decls.len(),
         total as f64 / 1e6,
         cfg.compute.weight_dtype,
@@ -127,7 +124,7 @@ fn to_maxtext(args: &[String]) -> Result<()> {
     let dir = writer.finish()?;
     println!(
         "wrote {}: {} arrays, {:.1} MB ({}, scan_layers={scan_layers}) in {:.1} s, {:.1} MB/s{}",
-        dir.join("items").display(),
+        dir.join("items"),
         decls.len(),
         total as f64 / 1e6,
         cfg.compute.weight_dtype,
@@ -143,10 +140,15 @@ fn to_maxtext(args: &[String]) -> Result<()> {
 /// `config.json`. Each tensor keeps the checkpoint's dtype unless `weight_dtype` is given.
 fn to_hf(args: &[String]) -> Result<()> {
     let cfg = load_config(args)?;
-    let Some(src) = restore_path(&cfg).map(Path::to_path_buf) else {
+    let Some(src) = restore_path(&cfg).cloned() else {
         bail!("direction=to_hf needs load_parameters_path=DIR (the Orbax checkpoint to export)");
     };
-    let out = cfg.run.out_dir.clone().unwrap_or_else(|| cfg.run.base_output_directory.clone());
+    let out = match (&cfg.run.out_dir, &cfg.run.base_output_directory) {
+        (Some(d), _) => d.clone(),
+        (None, base) => base.as_local().map(Path::to_path_buf).with_context(|| {
+            format!("direction=to_hf writes a local HF directory; base_output_directory={base} is not local: set out_dir=DIR (then copy it with `gcloud storage cp -r`)")
+        })?,
+    };
     for f in ["config.json", "model.safetensors", "model.safetensors.index.json"] {
         if out.join(f).exists() {
             bail!("{} already exists; refusing to overwrite an HF checkpoint (remove it, or set another out_dir)", out.join(f).display());
@@ -171,7 +173,7 @@ fn to_hf(args: &[String]) -> Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result?;
-    println!("wrote {} ({} shard file(s) + config.json) from {}", out.display(), shards.iter().max().map_or(0, |s| s + 1), ckpt.dir().display());
+    println!("wrote {} ({} shard file(s) + config.json) from {}", out.display(), shards.iter().max().map_or(0, |s| s + 1), ckpt.dir());
     Ok(())
 }
 

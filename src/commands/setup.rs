@@ -10,6 +10,7 @@ use maxtext::nn::ParamDecl;
 use maxtext::pjrt::{self, open_client, parse_xla_flags, Client};
 use maxtext::pjrt::Buffer;
 use maxtext::runtime::Runtime;
+use maxtext::storage::Location;
 use maxtext::serve::Engine;
 use std::path::{Path, PathBuf};
 
@@ -82,8 +83,8 @@ pub fn is_explicit(cfg: &Config, key: &str) -> bool {
 }
 
 /// The checkpoint a config restores from: `load_parameters_path`, else `load_full_state_path`.
-pub fn restore_path(cfg: &Config) -> Option<&Path> {
-    cfg.checkpoint.load_parameters_path.as_deref().or(cfg.checkpoint.load_full_state_path.as_deref())
+pub fn restore_path(cfg: &Config) -> Option<&Location> {
+    cfg.checkpoint.load_parameters_path.as_ref().or(cfg.checkpoint.load_full_state_path.as_ref())
 }
 
 fn sync_scan_layers(cfg: Config, base: &Path, mut overrides: Vec<String>) -> Result<Config> {
@@ -92,12 +93,12 @@ fn sync_scan_layers(cfg: Config, base: &Path, mut overrides: Vec<String>) -> Res
         // A mismatch is reported, with the fix, when the parameters are restored.
         return Ok(cfg);
     }
-    let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
+    let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {path}"))?;
     match ckpt.scan_layers() {
         Some(scan) if scan != cfg.compute.scan_layers => {
             eprintln!(
                 "checkpoint {} was written with scan_layers={scan}; using scan_layers={scan} (not given, so it follows the checkpoint, as in MaxText)",
-                ckpt.dir().display()
+                ckpt.dir()
             );
             overrides.push(format!("scan_layers={scan}"));
             Ok(Config::load(base, &overrides)?)
@@ -144,9 +145,9 @@ pub type ParamRegions<'a> = dyn FnMut(usize, &[i64], &[i64]) -> Result<Vec<u8>> 
 /// (only the rows a box needs); with neither it is an error (see [`init_on_device`] for random weights).
 pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], f: impl FnOnce(&mut ParamRegions) -> Result<T>) -> Result<T> {
     if let Some(path) = restore_path(cfg) {
-        let _span = tracing::info_span!("load", from = %path.display()).entered();
-        let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {}", path.display()))?;
-        eprintln!("restoring parameters from {}", ckpt.dir().display());
+        let _span = tracing::info_span!("load", from = %path).entered();
+        let ckpt = ModelCheckpoint::open(path).with_context(|| format!("opening checkpoint {path}"))?;
+        eprintln!("restoring parameters from {}", ckpt.dir());
         let sources = ckpt.plan(decls, &cfg.model)?;
         return f(&mut |i, o, d| Ok(ckpt.read_param_region(&decls[i], &sources[i], o, d)?));
     }

@@ -15,15 +15,15 @@ use maxtext::data::DataIterator;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
 use maxtext::program::{train_program, BATCH_KEYS};
 use maxtext::runtime::{state_args, state_entries, HostTensor, Trainer};
-use std::path::PathBuf;
+use maxtext::storage::Location;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Checkpoints of the run: the one being written in the background, and how many to keep.
 struct Saves {
-    root: PathBuf,
+    root: Location,
     keep: Option<usize>,
-    pending: Option<JoinHandle<Result<PathBuf>>>,
+    pending: Option<JoinHandle<Result<Location>>>,
 }
 
 impl Saves {
@@ -31,7 +31,7 @@ impl Saves {
     fn wait(&mut self) -> Result<()> {
         if let Some(h) = self.pending.take() {
             let dir = h.join().map_err(|_| anyhow::anyhow!("the checkpoint writer thread panicked"))??;
-            tracing::info!("checkpoint written: {}", dir.display());
+            tracing::info!("checkpoint written: {dir}");
             self.committed()?;
         }
         Ok(())
@@ -67,12 +67,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let resume = if ckpt_on { latest_step(&root)? } else { None };
     let full_state = match (resume, &cfg.checkpoint.load_full_state_path) {
         (Some(s), _) => {
-            eprintln!("resuming from checkpoint {}/{s}", root.display());
+            eprintln!("resuming from checkpoint {}", root.join(s.to_string()));
             Some(OrbaxCheckpoint::open_step(&root, s)?)
         }
         (None, Some(path)) => {
-            let item = maxtext::checkpoint::params::resolve_item_dir(path).with_context(|| format!("load_full_state_path={}", path.display()))?;
-            Some(OrbaxCheckpoint::open(&item).with_context(|| format!("load_full_state_path={}", path.display()))?)
+            let item = maxtext::checkpoint::params::resolve_item_dir(path).with_context(|| format!("load_full_state_path={path}"))?;
+            Some(OrbaxCheckpoint::open(&item).with_context(|| format!("load_full_state_path={path}"))?)
         }
         (None, None) => None,
     };
@@ -137,7 +137,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 })?;
                 held.push(shards);
             }
-            saves.pending = Some(std::thread::spawn(move || -> Result<PathBuf> {
+            saves.pending = Some(std::thread::spawn(move || -> Result<Location> {
                 save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &data_state, scan, |i, put| -> Result<()> {
                     for (o, bytes) in &held[i] {
                         put(o, bytes)?;
@@ -182,7 +182,7 @@ pub fn run(args: &[String]) -> Result<()> {
         // MaxText writes the step's metrics, then aborts; this state is not saved over a good checkpoint.
         if (out.loss.is_nan() && t.abort_on_nan_loss) || (out.loss.is_infinite() && t.abort_on_inf_loss) {
             saves.wait()?;
-            let last = latest_step(&root)?.map(|s| format!("{}/{s}", root.display())).unwrap_or_else(|| "none".into());
+            let last = latest_step(&root)?.map(|s| root.join(s.to_string()).to_string()).unwrap_or_else(|| "none".into());
             let key = if out.loss.is_nan() { "abort_on_nan_loss" } else { "abort_on_inf_loss" };
             bail!("loss is {} at step {step}: stopping; the last good checkpoint is {last} ({key}=true; lower learning_rate or check the data)", out.loss);
         }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::ir::DType;
+use crate::storage::Location;
 
 use super::error::{ConfigError, Origin};
 use super::raw::RawConfig;
@@ -30,7 +31,7 @@ pub struct RunConfig {
     pub metrics_file: Option<PathBuf>,
     pub enable_tensorboard: bool,
     /// `base_output_directory`, or `./maxtext_output` made absolute when it was empty (MaxText's inference).
-    pub base_output_directory: PathBuf,
+    pub base_output_directory: Location,
     pub program: Program,
     pub out_dir: Option<PathBuf>,
 }
@@ -200,8 +201,8 @@ pub struct TrainConfig {
 /// Checkpoint restore and save.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointConfig {
-    pub load_parameters_path: Option<PathBuf>,
-    pub load_full_state_path: Option<PathBuf>,
+    pub load_parameters_path: Option<Location>,
+    pub load_full_state_path: Option<Location>,
     pub enable_checkpointing: bool,
     pub async_checkpointing: bool,
     pub checkpoint_period: u64,
@@ -213,11 +214,11 @@ pub struct CheckpointConfig {
     pub target_data_file_size_bytes: u64,
     pub concurrent_gb: u64,
     /// `<base_output_directory>/<run_name>/checkpoints` (steps go in `<dir>/<step>/items`).
-    pub checkpoint_dir: PathBuf,
+    pub checkpoint_dir: Location,
     /// `<base_output_directory>/<run_name>/metrics`.
-    pub metrics_dir: PathBuf,
+    pub metrics_dir: Location,
     /// `<base_output_directory>/<run_name>/tensorboard`.
-    pub tensorboard_dir: PathBuf,
+    pub tensorboard_dir: Location,
 }
 
 /// Decoding settings.
@@ -260,6 +261,20 @@ fn opt_path(raw: &RawConfig, key: &str) -> Result<Option<PathBuf>, ConfigError> 
     Ok(raw.opt_string(key)?.map(PathBuf::from))
 }
 
+/// A path key that may name a local path or `gs://bucket/prefix` (other URL schemes are refused here).
+pub(crate) fn opt_location(raw: &RawConfig, key: &str) -> Result<Option<Location>, ConfigError> {
+    raw.opt_string(key)?
+        .map(|s| {
+            Location::parse(&s).map_err(|e| ConfigError::BadValue {
+                key: key.to_string(),
+                value: s.clone(),
+                expected: format!("a local path or gs://bucket/prefix ({e})"),
+                origin: raw.origin(key).cloned().unwrap_or(Origin::Default),
+            })
+        })
+        .transpose()
+}
+
 fn nonneg(raw: &RawConfig, key: &str) -> Result<u64, ConfigError> {
     Ok(raw.int_at_least(key, 0)? as u64)
 }
@@ -295,12 +310,12 @@ impl RunConfig {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| format!("{model_name}_{}", utc_minute_stamp())),
         };
-        let base_output_directory = match raw.opt_string("base_output_directory")? {
-            Some(d) => PathBuf::from(d),
+        let base_output_directory = match opt_location(raw, "base_output_directory")? {
+            Some(d) => d,
             None => {
                 let dir = std::env::current_dir().unwrap_or_default().join("maxtext_output");
                 tracing::info!("base_output_directory is not set; using {}", dir.display());
-                dir
+                Location::Local(dir)
             }
         };
         Ok(RunConfig {
@@ -571,13 +586,11 @@ fn check_eval_data(raw: &RawConfig, eval_interval: i64, eval_steps: i64) -> Resu
 
 impl CheckpointConfig {
     pub(crate) fn from_raw(raw: &RawConfig, run: &RunConfig) -> Result<CheckpointConfig, ConfigError> {
-        let load_parameters_path = opt_path(raw, "load_parameters_path")?;
-        let load_full_state_path = opt_path(raw, "load_full_state_path")?;
+        let load_parameters_path = opt_location(raw, "load_parameters_path")?;
+        let load_full_state_path = opt_location(raw, "load_full_state_path")?;
         if let (Some(p), Some(f)) = (&load_parameters_path, &load_full_state_path) {
             return Err(ConfigError::Invalid(format!(
-                "load_parameters_path ({}) and load_full_state_path ({}) are mutually exclusive; set one",
-                p.display(),
-                f.display()
+                "load_parameters_path ({p}) and load_full_state_path ({f}) are mutually exclusive; set one"
             )));
         }
         let run_dir = run.base_output_directory.join(&run.run_name);

@@ -66,7 +66,8 @@ impl MetricsOptions {
         MetricsOptions {
             run_name: cfg.run.run_name.clone(),
             metrics_file: cfg.run.metrics_file.clone(),
-            tensorboard_dir: cfg.run.enable_tensorboard.then(|| cfg.checkpoint.tensorboard_dir.join(&cfg.run.run_name)),
+            // MERGE-PENDING(gcsdata): TensorBoard on gs:// comes with the gcsdata branch.
+            tensorboard_dir: cfg.run.enable_tensorboard.then(|| cfg.checkpoint.tensorboard_dir.as_local().map(|d| d.join(&cfg.run.run_name))).flatten(),
             log_period: cfg.run.log_period.max(1),
             total_steps: cfg.train.steps,
             tflops_per_device: training_tflops_per_device(cfg, batch, seq, devices),

@@ -73,6 +73,18 @@ impl From<PathBuf> for Location {
     }
 }
 
+impl From<&PathBuf> for Location {
+    fn from(p: &PathBuf) -> Location {
+        Location::Local(p.clone())
+    }
+}
+
+impl From<&Location> for Location {
+    fn from(l: &Location) -> Location {
+        l.clone()
+    }
+}
+
 impl From<&std::path::Path> for Location {
     fn from(p: &std::path::Path) -> Location {
         Location::Local(p.to_path_buf())

@@ -1,10 +1,10 @@
 //! The OCDBT side of the checkpoint writer: the process database (data files `d/<hex>`, B+tree, manifest)
 //! and the merged top-level root, plus the small file helpers the writer shares. Split from `writer.rs`.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::storage::{Location, ObjectWriter};
 
 use super::writer::PROCESS_DIR;
 use super::zarr3::encode_orbax_shard;
@@ -14,34 +14,33 @@ use super::{write_err, OrbaxError, Result};
 
 /// The process database plus the merged top-level root (see the module docs).
 pub(super) struct DbWriter {
-    dir: PathBuf,
+    dir: Location,
     target: u64,
     /// Data files of the process database (`d/<hex>` relative to `dir`), the last one open for appending.
     files: Vec<String>,
-    current: Option<(BufWriter<File>, u64)>,
+    current: Option<(ObjectWriter, u64)>,
     entries: Vec<(Vec<u8>, EntryValue)>,
 }
 
 impl DbWriter {
-    pub(super) fn new(dir: &Path, target: u64) -> DbWriter {
-        DbWriter { dir: dir.to_path_buf(), target, files: vec![], current: None, entries: vec![] }
+    pub(super) fn new(dir: &Location, target: u64) -> DbWriter {
+        DbWriter { dir: dir.clone(), target, files: vec![], current: None, entries: vec![] }
     }
 
     fn open_file(&mut self) -> Result<()> {
         self.close_file()?;
         let rel = format!("d/{}", hex(&random_bytes::<16>()));
         let path = self.dir.join(&rel);
-        let f = File::create(&path).map_err(write_err(&path))?;
+        let f = path.create().map_err(write_err(&path))?;
         self.files.push(rel);
-        self.current = Some((BufWriter::with_capacity(1 << 20, f), 0));
+        self.current = Some((f, 0));
         Ok(())
     }
 
     fn close_file(&mut self) -> Result<()> {
         if let Some((w, _)) = self.current.take() {
             let path = self.dir.join(self.files.last().unwrap());
-            let f = w.into_inner().map_err(|e| OrbaxError::Write { path: path.clone(), source: e.into_error() })?;
-            f.sync_all().map_err(write_err(&path))?;
+            w.finish().map_err(write_err(&path))?;
         }
         Ok(())
     }
@@ -53,7 +52,7 @@ impl DbWriter {
         }
         let path = self.dir.join(self.files.last().unwrap());
         let (w, off) = self.current.as_mut().unwrap();
-        w.write_all(bytes).map_err(write_err(&path))?;
+        w.write_all(bytes).map_err(|e| io_write_err(&path, e))?;
         let at = *off;
         *off += bytes.len() as u64;
         Ok((self.files.len() - 1, at))
@@ -73,7 +72,7 @@ impl DbWriter {
         let path = self.dir.join(self.files.last().unwrap());
         let (w, off) = self.current.as_mut().unwrap();
         let mut counted = CountingWriter { inner: w, count: 0 };
-        let io = |e: std::io::Error| OrbaxError::Write { path: path.clone(), source: e };
+        let io = |e: std::io::Error| io_write_err(&path, e);
         let mut enc = zstd::stream::Encoder::new(&mut counted, zstd_level).map_err(io)?;
         // Content size in the frame header, as zstd's one-shot compression (and tensorstore) writes it.
         enc.include_contentsize(true).map_err(io)?;
@@ -109,7 +108,7 @@ impl DbWriter {
     /// Writes the process database's tree and manifest, then the merged root in `items/d/` and
     /// `items/manifest.ocdbt` whose out-of-line values point into the process files through base path
     /// `ocdbt.process_0/`.
-    pub(super) fn finish(mut self, items: &Path) -> Result<()> {
+    pub(super) fn finish(mut self, items: &Location) -> Result<()> {
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
         let config = OcdbtConfig {
             uuid: random_bytes::<16>(),
@@ -127,7 +126,7 @@ impl DbWriter {
             self.files.iter().map(|f| FileName { base: vec![], rel: f.clone().into_bytes() }).collect();
         let entries = std::mem::take(&mut self.entries);
         let root = write_tree(&entries, &proc_files, &mut self, config.zstd_level, LEAF_ENTRIES)
-            .map_err(|e| OrbaxError::Write { path: self.dir.clone(), source: e })?;
+            .map_err(|e| io_write_err(&self.dir, e))?;
         let node_file = proc_files.last().unwrap().clone();
         self.close_file()?;
         let manifest = encode_manifest(&config, &node_file, root.as_ref(), 1, commit_ns);
@@ -145,7 +144,7 @@ impl DbWriter {
         let mut sink = super::ocdbt_write::VecSink { file: top_files.len() - 1, buf: &mut node_bytes };
         let top_config = OcdbtConfig { uuid: random_bytes::<16>(), ..config };
         let root = write_tree(&entries, &top_files, &mut sink, top_config.zstd_level, LEAF_ENTRIES)
-            .map_err(|e| OrbaxError::Write { path: items.to_path_buf(), source: e })?;
+            .map_err(|e| io_write_err(items, e))?;
         write_file(&items.join(&top_rel), &node_bytes)?;
         let manifest = encode_manifest(&top_config, top_files.last().unwrap(), root.as_ref(), 1, commit_ns);
         write_file(&items.join(MANIFEST_FILE), &manifest)
@@ -187,14 +186,21 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
-pub(super) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(write_err(path))?;
-    f.write_all(bytes).map_err(write_err(path))?;
-    f.sync_all().map_err(write_err(path))
+/// Writes (and, locally, fsyncs) one whole file.
+pub(super) fn write_file(path: &Location, bytes: &[u8]) -> Result<()> {
+    path.write(bytes).map_err(write_err(path))
 }
 
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(write_err(dir))
+/// Makes a local directory's entries durable; GCS objects are durable once their upload completes.
+pub(super) fn sync_dir(dir: &Location) -> Result<()> {
+    match dir.as_local() {
+        Some(p) => std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| io_write_err(dir, e)),
+        None => Ok(()),
+    }
+}
+
+fn io_write_err(path: &Location, e: std::io::Error) -> OrbaxError {
+    OrbaxError::Write { path: path.clone(), source: crate::storage::StorageError::Io { op: "write", loc: path.to_string(), source: e } }
 }
 
 pub(super) fn now_ns() -> u64 {

@@ -1,15 +1,14 @@
 //! The key-value view of an item directory: zarr keys (`<name>/.zarray`, `<name>/c/0/0`, ...) stored either
 //! as plain files under the directory or inside its OCDBT database.
 
-use std::path::{Path, PathBuf};
-
 use super::ocdbt::{OcdbtDatabase, ValueRef};
+use crate::storage::Location;
 
 /// Where one value lies: inline (small values in the OCDBT tree) or a byte range of a file.
 #[derive(Clone, Debug)]
 pub enum ValueLocation {
     Inline(Vec<u8>),
-    File { path: PathBuf, offset: u64, length: u64 },
+    File { path: Location, offset: u64, length: u64 },
 }
 
 impl ValueLocation {
@@ -32,28 +31,37 @@ impl ValueLocation {
         }
         match self {
             ValueLocation::Inline(b) => Ok(Box::new(&b[start as usize..(start + len) as usize])),
+            ValueLocation::File { path: path @ Location::Local(_), offset, .. } => {
+                let mut f = path.open().map_err(|e| e.to_string())?;
+                f.seek(SeekFrom::Start(offset + start)).map_err(|e| format!("cannot seek in {path}: {e}"))?;
+                Ok(Box::new(f.take(len)))
+            }
+            // One ranged GET for exactly these bytes: a restore reads only the shards it needs.
             ValueLocation::File { path, offset, .. } => {
-                let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                f.seek(SeekFrom::Start(offset + start)).map_err(|e| format!("cannot seek in {}: {e}", path.display()))?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f.take(len))))
+                Ok(Box::new(std::io::Cursor::new(path.read_range(offset + start, len).map_err(|e| e.to_string())?)))
             }
         }
     }
 
     /// Bytes `[start, start + len)` of the value.
     pub fn read_range(&self, start: u64, len: u64) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(len as usize);
-        self.open_range(start, len)?.read_to_end(&mut out).map_err(|e| format!("reading {len} bytes: {e}"))?;
-        if out.len() as u64 != len {
-            return Err(format!("value ended after {} of {len} bytes", out.len()));
+        match self {
+            ValueLocation::File { path, offset, .. } if start.checked_add(len).is_some_and(|e| e <= self.len()) => {
+                path.read_range(offset + start, len).map_err(|e| e.to_string())
+            }
+            _ => {
+                use std::io::Read;
+                let mut out = Vec::with_capacity(len as usize);
+                self.open_range(start, len)?.read_to_end(&mut out).map_err(|e| format!("reading {len} bytes: {e}"))?;
+                Ok(out)
+            }
         }
-        Ok(out)
     }
 }
 
 #[derive(Debug)]
 pub enum KvStore {
-    Files(PathBuf),
+    Files(Location),
     Ocdbt(OcdbtDatabase),
 }
 
@@ -65,11 +73,10 @@ impl KvStore {
             KvStore::Ocdbt(db) => db.get(key.as_bytes()),
             KvStore::Files(dir) => {
                 let path = dir.join(key);
-                match std::fs::read(&path) {
-                    Ok(v) => Ok(Some(v)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(_) if path.is_dir() => Ok(None),
-                    Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                match path.read_if_exists() {
+                    Ok(v) => Ok(v),
+                    Err(_) if path.is_dir().unwrap_or(false) => Ok(None),
+                    Err(e) => Err(e.to_string()),
                 }
             }
         }
@@ -87,11 +94,10 @@ impl KvStore {
             })),
             KvStore::Files(dir) => {
                 let path = dir.join(key);
-                match std::fs::metadata(&path) {
-                    Ok(m) if m.is_file() => Ok(Some(ValueLocation::File { path, offset: 0, length: m.len() })),
-                    Ok(_) => Ok(None),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(format!("cannot stat {}: {e}", path.display())),
+                match path.size() {
+                    Ok(Some(length)) => Ok(Some(ValueLocation::File { path, offset: 0, length })),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e.to_string()),
                 }
             }
         }
@@ -100,8 +106,8 @@ impl KvStore {
     /// Where the values live, for messages: the item directory or its OCDBT database.
     pub fn describe(&self) -> String {
         match self {
-            KvStore::Files(dir) => format!("plain files under {}", dir.display()),
-            KvStore::Ocdbt(db) => format!("the OCDBT database in {}", db.root().display()),
+            KvStore::Files(dir) => format!("plain files under {dir}"),
+            KvStore::Ocdbt(db) => format!("the OCDBT database in {}", db.root()),
         }
     }
 
@@ -120,10 +126,11 @@ impl KvStore {
     }
 }
 
-fn list_dirs_with(dir: &Path, file: &str) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-    rd.filter_map(|e| e.ok())
-        .filter(|e| e.path().join(file).is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
+fn list_dirs_with(dir: &Location, file: &str) -> Vec<String> {
+    let Ok(entries) = dir.list() else { return vec![] };
+    entries
+        .into_iter()
+        .filter(|e| e.is_dir && dir.join(&e.name).join(file).is_file().unwrap_or(false))
+        .map(|e| e.name)
         .collect()
 }

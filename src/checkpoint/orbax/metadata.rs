@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use crate::storage::Location;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -79,15 +79,15 @@ pub fn leaf_name(path: &[PathKey]) -> String {
     path.iter().map(PathKey::as_string).collect::<Vec<_>>().join(".")
 }
 
-pub(crate) fn read_json(path: &Path) -> Result<Value> {
-    let raw = std::fs::read(path).map_err(super::io_err(path))?;
+pub(crate) fn read_json(path: &Location) -> Result<Value> {
+    let raw = path.read().map_err(super::io_err(path))?;
     serde_json::from_slice(&raw)
-        .map_err(|e| OrbaxError::BadMetadata { path: path.to_path_buf(), reason: format!("not valid JSON ({e})") })
+        .map_err(|e| OrbaxError::BadMetadata { path: path.clone(), reason: format!("not valid JSON ({e})") })
 }
 
 impl TreeMetadata {
-    pub fn parse(j: &Value, path: &Path) -> Result<TreeMetadata> {
-        let bad = |reason: String| OrbaxError::BadMetadata { path: path.to_path_buf(), reason };
+    pub fn parse(j: &Value, path: &Location) -> Result<TreeMetadata> {
+        let bad = |reason: String| OrbaxError::BadMetadata { path: path.clone(), reason };
         let tree = j.get("tree_metadata").and_then(Value::as_object).ok_or_else(|| {
             bad("no tree_metadata object (a legacy or foreign metadata file; orbax 0.12.8 cannot restore it either)".into())
         })?;
@@ -147,17 +147,17 @@ impl TreeEntry {
 }
 
 /// `_strings.json`: leaf name -> string.
-pub fn read_strings(path: &Path) -> Result<HashMap<String, String>> {
+pub fn read_strings(path: &Location) -> Result<HashMap<String, String>> {
     let j = read_json(path)?;
     let obj = j
         .as_object()
-        .ok_or_else(|| OrbaxError::BadMetadata { path: path.to_path_buf(), reason: "not a JSON object".into() })?;
+        .ok_or_else(|| OrbaxError::BadMetadata { path: path.clone(), reason: "not a JSON object".into() })?;
     Ok(obj.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
 }
 
 /// `_sharding`: leaf name -> sharding description (the double-encoded JSON string, decoded).
-pub fn read_sharding(path: &Path) -> Result<HashMap<String, Value>> {
-    let bad = |reason: String| OrbaxError::BadMetadata { path: path.to_path_buf(), reason };
+pub fn read_sharding(path: &Location) -> Result<HashMap<String, Value>> {
+    let bad = |reason: String| OrbaxError::BadMetadata { path: path.clone(), reason };
     let j = read_json(path)?;
     let obj = j.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
     let mut out = HashMap::new();
@@ -177,11 +177,12 @@ pub fn read_sharding(path: &Path) -> Result<HashMap<String, Value>> {
 }
 
 /// `array_metadatas/process_*`: leaf name -> `ext_metadata.random_key_impl` (JAX PRNG key leaves).
-pub fn read_prng_impls(item_dir: &Path) -> HashMap<String, String> {
+pub fn read_prng_impls(item_dir: &Location) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir(item_dir.join(ARRAY_METADATAS_DIR)) else { return out };
-    for e in rd.flatten() {
-        let Ok(j) = read_json(&e.path()) else { continue };
+    let dir = item_dir.join(ARRAY_METADATAS_DIR);
+    let Ok(entries) = dir.list() else { return out };
+    for e in entries.iter().filter(|e| !e.is_dir) {
+        let Ok(j) = read_json(&dir.join(&e.name)) else { continue };
         for a in j.get("array_metadatas").and_then(Value::as_array).into_iter().flatten() {
             let am = a.get("array_metadata").unwrap_or(a);
             if let (Some(n), Some(k)) = (

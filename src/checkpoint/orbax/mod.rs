@@ -31,7 +31,7 @@ pub mod writer;
 pub mod zarr;
 mod zarr3;
 
-use std::path::{Path, PathBuf};
+use crate::storage::{Location, StorageError};
 
 pub use dtype::ZarrDType;
 pub use metadata::{LeafKind, PathKey};
@@ -50,44 +50,44 @@ pub const TMP_MARKER: &str = ".orbax-checkpoint-tmp";
 /// the array concerned and says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum OrbaxError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{source}")]
+    Io { path: Location, source: StorageError },
 
-    #[error("cannot write {path}: {source} (check free space and permissions; nothing was committed)")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("{source} (check free space and permissions; nothing was committed)")]
+    Write { path: Location, source: StorageError },
 
     #[error("{dir} is not an Orbax item directory: {reason}")]
-    NotACheckpoint { dir: PathBuf, reason: String },
+    NotACheckpoint { dir: Location, reason: String },
 
     #[error("{dir} has no _METADATA; orbax cannot restore it without a target either (only a plain zarr v2 directory can be read without _METADATA). The checkpoint is incomplete: re-save it, or restore the missing _METADATA")]
-    MissingMetadata { dir: PathBuf },
+    MissingMetadata { dir: Location },
 
-    #[error("{path} is an incomplete checkpoint (its name contains {TMP_MARKER}: the writer did not finish); use an earlier step or save again")]
-    Incomplete { path: PathBuf },
+    #[error("{path} is an incomplete checkpoint ({why}: the writer did not finish); use an earlier step or save again")]
+    Incomplete { path: Location, why: &'static str },
 
     #[error("{path} is not valid: {reason}")]
-    BadMetadata { path: PathBuf, reason: String },
+    BadMetadata { path: Location, reason: String },
 
     #[error("OCDBT file {path} is corrupt: {reason}; the checkpoint is damaged (copy it again or restore from another step)")]
-    Ocdbt { path: PathBuf, reason: String },
+    Ocdbt { path: Location, reason: String },
 
     #[error("array {array} in {dir}: {reason}")]
-    Array { dir: PathBuf, array: String, reason: String },
+    Array { dir: Location, array: String, reason: String },
 
     #[error("array {array} in {dir}: chunk {key} is missing and _METADATA says every chunk was stored (store_array_data_equal_to_fill_value); the checkpoint is incomplete or damaged")]
-    MissingChunk { dir: PathBuf, array: String, key: String },
+    MissingChunk { dir: Location, array: String, key: String },
 
     #[error("array {array} in {dir} uses codec {codec}, which this reader does not support (supported: raw, zstd, gzip, zlib, bz2, crc32c, bytes, transpose, sharding_indexed); re-save it with orbax's default codecs")]
-    UnsupportedCodec { dir: PathBuf, array: String, codec: String },
+    UnsupportedCodec { dir: Location, array: String, codec: String },
 
     #[error("array {array} in {dir} has dtype {dtype:?}, which this reader does not support")]
-    UnsupportedDType { dir: PathBuf, array: String, dtype: String },
+    UnsupportedDType { dir: Location, array: String, dtype: String },
 
     #[error("{dir} has no leaf named {name:?}{hint}")]
-    NoSuchLeaf { dir: PathBuf, name: String, hint: String },
+    NoSuchLeaf { dir: Location, name: String, hint: String },
 
     #[error("leaf {name} in {dir} is a {kind}, not an array")]
-    NotAnArray { dir: PathBuf, name: String, kind: String },
+    NotAnArray { dir: Location, name: String, kind: String },
 
     #[error("array {name} has dtype {dtype}, which has no host tensor type; use OrbaxCheckpoint::read_array for its raw bytes")]
     NoHostDType { name: String, dtype: ZarrDType },
@@ -95,7 +95,7 @@ pub enum OrbaxError {
     #[error(
         "checkpoint step {path} already exists; refusing to overwrite it (delete it first, or save under another step)"
     )]
-    StepExists { path: PathBuf },
+    StepExists { path: Location },
 
     #[error("cannot save leaf {name:?}: {reason}")]
     BadLeaf { name: String, reason: String },
@@ -103,10 +103,10 @@ pub enum OrbaxError {
 
 pub type Result<T, E = OrbaxError> = std::result::Result<T, E>;
 
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OrbaxError + '_ {
-    move |source| OrbaxError::Io { path: path.to_path_buf(), source }
+pub(crate) fn io_err(path: &Location) -> impl FnOnce(StorageError) -> OrbaxError + '_ {
+    move |source| OrbaxError::Io { path: path.clone(), source }
 }
 
-pub(crate) fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> OrbaxError + '_ {
-    move |source| OrbaxError::Write { path: path.to_path_buf(), source }
+pub(crate) fn write_err(path: &Location) -> impl FnOnce(StorageError) -> OrbaxError + '_ {
+    move |source| OrbaxError::Write { path: path.clone(), source }
 }

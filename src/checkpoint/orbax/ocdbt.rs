@@ -10,12 +10,9 @@
 //! where the value lies; values stored out of line are read only when asked for.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-
 use super::codec::{crc32c, zstd_decode};
 use super::{OrbaxError, Result};
+use crate::storage::Location;
 
 pub const MANIFEST_MAGIC: u32 = 0x0CDB_3A2A;
 pub const VERSION_NODE_MAGIC: u32 = 0x0CDB_1234;
@@ -51,7 +48,7 @@ pub struct OcdbtConfig {
 /// The latest version of an OCDBT database, with every key's value location.
 #[derive(Debug)]
 pub struct OcdbtDatabase {
-    root: PathBuf,
+    root: Location,
     pub config: OcdbtConfig,
     pub generation: u64,
     entries: BTreeMap<Vec<u8>, ValueRef>,
@@ -59,15 +56,16 @@ pub struct OcdbtDatabase {
 
 impl OcdbtDatabase {
     /// Opens the database rooted at `root` (the directory holding `manifest.ocdbt`).
-    pub fn open(root: &Path) -> Result<OcdbtDatabase> {
+    pub fn open(root: impl Into<Location>) -> Result<OcdbtDatabase> {
+        let root: Location = root.into();
         let manifest_path = root.join(MANIFEST_FILE);
-        let buf = std::fs::read(&manifest_path).map_err(super::io_err(&manifest_path))?;
+        let buf = manifest_path.read().map_err(super::io_err(&manifest_path))?;
         let bad = |reason: String| OrbaxError::Ocdbt { path: manifest_path.clone(), reason };
         let body = open_envelope(&buf, MANIFEST_MAGIC).map_err(bad)?;
         let mut c = Cursor::new(&body);
         let manifest = parse_manifest(&mut c).map_err(bad)?;
         let mut db = OcdbtDatabase {
-            root: root.to_path_buf(),
+            root,
             config: manifest.config,
             generation: manifest.latest.generation,
             entries: BTreeMap::new(),
@@ -79,7 +77,7 @@ impl OcdbtDatabase {
         Ok(db)
     }
 
-    pub fn root(&self) -> &Path {
+    pub fn root(&self) -> &Location {
         &self.root
     }
 
@@ -153,20 +151,9 @@ impl OcdbtDatabase {
 }
 
 /// Reads `length` bytes at `offset` of `path`, saying plainly when the file is too short.
-pub fn read_range(path: &Path, offset: u64, length: u64) -> Result<Vec<u8>, String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let size = f.metadata().map_err(|e| format!("cannot stat {}: {e}", path.display()))?.len();
-    let end = offset.checked_add(length).ok_or_else(|| format!("bad byte range at {offset}+{length}"))?;
-    if end > size {
-        return Err(format!(
-            "bytes [{offset}, {end}) of {} lie past its end ({size} bytes): the file is truncated",
-            path.display()
-        ));
-    }
-    f.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot seek in {}: {e}", path.display()))?;
-    let mut buf = vec![0u8; length as usize];
-    f.read_exact(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(buf)
+pub fn read_range(path: &Location, offset: u64, length: u64) -> Result<Vec<u8>, String> {
+    offset.checked_add(length).ok_or_else(|| format!("bad byte range at {offset}+{length}"))?;
+    path.read_range(offset, length).map_err(|e| e.to_string())
 }
 
 /// Checks magic, length and crc32c of an envelope and returns its (decompressed) body.
@@ -271,12 +258,12 @@ impl DataFile {
         let mut p = self.base.clone();
         p.extend_from_slice(&self.rel);
         let s = String::from_utf8(p).map_err(|_| OrbaxError::Ocdbt {
-            path: PathBuf::from("<data file table>"),
+            path: Location::Local("<data file table>".into()),
             reason: "data file path is not UTF-8".into(),
         })?;
         if s.starts_with('/') || s.split('/').any(|c| c == "..") {
             return Err(OrbaxError::Ocdbt {
-                path: PathBuf::from(&s),
+                path: Location::Local(s.clone().into()),
                 reason: "data file path leaves the database directory".into(),
             });
         }

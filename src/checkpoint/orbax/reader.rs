@@ -2,7 +2,7 @@
 //! are read one array at a time, only when asked for.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use crate::storage::Location;
 
 use serde_json::Value;
 
@@ -10,7 +10,7 @@ use super::dtype::ZarrDType;
 use super::kvstore::KvStore;
 use super::metadata::{
     read_json, read_prng_impls, read_sharding, read_strings, LeafKind, PathKey, TreeEntry, TreeMetadata,
-    CHECKPOINT_METADATA_FILE, METADATA_FILE, SHARDING_FILE, STRINGS_FILE,
+    CHECKPOINT_METADATA_FILE, COMMIT_FILE, METADATA_FILE, SHARDING_FILE, STRINGS_FILE,
 };
 use super::ocdbt::{OcdbtDatabase, MANIFEST_FILE};
 use super::zarr::{read_array, ArrayCtx, ArrayMeta};
@@ -61,7 +61,7 @@ impl ArrayData {
 /// An opened item directory (OCDBT or plain files, zarr v2 or v3).
 #[derive(Debug)]
 pub struct OrbaxCheckpoint {
-    dir: PathBuf,
+    dir: Location,
     store: KvStore,
     use_ocdbt: bool,
     use_zarr3: bool,
@@ -76,34 +76,43 @@ pub struct OrbaxCheckpoint {
 
 impl OrbaxCheckpoint {
     /// Opens `<root>/<step>/items` (the CheckpointManager / MaxText layout).
-    pub fn open_step(root: &Path, step: u64) -> Result<OrbaxCheckpoint> {
-        OrbaxCheckpoint::open(root.join(step.to_string()).join("items"))
+    pub fn open_step(root: impl Into<Location>, step: u64) -> Result<OrbaxCheckpoint> {
+        OrbaxCheckpoint::open(root.into().join(step.to_string()).join("items"))
     }
 
-    /// Opens an item directory: the one holding `_METADATA` (`.../<step>/items` for MaxText).
-    pub fn open(item_dir: impl AsRef<Path>) -> Result<OrbaxCheckpoint> {
-        let dir = item_dir.as_ref().to_path_buf();
-        let _span = tracing::info_span!("checkpoint", dir = %dir.display()).entered();
-        if dir.components().any(|c| c.as_os_str().to_string_lossy().contains(TMP_MARKER)) {
-            return Err(OrbaxError::Incomplete { path: dir });
+    /// Opens an item directory: the one holding `_METADATA` (`.../<step>/items` for MaxText); a local path or
+    /// `gs://bucket/...`.
+    pub fn open(item_dir: impl Into<Location>) -> Result<OrbaxCheckpoint> {
+        let dir: Location = item_dir.into();
+        let _span = tracing::info_span!("checkpoint", dir = %dir).entered();
+        if dir.to_string().contains(TMP_MARKER) {
+            return Err(OrbaxError::Incomplete { path: dir, why: "its name contains .orbax-checkpoint-tmp" });
         }
-        if !dir.is_dir() {
-            let reason = if dir.join("items").is_dir() {
-                format!("it does not exist (is {} the directory you meant?)", dir.join("items").display())
+        // One listing answers every "is there a ..." question below (one request on GCS).
+        let entries = dir.list().map_err(super::io_err(&dir))?;
+        let has = |name: &str| entries.iter().any(|e| e.name == name && !e.is_dir);
+        if entries.is_empty() {
+            let reason = if dir.join("items").is_dir().unwrap_or(false) {
+                format!("it does not exist (is {} the directory you meant?)", dir.join("items"))
             } else {
                 "it does not exist or is not a directory".to_string()
             };
             return Err(OrbaxError::NotACheckpoint { dir, reason });
         }
-        if dir.join("items").join(METADATA_FILE).is_file() && !dir.join(METADATA_FILE).exists() {
+        if !has(METADATA_FILE) && dir.join("items").join(METADATA_FILE).is_file().unwrap_or(false) {
             return Err(OrbaxError::NotACheckpoint {
                 dir: dir.clone(),
-                reason: format!("it is a step directory; open {} instead", dir.join("items").display()),
+                reason: format!("it is a step directory; open {} instead", dir.join("items")),
             });
         }
-        let has_manifest = dir.join(MANIFEST_FILE).is_file();
+        // On GCS nothing is renamed into place: orbax's writer puts the commit marker last, and a directory
+        // without it is a save that did not finish (orbax `CommitFileTemporaryPath`).
+        if dir.is_remote() && !has(COMMIT_FILE) {
+            return Err(OrbaxError::Incomplete { path: dir, why: "it has no commit_success.txt" });
+        }
+        let has_manifest = has(MANIFEST_FILE);
         let md_path = dir.join(METADATA_FILE);
-        let md = if md_path.is_file() {
+        let md = if has(METADATA_FILE) {
             TreeMetadata::parse(&read_json(&md_path)?, &md_path)?
         } else {
             Self::tree_without_metadata(&dir, has_manifest)?
@@ -125,8 +134,8 @@ impl OrbaxCheckpoint {
             KvStore::Files(dir.clone())
         };
         let strings =
-            if dir.join(STRINGS_FILE).is_file() { read_strings(&dir.join(STRINGS_FILE))? } else { HashMap::new() };
-        let sharding = if dir.join(SHARDING_FILE).is_file() {
+            if has(STRINGS_FILE) { read_strings(&dir.join(STRINGS_FILE))? } else { HashMap::new() };
+        let sharding = if has(SHARDING_FILE) {
             read_sharding(&dir.join(SHARDING_FILE)).unwrap_or_else(|e| {
                 tracing::warn!("ignoring {SHARDING_FILE}: {e}");
                 HashMap::new()
@@ -176,16 +185,12 @@ impl OrbaxCheckpoint {
 
     /// Without `_METADATA`, orbax restores (with a target) only plain zarr v2 directories; so do we, taking
     /// every `<name>/.zarray` as a leaf.
-    fn tree_without_metadata(dir: &Path, has_manifest: bool) -> Result<TreeMetadata> {
-        let arrays = if has_manifest { vec![] } else { KvStore::Files(dir.to_path_buf()).zarr2_arrays() };
+    fn tree_without_metadata(dir: &Location, has_manifest: bool) -> Result<TreeMetadata> {
+        let arrays = if has_manifest { vec![] } else { KvStore::Files(dir.clone()).zarr2_arrays() };
         if arrays.is_empty() {
-            return Err(OrbaxError::MissingMetadata { dir: dir.to_path_buf() });
+            return Err(OrbaxError::MissingMetadata { dir: dir.clone() });
         }
-        tracing::warn!(
-            "{} has no {METADATA_FILE}; reading its {} zarr v2 arrays as np.ndarray leaves",
-            dir.display(),
-            arrays.len()
-        );
+        tracing::warn!("{dir} has no {METADATA_FILE}; reading its {} zarr v2 arrays as np.ndarray leaves", arrays.len());
         let entries = arrays
             .into_iter()
             .map(|name| TreeEntry {
@@ -204,7 +209,7 @@ impl OrbaxCheckpoint {
         })
     }
 
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Location {
         &self.dir
     }
 
@@ -226,8 +231,7 @@ impl OrbaxCheckpoint {
     pub fn checkpoint_metadata(&self) -> Option<Value> {
         [self.dir.join(CHECKPOINT_METADATA_FILE), self.dir.parent()?.join(CHECKPOINT_METADATA_FILE)]
             .iter()
-            .find(|p| p.is_file())
-            .and_then(|p| read_json(p).ok())
+            .find_map(|p| read_json(p).ok())
     }
 
     /// The sharding recorded for a leaf in `_sharding` (informational; reads never need it).
@@ -311,11 +315,24 @@ impl OrbaxCheckpoint {
 }
 
 /// The finished steps under a CheckpointManager root (`<root>/<step>/`), ascending. Directories still being
-/// written (`*.orbax-checkpoint-tmp*`) are not steps.
-pub fn list_steps(root: &Path) -> Result<Vec<u64>> {
-    let rd = std::fs::read_dir(root).map_err(super::io_err(root))?;
-    let mut steps: Vec<u64> =
-        rd.flatten().filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+/// written are not steps: locally those named `*.orbax-checkpoint-tmp*`, on GCS (where orbax cannot
+/// rename) those without `commit_success.txt`.
+pub fn list_steps(root: impl Into<Location>) -> Result<Vec<u64>> {
+    let root: Location = root.into();
+    let entries = root.list().map_err(super::io_err(&root))?;
+    if entries.is_empty() && !root.is_remote() && root.as_local().is_some_and(|p| !p.is_dir()) {
+        let source = crate::storage::StorageError::NotFound { loc: root.to_string() };
+        return Err(OrbaxError::Io { path: root, source });
+    }
+    let mut steps = vec![];
+    for e in entries.iter().filter(|e| e.is_dir) {
+        let Ok(step) = e.name.parse::<u64>() else { continue };
+        if root.is_remote() && !root.join(&e.name).join(COMMIT_FILE).is_file().map_err(super::io_err(&root))? {
+            tracing::warn!("{} has no {}: an unfinished save, skipped", root.join(&e.name), COMMIT_FILE);
+            continue;
+        }
+        steps.push(step);
+    }
     steps.sort_unstable();
     Ok(steps)
 }

@@ -9,12 +9,14 @@
 //!                                                                 large ones in ocdbt.process_0/d/<hex>
 //! ```
 //!
-//! Everything goes into `<root>/<step>.orbax-checkpoint-tmp-<id>/` first (a name orbax and our reader both
-//! treat as unfinished); files and directories are fsynced and the directory is renamed to `<root>/<step>`
-//! only when complete. An existing step is never replaced.
+//! Locally everything goes into `<root>/<step>.orbax-checkpoint-tmp-<id>/` first (a name orbax and our
+//! reader both treat as unfinished); files and directories are fsynced and the directory is renamed to
+//! `<root>/<step>` only when complete. GCS has no rename, so there (as orbax's `CommitFileTemporaryPath`)
+//! the objects go straight under `<root>/<step>/` and `commit_success.txt` is written last: a step without
+//! it is never listed or restored, and a later save of the same step first deletes such leftovers. Object
+//! names and bytes are those of the local layout. An existing (committed) step is never replaced.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -27,6 +29,7 @@ use super::metadata::{
 use super::zarr::for_each_index;
 use super::zarr3::orbax_codecs_json;
 use super::{write_err, OrbaxError, Result, TMP_MARKER};
+use crate::storage::Location;
 use crate::runtime::HostTensor;
 
 pub(super) const PROCESS_DIR: &str = "ocdbt.process_0";
@@ -80,11 +83,11 @@ pub struct WriteLeaf<'a> {
 /// sequence index, as in `opt_state.0.mu`) as step `step` under `root`, and returns the step directory
 /// (`<root>/<step>`; the item directory is its `items/`).
 pub fn write_checkpoint(
-    root: &Path,
+    root: impl Into<Location>,
     step: u64,
     leaves: &[(String, HostTensor)],
     custom_metadata: Value,
-) -> Result<PathBuf> {
+) -> Result<Location> {
     let leaves = leaves
         .iter()
         .map(|(name, tensor)| Ok(WriteLeaf { path: parse_dotted(name)?, tensor }))
@@ -110,7 +113,12 @@ fn parse_dotted(name: &str) -> Result<Vec<PathKey>> {
 }
 
 /// [`write_checkpoint`] with explicit key paths and options.
-pub fn write_checkpoint_with(root: &Path, step: u64, leaves: &[WriteLeaf], opts: &WriteOptions) -> Result<PathBuf> {
+pub fn write_checkpoint_with(
+    root: impl Into<Location>,
+    step: u64,
+    leaves: &[WriteLeaf],
+    opts: &WriteOptions,
+) -> Result<Location> {
     let mut order: Vec<&WriteLeaf> = leaves.iter().collect();
     order.sort_by(|a, b| a.path.cmp(&b.path));
     validate(&order)?;
@@ -219,9 +227,12 @@ pub fn named_sharding_record(mesh_axes: &[(String, i64)], device_ids: &[i64], sp
 /// directory into place. Dropping an unfinished writer removes its temporary directory; a killed process
 /// leaves `<root>/<step>.orbax-checkpoint-tmp-<id>/`, which no restore accepts.
 pub struct CheckpointWriter {
-    root: PathBuf,
-    step_dir: PathBuf,
-    tmp: PathBuf,
+    root: Location,
+    step_dir: Location,
+    /// Where the files go while being written: a temporary sibling locally, the step itself on GCS.
+    tmp: Location,
+    /// Set once committed, so that dropping the writer leaves the files alone.
+    done: bool,
     opts: WriteOptions,
     init_ns: u64,
     db: Option<DbWriter>,
@@ -233,19 +244,33 @@ pub struct CheckpointWriter {
 
 impl CheckpointWriter {
     /// Starts step `step` under `root`: fails at once if `<root>/<step>` exists.
-    pub fn create(root: &Path, step: u64, opts: WriteOptions) -> Result<CheckpointWriter> {
+    pub fn create(root: impl Into<Location>, step: u64, opts: WriteOptions) -> Result<CheckpointWriter> {
+        let root: Location = root.into();
         let step_dir = root.join(step.to_string());
-        if step_dir.exists() {
-            return Err(OrbaxError::StepExists { path: step_dir });
-        }
-        std::fs::create_dir_all(root).map_err(write_err(root))?;
-        let tmp = root.join(format!("{step}{TMP_MARKER}-{}", hex(&random_bytes::<8>())));
+        let tmp = if root.is_remote() {
+            if step_dir.join(COMMIT_FILE).is_file().map_err(super::io_err(&step_dir))? {
+                return Err(OrbaxError::StepExists { path: step_dir });
+            }
+            if step_dir.is_dir().map_err(super::io_err(&step_dir))? {
+                // A save of this step that never committed (the process was killed): its objects are garbage.
+                tracing::warn!("{step_dir} holds an unfinished save (no {COMMIT_FILE}); deleting it before saving again");
+                step_dir.remove_all().map_err(write_err(&step_dir))?;
+            }
+            step_dir.clone()
+        } else {
+            if step_dir.as_local().is_some_and(|p| p.exists()) {
+                return Err(OrbaxError::StepExists { path: step_dir });
+            }
+            root.create_dir_all().map_err(write_err(&root))?;
+            root.join(format!("{step}{TMP_MARKER}-{}", hex(&random_bytes::<8>())))
+        };
         let items = tmp.join("items");
         let proc_dir = items.join(PROCESS_DIR);
         let mut w = CheckpointWriter {
-            root: root.to_path_buf(),
+            root,
             step_dir,
             tmp,
+            done: false,
             db: None,
             init_ns: now_ns(),
             leaves: Vec::new(),
@@ -254,14 +279,15 @@ impl CheckpointWriter {
             opts,
         };
         for d in [items.join("d"), proc_dir.join("d"), items.join(ARRAY_METADATAS_DIR)] {
-            std::fs::create_dir_all(&d).map_err(write_err(&d))?;
+            d.create_dir_all().map_err(write_err(&d))?;
         }
         w.db = Some(DbWriter::new(&proc_dir, w.opts.target_data_file_size));
         Ok(w)
     }
 
-    /// The temporary directory being written (renamed to `<root>/<step>` by [`CheckpointWriter::finish`]).
-    pub fn tmp_dir(&self) -> &Path {
+    /// The directory being written (renamed to `<root>/<step>` by [`CheckpointWriter::finish`] locally;
+    /// the step directory itself on GCS).
+    pub fn tmp_dir(&self) -> &Location {
         &self.tmp
     }
 
@@ -377,8 +403,8 @@ impl CheckpointWriter {
 
     /// Writes the databases' trees and the metadata files, syncs everything and renames the temporary
     /// directory to `<root>/<step>`; returns that step directory.
-    pub fn finish(mut self) -> Result<PathBuf> {
-        let _span = tracing::info_span!("checkpoint", root = %self.root.display()).entered();
+    pub fn finish(mut self) -> Result<Location> {
+        let _span = tracing::info_span!("checkpoint", root = %self.root).entered();
         self.leaves.sort_by(|a, b| a.path.cmp(&b.path));
         for w in self.leaves.windows(2) {
             if w[1].path.starts_with(&w[0].path) {
@@ -388,13 +414,18 @@ impl CheckpointWriter {
         }
         let db = self.db.take().expect("finish runs once");
         self.write_metadata(db)?;
-        if self.step_dir.exists() {
-            return Err(OrbaxError::StepExists { path: self.step_dir.clone() });
+        if let (Some(tmp), Some(step)) = (self.tmp.as_local(), self.step_dir.as_local()) {
+            if step.exists() {
+                return Err(OrbaxError::StepExists { path: self.step_dir.clone() });
+            }
+            std::fs::rename(tmp, step).map_err(|e| {
+                let source = crate::storage::StorageError::Io { op: "rename into", loc: self.step_dir.to_string(), source: e };
+                OrbaxError::Write { path: self.step_dir.clone(), source }
+            })?;
+            sync_dir(&self.root)?;
         }
-        std::fs::rename(&self.tmp, &self.step_dir).map_err(write_err(&self.step_dir))?;
-        sync_dir(&self.root)?;
-        tracing::info!(leaves = self.leaves.len(), dir = %self.step_dir.display(), "saved orbax checkpoint");
-        self.tmp = PathBuf::new();
+        self.done = true;
+        tracing::info!(leaves = self.leaves.len(), dir = %self.step_dir, "saved orbax checkpoint");
         Ok(self.step_dir.clone())
     }
 
@@ -432,7 +463,7 @@ impl CheckpointWriter {
         let array_metadatas = self.leaves.iter().filter_map(|l| l.array_metadata.clone()).collect();
         let am = PyJson::obj([("array_metadatas", PyJson::Arr(array_metadatas))]).render();
         write_file(&items.join(ARRAY_METADATAS_DIR).join("process_0"), am.as_bytes())?;
-        let commit = |dir: &Path| format!("Checkpoint commit was successful to {}", dir.display());
+        let commit = |dir: &Location| format!("Checkpoint commit was successful to {dir}");
         write_file(&items.join(COMMIT_FILE), commit(&self.step_dir.join("items")).as_bytes())?;
         let ckpt_md = PyJson::obj([
             ("item_handlers", PyJson::obj([("items", PyJson::Str(HANDLER.into()))])),
@@ -443,9 +474,9 @@ impl CheckpointWriter {
             ("custom_metadata", PyJson::Value(opts.custom_metadata.clone())),
         ]);
         write_file(&tmp.join(CHECKPOINT_METADATA_FILE), ckpt_md.render().as_bytes())?;
+        // Last: on GCS this object is what makes the step exist.
         write_file(&tmp.join(COMMIT_FILE), commit(&self.step_dir).as_bytes())?;
-        for d in [items.join("d"), proc_dir.join("d"), proc_dir, items.join(ARRAY_METADATAS_DIR), items, tmp.to_path_buf()]
-        {
+        for d in [items.join("d"), proc_dir.join("d"), proc_dir, items.join(ARRAY_METADATAS_DIR), items, tmp.clone()] {
             sync_dir(&d)?;
         }
         Ok(())
@@ -453,10 +484,14 @@ impl CheckpointWriter {
 }
 
 impl Drop for CheckpointWriter {
-    /// An unfinished (failed or abandoned) save removes its temporary directory.
+    /// An unfinished (failed or abandoned) save removes what it wrote (the temporary directory locally, the
+    /// uncommitted objects on GCS).
     fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() && self.tmp.exists() {
-            let _ = std::fs::remove_dir_all(&self.tmp);
+        if !self.done {
+            self.db = None; // aborts an upload in flight before its prefix is cleared
+            if let Err(e) = self.tmp.remove_all() {
+                tracing::warn!("could not remove the unfinished save {}: {e}", self.tmp);
+            }
         }
     }
 }
@@ -551,7 +586,7 @@ mod tests {
         let small = HostTensor::from_i32(&[1, 2, 3], &[3]);
         let opts = WriteOptions { chunk_byte_size: 3 << 19, ..WriteOptions::default() };
         let mut w = CheckpointWriter::create(dir.path(), 3, opts.clone()).unwrap();
-        assert!(w.tmp_dir().exists());
+        assert!(w.tmp_dir().is_dir().unwrap());
         w.add("params.z", &small).unwrap();
         w.add("params.big", &big).unwrap();
         assert!(w.add("params.z", &small).is_err());
@@ -564,9 +599,9 @@ mod tests {
         assert_eq!(ckpt.read("params.z").unwrap(), small);
 
         let w = CheckpointWriter::create(dir.path(), 4, opts).unwrap();
-        let tmp = w.tmp_dir().to_path_buf();
+        let tmp = w.tmp_dir().clone();
         drop(w);
-        assert!(!tmp.exists() && !dir.path().join("4").exists());
+        assert!(!tmp.is_dir().unwrap() && !dir.path().join("4").exists());
         assert!(CheckpointWriter::create(dir.path(), 3, WriteOptions::default()).is_err());
     }
 

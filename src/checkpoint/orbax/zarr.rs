@@ -5,7 +5,7 @@
 //! extensions (bfloat16, float8, int4), so it is parsed here with serde_json. The v3 codec pipeline lives in
 //! [`super::zarr3`].
 
-use std::path::PathBuf;
+use crate::storage::Location;
 
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ use super::{OrbaxError, Result};
 /// Names the array in every error.
 #[derive(Clone, Debug)]
 pub struct ArrayCtx {
-    pub dir: PathBuf,
+    pub dir: Location,
     pub array: String,
 }
 

@@ -298,7 +298,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> ArrayCtx {
-        ArrayCtx { dir: "/x".into(), array: "a".into() }
+        ArrayCtx { dir: crate::storage::Location::Local("/x".into()), array: "a".into() }
     }
 
     #[test]

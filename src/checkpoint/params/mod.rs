@@ -21,7 +21,7 @@ mod layout;
 mod region;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use crate::storage::Location;
 
 use serde_json::Value;
 
@@ -45,25 +45,25 @@ pub enum RestoreError {
     Orbax(#[from] OrbaxError),
 
     #[error("{path} is not an Orbax checkpoint: {reason}")]
-    NotFound { path: PathBuf, reason: String },
+    NotFound { path: Location, reason: String },
 
     #[error("checkpoint {dir} was written with scan_layers={ckpt} ({evidence}), but the model is configured with scan_layers={cfg}; pass scan_layers={ckpt}")]
-    ScanLayersMismatch { dir: PathBuf, ckpt: bool, cfg: bool, evidence: String },
+    ScanLayersMismatch { dir: Location, ckpt: bool, cfg: bool, evidence: String },
 
     #[error("checkpoint {dir} holds no model parameters (no leaf starts with {PARAMS_PREFIX}; it has {leaves} leaves{first}); is it a MaxText checkpoint?")]
-    NoParams { dir: PathBuf, leaves: usize, first: String },
+    NoParams { dir: Location, leaves: usize, first: String },
 
     #[error("checkpoint {dir} has no leaf {leaf} (parameter {param}, shape {dims:?}){hint}")]
-    MissingLeaf { dir: PathBuf, leaf: String, param: String, dims: Vec<i64>, hint: String },
+    MissingLeaf { dir: Location, leaf: String, param: String, dims: Vec<i64>, hint: String },
 
     #[error("leaf {leaf} of {dir} has shape {actual:?}, but the model's parameter {param} has shape {expected:?}{hint}")]
-    ShapeMismatch { dir: PathBuf, leaf: String, param: String, expected: Vec<i64>, actual: Vec<i64>, hint: String },
+    ShapeMismatch { dir: Location, leaf: String, param: String, expected: Vec<i64>, actual: Vec<i64>, hint: String },
 
     #[error("{count} parameter leaves of {dir} are not parameters of the configured model: {}{}{hint}", .names.join(", "), if *.count > .names.len() { ", ..." } else { "" })]
-    UnusedLeaves { dir: PathBuf, count: usize, names: Vec<String>, hint: String },
+    UnusedLeaves { dir: Location, count: usize, names: Vec<String>, hint: String },
 
     #[error("leaf {leaf} of {dir} has dtype {from}, which cannot be converted to the parameter's {to} (only float parameters convert)")]
-    DType { dir: PathBuf, leaf: String, from: String, to: DType },
+    DType { dir: Location, leaf: String, from: String, to: DType },
 }
 
 pub type Result<T, E = RestoreError> = std::result::Result<T, E>;
@@ -80,31 +80,34 @@ pub struct ModelCheckpoint {
 /// The item directory a user-given path means: an item directory (with `_METADATA`), a step directory (with
 /// `items/`), or a checkpoints root (a directory of numbered steps, or one holding `checkpoints/`): its
 /// latest finished step.
-pub fn resolve_item_dir(path: &Path) -> Result<PathBuf> {
-    let looks_like_items = |d: &Path| {
-        d.join("_METADATA").exists() || d.join("manifest.ocdbt").exists() || d.file_name().is_some_and(|n| n == "items")
-    };
-    if !path.exists() {
-        return Err(RestoreError::NotFound { path: path.into(), reason: "it does not exist".into() });
+pub fn resolve_item_dir(path: &Location) -> Result<Location> {
+    let io = |source| OrbaxError::Io { path: path.clone(), source };
+    let entries = path.list().map_err(io)?;
+    let has = |name: &str| entries.iter().any(|e| e.name == name);
+    if entries.is_empty() {
+        if path.is_file().map_err(io)? {
+            return Ok(path.clone());
+        }
+        return Err(RestoreError::NotFound { path: path.clone(), reason: "it does not exist".into() });
     }
-    if looks_like_items(path) || !path.is_dir() {
-        return Ok(path.to_path_buf());
+    if has("_METADATA") || has("manifest.ocdbt") || path.file_name().is_some_and(|n| n == "items") {
+        return Ok(path.clone());
     }
-    if path.join("items").is_dir() {
+    if entries.iter().any(|e| e.name == "items" && e.is_dir) {
         return Ok(path.join("items"));
     }
-    for root in [path.to_path_buf(), path.join("checkpoints")] {
-        if !root.is_dir() {
+    for root in [path.clone(), path.join("checkpoints")] {
+        if !root.is_dir().map_err(io)? {
             continue;
         }
         if let Some(step) = list_steps(&root)?.last() {
             let items = root.join(step.to_string()).join("items");
-            tracing::info!(step, dir = %items.display(), "restoring the latest step");
+            tracing::info!(step, dir = %items, "restoring the latest step");
             return Ok(items);
         }
     }
     Err(RestoreError::NotFound {
-        path: path.into(),
+        path: path.clone(),
         reason: "expected an item directory (with _METADATA, e.g. OUT/0/items), a step directory (with items/) \
                  or a checkpoints root (with numbered step directories), and it is none of them"
             .into(),
@@ -113,8 +116,8 @@ pub fn resolve_item_dir(path: &Path) -> Result<PathBuf> {
 
 impl ModelCheckpoint {
     /// Opens what `path` means (see [`resolve_item_dir`]); reads only metadata.
-    pub fn open(path: &Path) -> Result<ModelCheckpoint> {
-        let items = resolve_item_dir(path)?;
+    pub fn open(path: impl Into<Location>) -> Result<ModelCheckpoint> {
+        let items = resolve_item_dir(&path.into())?;
         let ckpt = OrbaxCheckpoint::open(&items)?;
         let paths: Vec<String> = ckpt.leaves().iter().filter_map(|l| decl_path(&l.name)).collect();
         let layout = LayerLayout::detect(paths.iter().map(String::as_str));
@@ -125,7 +128,7 @@ impl ModelCheckpoint {
             if m != l {
                 tracing::warn!(
                     "{}: _CHECKPOINT_METADATA says scan_layers={m}, but {layout}; going by the parameters",
-                    items.display()
+                    items
                 );
             }
         }
@@ -137,7 +140,7 @@ impl ModelCheckpoint {
     }
 
     /// The item directory.
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Location {
         self.ckpt.dir()
     }
 
@@ -213,7 +216,7 @@ impl ModelCheckpoint {
     /// (and a convertible dtype), that its layer layout matches the decls' `scan_layers`, and that it has no
     /// parameter the model lacks. Returns where each decl is read from.
     pub fn plan(&self, decls: &[ParamDecl], model: &ModelConfig) -> Result<Vec<LeafSource>> {
-        let dir = || self.dir().to_path_buf();
+        let dir = || self.dir().clone();
         let model_layout = LayerLayout::detect(decls.iter().map(|d| d.path.as_str()));
         if let Some(cfg_scan) = model_layout.scan_layers() {
             self.check_scan_layers(cfg_scan)?;
@@ -316,7 +319,7 @@ impl ModelCheckpoint {
         model: &ModelConfig,
         mut f: impl FnMut(usize, HostTensor) -> Result<(), E>,
     ) -> Result<(), E> {
-        let _span = tracing::info_span!("checkpoint", restore = %self.dir().display()).entered();
+        let _span = tracing::info_span!("checkpoint", restore = %self.dir()).entered();
         let sources = self.plan(decls, model)?;
         for (i, (decl, src)) in decls.iter().zip(&sources).enumerate() {
             let t = match src {
@@ -344,7 +347,7 @@ impl ModelCheckpoint {
             tracing::debug!(param = %decl.path, dims = ?decl.dims, "restored");
             f(i, t)?;
         }
-        tracing::info!(params = decls.len(), dir = %self.dir().display(), "restored parameters");
+        tracing::info!(params = decls.len(), dir = %self.dir(), "restored parameters");
         Ok(())
     }
 }
@@ -361,12 +364,12 @@ pub fn write_options(scan_layers: bool) -> WriteOptions {
 /// Saves parameters (`tensors[i]` for `decls[i]`) as MaxText's params-only checkpoint `<root>/<step>/items`
 /// (leaves `params.params.*`, `custom_metadata.scan_layers`), array by array; returns the step directory.
 pub fn save_params(
-    root: &Path,
+    root: &Location,
     step: u64,
     decls: &[ParamDecl],
     tensors: &[HostTensor],
     scan_layers: bool,
-) -> Result<PathBuf, OrbaxError> {
+) -> Result<Location, OrbaxError> {
     let mut w = CheckpointWriter::create(root, step, write_options(scan_layers))?;
     for (decl, t) in decls.iter().zip(tensors) {
         w.add(&leaf_name(&decl.path), t)?;
