@@ -258,8 +258,8 @@ fn derived_paths_and_defaults() {
     let cfg = load(&["run_name=r1", "base_output_directory=/data/out", "mu_dtype=bfloat16", "learning_rate_schedule_steps=20", "steps=5"]);
     assert_eq!(cfg.checkpoint.checkpoint_dir.to_string(), "/data/out/r1/checkpoints");
     assert_eq!(cfg.checkpoint.tensorboard_dir.to_string(), "/data/out/r1/tensorboard");
-    let cfg = load(&["run_name=r1", "base_output_directory=gs://bk/out/"]);
-    assert_eq!(cfg.checkpoint.checkpoint_dir.to_string(), "gs://bk/out/r1/checkpoints");
+    let in_bucket = load(&["run_name=r1", "base_output_directory=gs://bk/out/"]);
+    assert_eq!(in_bucket.checkpoint.checkpoint_dir.to_string(), "gs://bk/out/r1/checkpoints");
     let e = maxtext::config::Config::load(Path::new("configs/base.yml"), &["base_output_directory=s3://bk/out".to_string()]).unwrap_err().to_string();
     assert!(e.contains("s3:// is not supported"), "{e}");
     assert_eq!(cfg.train.mu_dtype, DType::BF16);

@@ -1,0 +1,246 @@
+//! Orbax checkpoints on `gs://` against the real GCS emulator (fake-gcs-server) on loopback, through the
+//! `maxtext` binary: convert to a bucket and check logits from it, train with `base_output_directory` in a
+//! bucket and resume from it exactly, the same objects as a local checkpoint, and unfinished saves never
+//! restorable.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::gcs::{shared_emulator, Emulator};
+use maxtext::checkpoint::orbax::{list_steps, OrbaxCheckpoint, OrbaxError};
+use maxtext::storage::Location;
+
+fn emulator(bucket: &str) -> &'static Emulator {
+    let emu = shared_emulator();
+    emu.create_bucket(bucket);
+    emu
+}
+
+/// Runs `maxtext <args>` against the emulator; returns (success, stdout + stderr).
+fn maxtext(args: &[String]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_maxtext"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{}", shared_emulator().port))
+        .output()
+        .expect("running maxtext");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn work(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("checkpoint_gcs_{}", std::process::id())).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn golden_logits_jsonl() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = work("golden").join("golden_logits.jsonl");
+        common::write_golden_jsonl(&common::golden_lines(&common::shipped("hf/qwen3-next-tiny"), "golden_logits"), &path);
+        path
+    })
+    .clone()
+}
+
+fn max_kl(out: &str) -> f64 {
+    let line = out.lines().find(|l| l.starts_with("all ")).unwrap_or_else(|| panic!("no summary line in:\n{out}"));
+    line.split("max KL ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn check_logits(load_parameters_path: &str) -> (bool, String) {
+    let mut a = strings(&["check-logits", "configs/base.yml", "model_name=qwen3-next-tiny", "override_model_config=true", "vocab_size=1024"]);
+    a.push(format!("load_parameters_path={load_parameters_path}"));
+    a.push(format!("golden_logits_path={}", golden_logits_jsonl().display()));
+    a.extend(strings(&["dtype=float32", "weight_dtype=float32"]));
+    maxtext(&a)
+}
+
+fn convert(base_output_directory: &str) -> (bool, String) {
+    let mut a = strings(&["convert", "configs/base.yml", "scan_layers=true", "weight_dtype=float32"]);
+    a.push(format!("hf_model_path={}", common::shipped("hf/qwen3-next-tiny").display()));
+    a.push(format!("base_output_directory={base_output_directory}"));
+    maxtext(&a)
+}
+
+#[test]
+fn convert_to_a_bucket_then_check_logits_from_it() {
+    let _emu = emulator("conv");
+    let local = work("conv_local");
+    let (ok, out) = convert(&local.display().to_string());
+    assert!(ok, "{out}");
+    let (ok, out) = convert("gs://conv/qwen3-next-tiny");
+    assert!(ok, "{out}");
+    assert!(out.contains("wrote gs://conv/qwen3-next-tiny/0/items"), "{out}");
+    // A second convert to the same place is refused, as locally.
+    let (ok, out) = convert("gs://conv/qwen3-next-tiny");
+    assert!(!ok && out.contains("already exists"), "{out}");
+
+    let (ok, from_bucket) = check_logits("gs://conv/qwen3-next-tiny/0/items");
+    assert!(ok, "{from_bucket}");
+    let (ok, from_disk) = check_logits(&local.join("0/items").display().to_string());
+    assert!(ok, "{from_disk}");
+    let (kl_bucket, kl_disk) = (max_kl(&from_bucket), max_kl(&from_disk));
+    println!("check-logits max KL: from gs:// {kl_bucket:e}, from the local copy {kl_disk:e}");
+    assert!(kl_bucket < 2e-4);
+    assert_eq!(kl_bucket, kl_disk, "the same checkpoint read from the bucket and from disk must give the same logits");
+}
+
+/// A tiny synthetic-data training run (run name `r`) under `base`, plus `extra` keys.
+fn train_args(base: &str, metrics: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = strings(&[
+        "train",
+        "configs/base.yml",
+        "model_name=qwen3-next-tiny",
+        "override_model_config=true",
+        "vocab_size=1024",
+        "run_name=r",
+        "dataset_type=synthetic",
+        "per_device_batch_size=2",
+        "max_target_length=32",
+        "dtype=float32",
+        "learning_rate=1e-3",
+        "checkpoint_period=2",
+        "enable_tensorboard=false",
+    ]);
+    a.push(format!("base_output_directory={base}"));
+    a.push(format!("metrics_file={}", metrics.display()));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// step -> loss (the last line of a step wins: a resumed run logs it again).
+fn losses(metrics: &Path) -> BTreeMap<u64, f64> {
+    std::fs::read_to_string(metrics)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| (v["step"].as_f64().unwrap() as u64, v["learning/loss"].as_f64().unwrap()))
+        .collect()
+}
+
+/// A file of a checkpoint with what may differ between two saves of the same state taken out: the
+/// timestamps of `_CHECKPOINT_METADATA` and the path in `commit_success.txt`. OCDBT files (random
+/// database ids and data file names) are compared through their decoded keys and values instead.
+fn comparable(name: &str, bytes: &[u8]) -> Vec<u8> {
+    if name.ends_with("_CHECKPOINT_METADATA") {
+        let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        v["init_timestamp_nsecs"] = 0.into();
+        v["commit_timestamp_nsecs"] = 0.into();
+        return v.to_string().into_bytes();
+    }
+    if name.ends_with("commit_success.txt") {
+        return b"Checkpoint commit was successful".to_vec();
+    }
+    bytes.to_vec()
+}
+
+/// A file name with the random parts of OCDBT's layout (`d/<32 hex>`) replaced by their order.
+fn normalised(names: &[String]) -> Vec<String> {
+    let mut seen = BTreeMap::new();
+    names
+        .iter()
+        .map(|n| match n.rsplit_once("/d/") {
+            Some((dir, file)) if file.len() == 32 && file.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                let k = seen.entry(dir.to_string()).or_insert(0);
+                *k += 1;
+                format!("{dir}/d/#{k}")
+            }
+            _ => n.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn training_in_a_bucket_checkpoints_like_local_and_resumes_exactly() {
+    let emu = emulator("train");
+    let dir = work("train");
+    // Uninterrupted, locally: the losses to match, and the checkpoint layout to compare with.
+    let (ok, log) = maxtext(&train_args(&dir.join("local").display().to_string(), &dir.join("local.jsonl"), &["steps=5"]));
+    assert!(ok, "{log}");
+    let want = losses(&dir.join("local.jsonl"));
+    assert_eq!(want.len(), 5, "{log}");
+
+    // The same run into the bucket, stopped after step 3 (checkpoints 0? no: 2 and 3), then continued to 5.
+    let gcs_metrics = dir.join("gcs.jsonl");
+    let (ok, log) = maxtext(&train_args("gs://train/runs", &gcs_metrics, &["steps=3"]));
+    assert!(ok, "{log}");
+    let root = Location::parse("gs://train/runs/r/checkpoints").unwrap();
+    assert_eq!(list_steps(&root).unwrap(), vec![2, 3]);
+    let (ok, log) = maxtext(&train_args("gs://train/runs", &gcs_metrics, &["steps=5"]));
+    assert!(ok, "{log}");
+    assert!(log.contains("resuming from checkpoint gs://train/runs/r/checkpoints/3"), "{log}");
+    let got = losses(&gcs_metrics);
+    assert_eq!(got, want, "the run resumed from the bucket must log the uninterrupted run's losses");
+
+    // Step 4 in the bucket against step 4 on disk: same object names (random OCDBT file ids aside), same
+    // bytes (timestamps and paths aside), same OCDBT keys and values.
+    let local_step = dir.join("local/r/checkpoints/4");
+    let local: Vec<(String, u64)> = Location::Local(local_step.clone()).walk().unwrap();
+    let bucket = emu.objects("train", "runs/r/checkpoints/4");
+    let local_names: Vec<String> = local.iter().map(|(n, _)| n.clone()).collect();
+    let bucket_names: Vec<String> = bucket.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(normalised(&bucket_names), normalised(&local_names));
+    for (name, bytes) in &bucket {
+        if name.contains("/d/") || name.ends_with("manifest.ocdbt") {
+            continue;
+        }
+        let ours = std::fs::read(local_step.join(name)).unwrap();
+        assert_eq!(comparable(name, bytes), comparable(name, &ours), "{name} differs between the bucket and disk");
+    }
+    let (a, b) = (OrbaxCheckpoint::open(root.join("4/items")).unwrap(), OrbaxCheckpoint::open(local_step.join("items")).unwrap());
+    assert_eq!(a.leaves(), b.leaves());
+    for leaf in a.leaves().iter().filter(|l| l.is_array()) {
+        assert!(a.read_array(&leaf.name).unwrap() == b.read_array(&leaf.name).unwrap(), "{} differs", leaf.name);
+    }
+}
+
+#[test]
+fn an_unfinished_save_in_a_bucket_is_never_restored() {
+    let emu = emulator("partial");
+    let dir = work("partial");
+    let (ok, log) = maxtext(&train_args("gs://partial/runs", &dir.join("m.jsonl"), &["steps=4"]));
+    assert!(ok, "{log}");
+    let root = Location::parse("gs://partial/runs/r/checkpoints").unwrap();
+    assert_eq!(list_steps(&root).unwrap(), vec![2, 4]);
+    // What a save killed before its commit leaves: every object of step 4 but the commit markers.
+    for marker in ["4/commit_success.txt", "4/items/commit_success.txt"] {
+        root.join(marker).remove_all().unwrap();
+    }
+    assert!(root.join("4/items/_METADATA").is_file().unwrap());
+    assert_eq!(list_steps(&root).unwrap(), vec![2], "a step without commit_success.txt is not a step");
+    let e = OrbaxCheckpoint::open(root.join("4/items")).unwrap_err();
+    assert!(matches!(e, OrbaxError::Incomplete { .. }), "{e}");
+    assert!(e.to_string().contains("incomplete checkpoint") && e.to_string().contains("commit_success.txt"), "{e}");
+    let (ok, out) = check_logits("gs://partial/runs/r/checkpoints/4/items");
+    assert!(!ok && out.contains("incomplete checkpoint"), "{out}");
+
+    // The run resumes from step 2, saves step 4 again over the leftovers and finishes.
+    let (ok, log) = maxtext(&train_args("gs://partial/runs", &dir.join("m.jsonl"), &["steps=6", "max_num_checkpoints_to_keep=2"]));
+    assert!(ok, "{log}");
+    assert!(log.contains("resuming from checkpoint gs://partial/runs/r/checkpoints/2"), "{log}");
+    assert!(log.contains("holds an unfinished save"), "{log}");
+    assert_eq!(list_steps(&root).unwrap(), vec![4, 6], "max_num_checkpoints_to_keep=2 keeps the newest two");
+    let names: Vec<String> = emu.objects("partial", "runs/r/checkpoints").into_iter().map(|(n, _)| n).collect();
+    assert!(!names.iter().any(|n| n.starts_with("2/")), "step 2 was removed: {names:?}");
+}
+
+#[test]
+fn missing_bucket_and_missing_checkpoint_are_explained() {
+    let _emu = emulator("present");
+    let (ok, out) = check_logits("gs://no-such-bucket/ckpt/0/items");
+    assert!(!ok && out.contains("bucket gs://no-such-bucket does not exist"), "{out}");
+    let (ok, out) = check_logits("gs://present/nothing/0/items");
+    assert!(!ok && out.contains("gs://present/nothing/0/items") && out.contains("does not exist"), "{out}");
+    let (ok, out) = convert("s3://elsewhere/ckpt");
+    assert!(!ok && out.contains("s3:// is not supported"), "{out}");
+}
