@@ -179,7 +179,7 @@ impl DataIterator {
                     Doc::Ids(_) => None,
                 };
                 let documents = corpus.len();
-                tracing::info!(documents, host_documents, files = corpus.num_files(), pattern = %settings.pattern, "training data");
+                tracing::info!(documents, host_documents, files = corpus.num_files(), remote_bytes = corpus.remote_bytes(), pattern = %settings.pattern, "training data");
                 let producer = Producer::new(corpus, tokenizer, settings, position, batches);
                 let (tx, rx) = sync_channel(PREFETCH);
                 let worker = std::thread::Builder::new()

@@ -73,6 +73,8 @@ pub struct Corpus {
     /// `starts[f]`: global index of file f's first document; one extra entry holds the total.
     starts: Vec<usize>,
     column: String,
+    /// Bytes read from `gs://` objects while opening (whole JSON-lines objects, parquet footers and chunks).
+    remote_bytes: u64,
 }
 
 impl Corpus {
@@ -89,6 +91,7 @@ impl Corpus {
         }
         let mut files = Vec::with_capacity(paths.len());
         let mut starts = vec![0];
+        let mut remote_bytes = 0;
         for loc in paths {
             // Errors name the file as the user wrote it (`gs://bucket/key` or the local path).
             let path = PathBuf::from(loc.to_string());
@@ -99,6 +102,7 @@ impl Corpus {
                 }
                 (FileFormat::Json | FileFormat::Text, Location::Gcs { .. }) => {
                     let file = spool(&loc).map_err(storage_err(&path))?;
+                    remote_bytes += file.metadata().map_err(io_err(&path))?.len();
                     open_lines(file, &path, format == FileFormat::Json, column)?
                 }
                 (FileFormat::Parquet, Location::Local(p)) => {
@@ -107,14 +111,16 @@ impl Corpus {
                 }
                 (FileFormat::Parquet, Location::Gcs { .. }) => {
                     let object = RangedObject::open(&loc).map_err(storage_err(&path))?;
-                    Records::Loaded { docs: read_parquet(object.clone(), Some(&object), &path, column)?, unit: "row" }
+                    let docs = read_parquet(object.clone(), Some(&object), &path, column)?;
+                    remote_bytes += object.fetched_bytes();
+                    Records::Loaded { docs, unit: "row" }
                 }
             };
             let file = SourceFile { path, records };
             starts.push(starts.last().unwrap() + file.len());
             files.push(file);
         }
-        let corpus = Corpus { files, starts, column: column.to_string() };
+        let corpus = Corpus { files, starts, column: column.to_string(), remote_bytes };
         // Check the column of each file's first record now, not steps into training.
         for (f, &start) in corpus.files.iter().zip(&corpus.starts) {
             if f.len() > 0 {
@@ -130,6 +136,11 @@ impl Corpus {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes read from `gs://` objects to open the corpus (0 for local files).
+    pub fn remote_bytes(&self) -> u64 {
+        self.remote_bytes
     }
 
     pub fn num_files(&self) -> usize {
