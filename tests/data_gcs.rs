@@ -2,8 +2,9 @@
 //! real XLA CPU plugin: training files globbed in a bucket (JSON lines and parquet) give the losses of the
 //! same files read locally; `metrics_file` and the TensorBoard events under a gs:// `base_output_directory`
 //! hold what a local run writes; `jax_cache_dir` in a bucket serves a second run; `hf_model_path` in a
-//! bucket converts to the checkpoint the local directory gives; parquet objects are read in ranges (footer
-//! and the used column only); and the errors a user meets name the fix.
+//! bucket converts to the checkpoint the local directory gives; `decode` reads `tokenizer_path` from a
+//! bucket and writes `decode_output_path` there; parquet objects are read in ranges (footer and the used
+//! column only); and the errors a user meets name the fix.
 //!
 //! Inputs are uploaded and outputs read back through the emulator's own JSON API, not the code under test.
 
@@ -353,4 +354,31 @@ fn hf_model_path_in_a_bucket_converts_like_the_local_directory() {
     }
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("maxtext-staged-")).map(|e| e.path()).collect();
     assert!(leftovers.iter().all(|p| !log.contains(&p.display().to_string())), "the staged copy was not removed: {leftovers:?}");
+}
+
+#[test]
+fn decode_reads_a_tokenizer_from_a_bucket_and_writes_its_output_there() {
+    let emu = bucket("decode");
+    let tok = root().join("assets/tokenizers/qwen3-tokenizer");
+    for name in ["tokenizer.json.zst", "tokenizer_config.json"] {
+        upload(emu, "decode", &format!("tok/{name}"), std::fs::read(tok.join(name)).unwrap());
+    }
+    let dir = scratch("decode");
+    let cache = dir.join("jax_cache");
+    let decode = |tokenizer: &str, output: &str| {
+        let mut a = strings(&["decode", "configs/base.yml", "model_name=qwen3-next-tiny", "prompt=I love to", "per_device_batch_size=1", "max_target_length=12", "max_prefill_predict_length=8"]);
+        a.extend([format!("tokenizer_path={tokenizer}"), format!("decode_output_path={output}"), format!("jax_cache_dir={}", cache.display())]);
+        maxtext(&a, &[("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")])
+    };
+    let local_out = dir.join("decode.jsonl");
+    let (ok, log) = decode(tok.to_str().unwrap(), local_out.to_str().unwrap());
+    assert!(ok, "{log}");
+    let (ok, log) = decode("gs://decode/tok", "gs://decode/out/decode.jsonl");
+    assert!(ok, "{log}");
+    assert!(log.contains("copying 2 files") && log.contains("from gs://decode/tok"), "{log}");
+    let objects = emu.objects("decode", "out");
+    assert_eq!(objects.len(), 1, "{:?}", objects.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    let local = std::fs::read_to_string(&local_out).unwrap();
+    assert!(local.contains("\"generated_tokens\"") && local.contains("\"text\""), "{local}");
+    assert_eq!(std::str::from_utf8(&objects[0].1).unwrap(), local, "decode_output_path in the bucket differs from the local one");
 }
