@@ -61,6 +61,8 @@ fn main() -> ExitCode {
         Command::Serve(a) => commands::serve::run(&a.args),
         Command::Eval(a) => commands::eval::run(&a.args),
     };
+    // Local copies of gs:// inputs (hf_model_path, tokenizer_path) live until the command is done.
+    maxtext::storage::remove_staged();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

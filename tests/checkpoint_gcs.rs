@@ -198,7 +198,8 @@ fn training_in_a_bucket_checkpoints_like_local_and_resumes_exactly() {
         assert_eq!(comparable(name, bytes), comparable(name, &ours), "{name} differs between the bucket and disk");
     }
     let (a, b) = (OrbaxCheckpoint::open(root.join("4/items")).unwrap(), OrbaxCheckpoint::open(local_step.join("items")).unwrap());
-    assert_eq!(a.leaves(), b.leaves());
+    let names = |c: &OrbaxCheckpoint| c.leaves().iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
     for leaf in a.leaves().iter().filter(|l| l.is_array()) {
         assert!(a.read_array(&leaf.name).unwrap() == b.read_array(&leaf.name).unwrap(), "{} differs", leaf.name);
     }

@@ -19,8 +19,8 @@ fn load(a: &[&str]) -> Config {
 fn options(dir: &Path, console: Console) -> MetricsOptions {
     MetricsOptions {
         run_name: "metrics_test".into(),
-        metrics_file: Some(dir.join("out/metrics.jsonl")),
-        tensorboard_dir: Some(dir.join("tb")),
+        metrics_file: Some(dir.join("out/metrics.jsonl").into()),
+        tensorboard_dir: Some(dir.join("tb").into()),
         log_period: 2,
         total_steps: 10,
         tflops_per_device: 91.9,
@@ -152,7 +152,7 @@ fn event_file_framing_checksums_and_scalars() {
     assert_eq!(crc32c_bitwise(b"123456789"), 0xe306_9283); // the CRC-32C check value
     let dir = tempfile::tempdir().unwrap();
     let mut w = MetricsWriter::with_options(options(dir.path(), Console::Off)).unwrap();
-    let path = w.event_file().unwrap().to_path_buf();
+    let path = w.event_file().unwrap().as_local().unwrap().to_path_buf();
     for s in 0..4 {
         w.write(&step(s)).unwrap();
     }
@@ -195,7 +195,7 @@ fn killed_run_keeps_every_completed_step() {
     for s in 0..N {
         w.write(&step(s)).unwrap();
     }
-    let event_file = w.event_file().unwrap().to_path_buf();
+    let event_file = w.event_file().unwrap().as_local().unwrap().to_path_buf();
     std::mem::forget(w);
     let rows = lines(&dir.path().join("out/metrics.jsonl"));
     assert_eq!(rows.len(), N as usize);
@@ -272,8 +272,8 @@ fn options_from_config() {
         "steps=20",
     ]);
     let opts = MetricsOptions::from_config(&cfg);
-    assert_eq!(opts.tensorboard_dir, Some(PathBuf::from(&out).join("r1/tensorboard/r1")));
-    assert_eq!(opts.metrics_file, Some(metrics.clone()));
+    assert_eq!(opts.tensorboard_dir, Some(PathBuf::from(&out).join("r1/tensorboard/r1").into()));
+    assert_eq!(opts.metrics_file, Some(metrics.clone().into()));
     assert_eq!((opts.log_period, opts.total_steps, opts.is_moe), (5, 20, true));
     assert_eq!(opts.tokens_per_device, 2.0 * 1024.0);
     assert_eq!(opts.tflops_per_device, training_tflops_per_device(&cfg, 8, 1024, 4));

@@ -99,13 +99,13 @@ fn to_maxtext(args: &[String]) -> Result<()> {
     }
     let scan_layers = cfg.compute.scan_layers;
     let decls = maxtext::program::param_decls(&cfg);
-    let ckpt = HfCheckpoint::open(&hf_dir)?;
+    let ckpt = HfCheckpoint::open(&maxtext::checkpoint::hf::local_checkpoint_dir(&hf_dir)?)?;
     let loader = ParamLoader::new(&ckpt, &decls, &cfg.model)?;
     let total: u64 = decls.iter().map(decl_bytes).sum();
     let largest = decls.iter().max_by_key(|d| decl_bytes(d)).context("the model declares no parameters")?;
     eprintln!(
         "convert: {} -> {} ({} parameters, {:.1} MB as {}, scan_layers={scan_layers}; largest {} {:?} = {:.1} MB)",
-        hf_dir.display(),
+        hf_dir,
         step_dir.join("items"),
         decls.len(),
         total as f64 / 1e6,

@@ -6,7 +6,7 @@ use super::check_logits::log_softmax;
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
-use maxtext::data::{require_huggingface, TextStream, Tokenizer};
+use maxtext::data::{local_tokenizer_path, require_huggingface, TextStream, Tokenizer};
 use maxtext::runtime::Generator;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,14 @@ use std::path::{Path, PathBuf};
 /// The shipped Qwen3 tokenizer (MaxText's `assets/tokenizers/...` convention).
 const SHIPPED_QWEN3: &str = "assets/tokenizers/qwen3-tokenizer";
 
-/// `tokenizer_path` when it is a local path; else the shipped Qwen3 tokenizer for Qwen3-Next models (the
+/// `tokenizer_path` when it is a local path (or a `gs://` one, copied locally first); else the shipped Qwen3 tokenizer for Qwen3-Next models (the
 /// default path is a hub id, and there is no network to fetch it).
 pub(crate) fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
     require_huggingface(cfg.data.tokenizer_type)?;
     let given = cfg.data.tokenizer_path.clone().unwrap_or_default();
+    if let Some(staged) = local_tokenizer_path(&given)? {
+        return Ok(Some(Tokenizer::load(&staged)?));
+    }
     let local = PathBuf::from(&given);
     let path = if !given.is_empty() && local.exists() {
         local
@@ -152,8 +155,10 @@ pub fn run(args: &[String]) -> Result<()> {
             per(out.decode_time.saturating_sub(out.device_time))
         );
     }
-    if let Some(path) = &cfg.decode.decode_output_path {
-        let mut f = std::fs::File::create(path).with_context(|| format!("creating decode_output_path {}", path.display()))?;
+    if let Some(loc) = &cfg.decode.decode_output_path {
+        // Built whole and written once: a gs:// object cannot be appended to, and a local file written
+        // this way holds either nothing or every line.
+        let mut f = Vec::new();
         for (r, g) in out.generated.iter().enumerate().take(prompts.len()) {
             let text = match texts_ok(g) {
                 Some(t) => t.decode(g)?,
@@ -165,6 +170,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             writeln!(f, "{line}")?;
         }
+        loc.write(&f).with_context(|| format!("writing decode_output_path {loc}"))?;
     }
     eprintln!("{}", rt.cache().summary());
     Ok(())

@@ -68,7 +68,9 @@ pub fn config_args(args: &[String]) -> Result<(PathBuf, Vec<String>)> {
     let (base, mut overrides) = split_base(args)?;
     if let Some(dir) = value_of(&overrides, "hf_model_path") {
         if value_of(&overrides, "model_name").is_none() {
-            let mut from_hf = hf::read_config_overrides(Path::new(dir))
+            let loc = Location::parse(dir).with_context(|| format!("hf_model_path={dir}"))?;
+            let local = hf::local_checkpoint_dir(&loc)?;
+            let mut from_hf = hf::read_config_overrides(&local)
                 .with_context(|| format!("reading the architecture from {dir}/config.json"))?;
             from_hf.append(&mut overrides);
             overrides = from_hf;
@@ -118,7 +120,7 @@ pub fn open_runtime(cfg: Config) -> Result<(Runtime, Config)> {
     } else {
         cfg
     };
-    let disk = cfg.run.jax_cache_dir.as_deref().map(DiskCache::new);
+    let disk = cfg.run.jax_cache_dir.as_ref().map(DiskCache::new);
     let xla_flags = parse_xla_flags(&cfg.run.compile_xla_flags)?;
     Ok((Runtime::with_compile_settings(client, disk, xla_flags), cfg))
 }
@@ -152,8 +154,8 @@ pub fn with_param_regions<T>(cfg: &Config, decls: &[ParamDecl], f: impl FnOnce(&
         return f(&mut |i, o, d| Ok(ckpt.read_param_region(&decls[i], &sources[i], o, d)?));
     }
     if let Some(dir) = cfg.tools.hf_model_path.as_ref() {
-        let _span = tracing::info_span!("load", from = %dir.display()).entered();
-        let ckpt = hf::HfCheckpoint::open(dir)?;
+        let _span = tracing::info_span!("load", from = %dir).entered();
+        let ckpt = hf::HfCheckpoint::open(&hf::local_checkpoint_dir(dir)?)?;
         let loader = hf::ParamLoader::new(&ckpt, decls, &cfg.model)?;
         return f(&mut |i, o, d| Ok(loader.load_region(i, o, d)?));
     }

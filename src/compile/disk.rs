@@ -4,47 +4,48 @@
 //!
 //! One file per executable, named by the sha256 of everything that decides the compiled code: the module
 //! text, the encoded compile options (devices, partitioning, `compile_xla_flags`), the plugin (path,
-//! platform name and version), the client's devices (count and kinds) and `XLA_FLAGS`. Files are written to a temporary name and renamed, so a
-//! crash never leaves a partial entry under a real name; an entry that fails to load is reported,
-//! removed and recompiled. Like JAX (`jax_persistent_cache_min_compile_time_secs`, default 1 s, read from
+//! platform name and version), the client's devices (count and kinds) and `XLA_FLAGS`. Local files are
+//! written to a temporary name and renamed, so a crash never leaves a partial entry under a real name; in
+//! a bucket (`jax_cache_dir=gs://...`) an entry is one object uploaded in one request, which GCS makes
+//! visible only whole. An entry that fails to load is reported, removed and recompiled. Like JAX (`jax_persistent_cache_min_compile_time_secs`, default 1 s, read from
 //! the `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` environment variable as JAX reads it), only
 //! compilations that took at least that long are stored.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::CacheKey;
 use crate::pjrt::{Client, LoadedExecutable};
+use crate::storage::Location;
 
 /// JAX's default `jax_persistent_cache_min_compile_time_secs`.
 const DEFAULT_MIN_COMPILE_SECS: f64 = 1.0;
 
-/// A directory of serialized executables.
+/// A directory of serialized executables (local or `gs://`).
 #[derive(Clone, Debug)]
 pub struct DiskCache {
-    dir: PathBuf,
+    dir: Location,
     min_compile_time: Duration,
 }
 
 impl DiskCache {
     /// The cache in `dir` (created on the first store).
-    pub fn new(dir: &Path) -> DiskCache {
+    pub fn new(dir: &Location) -> DiskCache {
         let secs = std::env::var("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
             .ok()
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .unwrap_or(DEFAULT_MIN_COMPILE_SECS);
-        DiskCache { dir: dir.to_path_buf(), min_compile_time: Duration::from_secs_f64(secs) }
+        DiskCache { dir: dir.clone(), min_compile_time: Duration::from_secs_f64(secs) }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Location {
         &self.dir
     }
 
     /// The entry's file: `<dir>/maxtext-rs-<sha256>.pjrt`.
-    fn path(&self, client: &Client, key: &CacheKey) -> PathBuf {
+    fn path(&self, client: &Client, key: &CacheKey) -> Location {
         let mut h = Sha256::new();
         h.update(b"maxtext-rs persistent compile cache v1\0");
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
@@ -71,12 +72,18 @@ impl DiskCache {
     /// The stored executable for `key`, if there is one that loads.
     pub fn load(&self, client: &Client, key: &CacheKey) -> Option<LoadedExecutable> {
         let path = self.path(client, key);
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = match path.read_if_exists() {
+            Ok(b) => b?,
+            Err(e) => {
+                eprintln!("jax_cache_dir: cannot read {path} ({e}); compiling again");
+                return None;
+            }
+        };
         match client.deserialize_executable(&bytes) {
             Ok(exe) => Some(exe),
             Err(e) => {
-                eprintln!("jax_cache_dir: dropping unreadable entry {} ({e}); compiling again", path.display());
-                let _ = std::fs::remove_file(&path);
+                eprintln!("jax_cache_dir: dropping unreadable entry {path} ({e}); compiling again");
+                let _ = path.remove_all();
                 None
             }
         }
@@ -90,13 +97,19 @@ impl DiskCache {
         let path = self.path(client, key);
         let result = (|| -> std::io::Result<()> {
             let bytes = exe.serialize().map_err(std::io::Error::other)?;
-            std::fs::create_dir_all(&self.dir)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &path)
+            match &path {
+                Location::Local(p) => {
+                    std::fs::create_dir_all(p.parent().expect("an entry lies in the cache directory"))?;
+                    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+                    std::fs::write(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, p)
+                }
+                // GCS makes an object visible only once its upload has completed: it appears whole or not at all.
+                Location::Gcs { .. } => Ok(path.write(&bytes)?),
+            }
         })();
         if let Err(e) = result {
-            eprintln!("jax_cache_dir: could not store a compiled program in {} ({e}); the run goes on", self.dir.display());
+            eprintln!("jax_cache_dir: could not store a compiled program in {} ({e}); the run goes on", self.dir);
         }
     }
 }

@@ -122,7 +122,7 @@ impl ExecutableCache {
     /// `compiled 3 programs, loaded 0 from jax_cache_dir /x` — what the commands print at the end.
     pub fn summary(&self) -> String {
         match &self.disk {
-            Some(d) => format!("compiled {} programs, loaded {} from jax_cache_dir {}", self.compiled(), self.disk_hits(), d.dir().display()),
+            Some(d) => format!("compiled {} programs, loaded {} from jax_cache_dir {}", self.compiled(), self.disk_hits(), d.dir()),
             None => format!("compiled {} programs (jax_cache_dir is off)", self.compiled()),
         }
     }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use crate::ir::DType;
+// The storage layer's path syntax (a leaf: it imports nothing of this crate); path keys are parsed with it
+// so that `gs://` is taken and other URL schemes are refused when the config loads.
 use crate::storage::Location;
 
 use super::error::{ConfigError, Origin};
@@ -24,11 +26,11 @@ pub struct RunConfig {
     pub compile_topology: Option<String>,
     pub compile_topology_num_slices: i64,
     pub compile_xla_flags: String,
-    /// Persistent compilation cache (`~` expanded); `None` = off.
-    pub jax_cache_dir: Option<PathBuf>,
+    /// Persistent compilation cache (`~` expanded; local or `gs://`); `None` = off.
+    pub jax_cache_dir: Option<Location>,
     pub log_config: bool,
     pub log_period: u64,
-    pub metrics_file: Option<PathBuf>,
+    pub metrics_file: Option<Location>,
     pub enable_tensorboard: bool,
     /// `base_output_directory`, or `./maxtext_output` made absolute when it was empty (MaxText's inference).
     pub base_output_directory: Location,
@@ -233,7 +235,7 @@ pub struct DecodeConfig {
     /// Top-k; 0 = off.
     pub top_k: usize,
     pub temperature: f64,
-    pub decode_output_path: Option<PathBuf>,
+    pub decode_output_path: Option<Location>,
     pub autoregressive_decode_assert: Option<String>,
     pub return_log_prob: bool,
 }
@@ -241,7 +243,7 @@ pub struct DecodeConfig {
 /// `convert` / `check-logits` settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolConfig {
-    pub hf_model_path: Option<PathBuf>,
+    pub hf_model_path: Option<Location>,
     pub golden_logits_path: Option<PathBuf>,
     pub max_kl_div: Option<f64>,
     pub atol: Option<f64>,
@@ -261,18 +263,31 @@ fn opt_path(raw: &RawConfig, key: &str) -> Result<Option<PathBuf>, ConfigError> 
     Ok(raw.opt_string(key)?.map(PathBuf::from))
 }
 
-/// A path key that may name a local path or `gs://bucket/prefix` (other URL schemes are refused here).
-pub(crate) fn opt_location(raw: &RawConfig, key: &str) -> Result<Option<Location>, ConfigError> {
-    raw.opt_string(key)?
-        .map(|s| {
-            Location::parse(&s).map_err(|e| ConfigError::BadValue {
-                key: key.to_string(),
-                value: s.clone(),
-                expected: format!("a local path or gs://bucket/prefix ({e})"),
-                origin: raw.origin(key).cloned().unwrap_or(Origin::Default),
-            })
-        })
-        .transpose()
+/// A path key that may name a local path or `gs://bucket/prefix`; another URL scheme (`s3://`, `http://`)
+/// is refused naming the key, instead of being taken as a local directory called `s3:`.
+fn opt_location(raw: &RawConfig, key: &str) -> Result<Option<Location>, ConfigError> {
+    raw.opt_string(key)?.map(|s| parse_location(raw, key, &s)).transpose()
+}
+
+fn parse_location(raw: &RawConfig, key: &str, value: &str) -> Result<Location, ConfigError> {
+    Location::parse(value).map_err(|e| ConfigError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        expected: match e {
+            crate::storage::StorageError::BadPath { reason, .. } => format!("a local path or gs://bucket/prefix ({reason})"),
+            other => other.to_string(),
+        },
+        origin: raw.origin(key).cloned().unwrap_or(Origin::Default),
+    })
+}
+
+/// Checks that a string path key (a glob, a tokenizer id) is a local path or `gs://`; see [`opt_location`].
+fn check_scheme(raw: &RawConfig, key: &str) -> Result<Option<String>, ConfigError> {
+    let v = raw.opt_string(key)?;
+    if let Some(s) = &v {
+        parse_location(raw, key, s)?;
+    }
+    Ok(v)
 }
 
 fn nonneg(raw: &RawConfig, key: &str) -> Result<u64, ConfigError> {
@@ -293,11 +308,13 @@ pub(crate) fn float_dtype(raw: &RawConfig, key: &str) -> Result<DType, ConfigErr
     }
 }
 
-fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
+fn expand_home(p: Location) -> Location {
+    if let (Location::Local(l), Some(home)) = (&p, std::env::var_os("HOME")) {
+        if let Ok(rest) = l.strip_prefix("~") {
+            return Location::Local(PathBuf::from(home).join(rest));
+        }
     }
+    p
 }
 
 impl RunConfig {
@@ -328,10 +345,10 @@ impl RunConfig {
             compile_topology: raw.opt_string("compile_topology")?,
             compile_topology_num_slices: raw.i64("compile_topology_num_slices")?,
             compile_xla_flags: raw.string("compile_xla_flags")?,
-            jax_cache_dir: raw.opt_string("jax_cache_dir")?.map(|p| expand_home(&p)),
+            jax_cache_dir: opt_location(raw, "jax_cache_dir")?.map(expand_home),
             log_config: raw.bool("log_config")?,
             log_period: raw.int_at_least("log_period", 1)? as u64,
-            metrics_file: opt_path(raw, "metrics_file")?,
+            metrics_file: opt_location(raw, "metrics_file")?,
             enable_tensorboard: raw.bool("enable_tensorboard")?,
             base_output_directory,
             program: raw.enumeration("program")?,
@@ -438,7 +455,7 @@ impl DataConfig {
         let model_name = raw.string("model_name")?;
         Ok(DataConfig {
             dataset_type: raw.enumeration("dataset_type")?,
-            dataset_path: raw.opt_string("dataset_path")?,
+            dataset_path: check_scheme(raw, "dataset_path")?,
             dataset_name: raw.string("dataset_name")?,
             eval_dataset_name: raw.string("eval_dataset_name")?,
             train_split: raw.string("train_split")?,
@@ -446,9 +463,9 @@ impl DataConfig {
             hf_path: raw.opt_string("hf_path")?,
             hf_name: raw.opt_string("hf_name")?,
             hf_data_dir: raw.opt_string("hf_data_dir")?,
-            hf_train_files: raw.opt_string("hf_train_files")?,
+            hf_train_files: check_scheme(raw, "hf_train_files")?,
             hf_eval_split: raw.opt_string("hf_eval_split")?,
-            hf_eval_files: raw.opt_string("hf_eval_files")?,
+            hf_eval_files: check_scheme(raw, "hf_eval_files")?,
             hf_access_token: raw.opt_string("hf_access_token")?,
             grain_train_files: raw.opt_string("grain_train_files")?,
             grain_eval_files: raw.opt_string("grain_eval_files")?,
@@ -459,7 +476,7 @@ impl DataConfig {
             tokenize_train_data: raw.bool("tokenize_train_data")?,
             tokenize_eval_data: raw.bool("tokenize_eval_data")?,
             tokenizer_type: raw.enumeration("tokenizer_type")?,
-            tokenizer_path: raw.opt_string("tokenizer_path")?.or_else(|| hf_id(&model_name).map(str::to_string)),
+            tokenizer_path: check_scheme(raw, "tokenizer_path")?.or_else(|| hf_id(&model_name).map(str::to_string)),
             add_bos: raw.bool("add_bos")?,
             add_eos: raw.bool("add_eos")?,
             use_truncation: raw.bool("use_truncation")?,
@@ -633,7 +650,7 @@ impl DecodeConfig {
             nucleus_p: raw.f64("decode_sampling_nucleus_p")?,
             top_k: raw.int_at_least("decode_sampling_top_k", 0)? as usize,
             temperature: raw.f64("decode_sampling_temperature")?,
-            decode_output_path: opt_path(raw, "decode_output_path")?,
+            decode_output_path: opt_location(raw, "decode_output_path")?,
             autoregressive_decode_assert: raw.opt_string("autoregressive_decode_assert")?,
             return_log_prob: raw.bool("return_log_prob")?,
         })
@@ -643,7 +660,7 @@ impl DecodeConfig {
 impl ToolConfig {
     pub(crate) fn from_raw(raw: &RawConfig) -> Result<ToolConfig, ConfigError> {
         Ok(ToolConfig {
-            hf_model_path: opt_path(raw, "hf_model_path")?,
+            hf_model_path: opt_location(raw, "hf_model_path")?,
             golden_logits_path: opt_path(raw, "golden_logits_path")?,
             max_kl_div: raw.opt_f64("max_kl_div")?,
             atol: raw.opt_f64("atol")?,

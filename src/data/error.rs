@@ -14,8 +14,10 @@ pub enum DataError {
     MissingTrainFiles { hf_path: String },
     #[error("hf_train_files={pattern:?} is not a valid glob: {reason}")]
     BadGlob { pattern: String, reason: String },
-    #[error("hf_train_files={pattern:?} matches no files")]
+    #[error("hf_train_files={pattern:?} matches no files (check the path; in a bucket, the pattern is matched against the object names under its fixed prefix)")]
     NoFiles { pattern: String },
+    #[error("hf_train_files={pattern:?}: cannot list the files: {source}")]
+    Listing { pattern: String, source: crate::storage::StorageError },
     #[error("train_data_columns must name exactly one column for pre-training (use_sft=false), got {0:?}")]
     Columns(Vec<String>),
     #[error("{0} is not supported by the maxtext-rs data pipeline yet")]

@@ -1,5 +1,5 @@
-//! The training data iterator: synthetic batches, or local files read, tokenized, packed and prefetched
-//! on a background thread, with a JSON state that resumes exactly.
+//! The training data iterator: synthetic batches, or files (local or gs://) read, tokenized, packed and
+//! prefetched on a background thread, with a JSON state that resumes exactly.
 //!
 //! **Order.** Epoch e visits all documents in a permutation seeded by (`data_shuffle_seed`, e) (the
 //! natural order when `enable_data_shuffling=false`); host p of P takes positions p, p+P, ... of it. The
@@ -179,7 +179,7 @@ impl DataIterator {
                     Doc::Ids(_) => None,
                 };
                 let documents = corpus.len();
-                tracing::info!(documents, host_documents, files = corpus.num_files(), pattern = %settings.pattern, "training data");
+                tracing::info!(documents, host_documents, files = corpus.num_files(), remote_bytes = corpus.remote_bytes(), pattern = %settings.pattern, "training data");
                 let producer = Producer::new(corpus, tokenizer, settings, position, batches);
                 let (tx, rx) = sync_channel(PREFETCH);
                 let worker = std::thread::Builder::new()
@@ -323,6 +323,10 @@ fn settings(cfg: &Config, rows: usize, process_index: usize, process_count: usiz
 fn load_tokenizer(s: &Settings) -> Result<Tokenizer, DataError> {
     require_huggingface(s.tokenizer_type).map_err(DataError::TokenizerType)?;
     let given = s.tokenizer_path.as_deref().unwrap_or("");
+    let staged = super::tokenizer::local_tokenizer_path(given).map_err(|e| DataError::Io { path: PathBuf::from(given), source: e.into() })?;
+    if let Some(p) = staged {
+        return Tokenizer::load(&p).map_err(|source| DataError::Tokenizer { path: given.to_string(), source });
+    }
     let local = PathBuf::from(given);
     let chosen = if !given.is_empty() && local.exists() {
         local

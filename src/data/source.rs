@@ -9,18 +9,24 @@
 //! A column value is text (a string, tokenized later) or token ids (a list of integers, used as is).
 //! Files are taken in sorted path order; JSON lines and text files are memory-mapped and indexed by byte
 //! span (16 bytes per document), parquet files and JSON arrays are decoded into memory once.
+//!
+//! `hf_train_files=gs://bucket/prefix/*.jsonl` globs over the bucket's object listing. A JSON-lines or text
+//! object is streamed (read-ahead) into an unlinked local file and mapped like a local one; a parquet
+//! object is read in byte ranges, footer and the used column's chunks only ([`super::remote`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as PhysicalType};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type as SchemaType;
 use serde_json::Value;
 
 use super::error::DataError;
+use super::remote::{spool, RangedObject};
+use crate::storage::{Location, StorageError};
 
 /// One record's column value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +73,8 @@ pub struct Corpus {
     /// `starts[f]`: global index of file f's first document; one extra entry holds the total.
     starts: Vec<usize>,
     column: String,
+    /// Bytes read from `gs://` objects while opening (whole JSON-lines objects, parquet footers and chunks).
+    remote_bytes: u64,
 }
 
 impl Corpus {
@@ -75,7 +83,7 @@ impl Corpus {
         let paths = expand_glob(pattern)?;
         if format == FileFormat::Text && column != "text" {
             return Err(DataError::MissingColumn {
-                path: paths[0].clone(),
+                path: PathBuf::from(paths[0].to_string()),
                 record: "text file".into(),
                 column: column.into(),
                 available: "text (the only column of hf_path=text)".into(),
@@ -83,16 +91,36 @@ impl Corpus {
         }
         let mut files = Vec::with_capacity(paths.len());
         let mut starts = vec![0];
-        for path in paths {
-            let records = match format {
-                FileFormat::Json | FileFormat::Text => open_lines(&path, format == FileFormat::Json, column)?,
-                FileFormat::Parquet => Records::Loaded { docs: read_parquet(&path, column)?, unit: "row" },
+        let mut remote_bytes = 0;
+        for loc in paths {
+            // Errors name the file as the user wrote it (`gs://bucket/key` or the local path).
+            let path = PathBuf::from(loc.to_string());
+            let records = match (format, &loc) {
+                (FileFormat::Json | FileFormat::Text, Location::Local(p)) => {
+                    let file = File::open(p).map_err(io_err(&path))?;
+                    open_lines(file, &path, format == FileFormat::Json, column)?
+                }
+                (FileFormat::Json | FileFormat::Text, Location::Gcs { .. }) => {
+                    let file = spool(&loc).map_err(storage_err(&path))?;
+                    remote_bytes += file.metadata().map_err(io_err(&path))?.len();
+                    open_lines(file, &path, format == FileFormat::Json, column)?
+                }
+                (FileFormat::Parquet, Location::Local(p)) => {
+                    let file = File::open(p).map_err(io_err(&path))?;
+                    Records::Loaded { docs: read_parquet(file, None, &path, column)?, unit: "row" }
+                }
+                (FileFormat::Parquet, Location::Gcs { .. }) => {
+                    let object = RangedObject::open(&loc).map_err(storage_err(&path))?;
+                    let docs = read_parquet(object.clone(), Some(&object), &path, column)?;
+                    remote_bytes += object.fetched_bytes();
+                    Records::Loaded { docs, unit: "row" }
+                }
             };
             let file = SourceFile { path, records };
             starts.push(starts.last().unwrap() + file.len());
             files.push(file);
         }
-        let corpus = Corpus { files, starts, column: column.to_string() };
+        let corpus = Corpus { files, starts, column: column.to_string(), remote_bytes };
         // Check the column of each file's first record now, not steps into training.
         for (f, &start) in corpus.files.iter().zip(&corpus.starts) {
             if f.len() > 0 {
@@ -108,6 +136,11 @@ impl Corpus {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes read from `gs://` objects to open the corpus (0 for local files).
+    pub fn remote_bytes(&self) -> u64 {
+        self.remote_bytes
     }
 
     pub fn num_files(&self) -> usize {
@@ -172,18 +205,13 @@ impl SourceFile {
     }
 }
 
-/// The files of `hf_train_files`, sorted; directories are skipped.
-pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, DataError> {
-    let entries =
-        glob::glob(pattern).map_err(|e| DataError::BadGlob { pattern: pattern.into(), reason: e.to_string() })?;
-    let mut paths = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| DataError::Io { path: e.path().to_path_buf(), source: e.into() })?;
-        if path.is_file() {
-            paths.push(path);
-        }
-    }
-    paths.sort();
+/// The files of `hf_train_files` (local paths, or `gs://` objects listed under the pattern's fixed
+/// prefix), sorted; directories are skipped.
+pub fn expand_glob(pattern: &str) -> Result<Vec<Location>, DataError> {
+    let paths = Location::glob(pattern).map_err(|e| match e {
+        StorageError::BadPath { reason, .. } => DataError::BadGlob { pattern: pattern.into(), reason },
+        other => DataError::Listing { pattern: pattern.into(), source: other },
+    })?;
     if paths.is_empty() {
         return Err(DataError::NoFiles { pattern: pattern.into() });
     }
@@ -194,8 +222,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     move |source| DataError::Io { path: path.to_path_buf(), source }
 }
 
-fn open_lines(path: &Path, json: bool, column: &str) -> Result<Records, DataError> {
-    let file = File::open(path).map_err(io_err(path))?;
+fn storage_err(path: &Path) -> impl FnOnce(StorageError) -> DataError + '_ {
+    move |e| DataError::Io { path: path.to_path_buf(), source: e.into() }
+}
+
+fn open_lines(file: File, path: &Path, json: bool, column: &str) -> Result<Records, DataError> {
     let size = file.metadata().map_err(io_err(path))?.len();
     if size == 0 {
         return Ok(Records::Spans { map: None, spans: Vec::new(), json });
@@ -297,10 +328,10 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// The column of every row of a parquet file.
-fn read_parquet(path: &Path, column: &str) -> Result<Vec<Doc>, DataError> {
+/// The column of every row of a parquet file. With `remote` (the same object as `file`), the column's
+/// chunks are fetched first, one ranged read per row group, so that decoding reads only fetched bytes.
+fn read_parquet<R: ChunkReader + 'static>(file: R, remote: Option<&RangedObject>, path: &Path, column: &str) -> Result<Vec<Doc>, DataError> {
     let perr = |reason: String| DataError::Parquet { path: path.into(), reason };
-    let file = File::open(path).map_err(io_err(path))?;
     let reader = SerializedFileReader::new(file).map_err(|e| perr(format!("not a readable parquet file: {e}")))?;
     let root = reader.metadata().file_metadata().schema();
     let Some(field) = root.get_fields().iter().find(|f| f.name() == column) else {
@@ -318,6 +349,18 @@ fn read_parquet(path: &Path, column: &str) -> Result<Vec<Doc>, DataError> {
         column: column.into(),
         found,
     })?;
+    if let Some(object) = remote {
+        let meta = reader.metadata();
+        let leaves: Vec<usize> = (0..meta.file_metadata().schema_descr().num_columns())
+            .filter(|&i| meta.file_metadata().schema_descr().column(i).path().parts()[0] == column)
+            .collect();
+        for rg in meta.row_groups() {
+            for &i in &leaves {
+                let (start, len) = rg.column(i).byte_range();
+                object.fetch(start, len).map_err(|e| perr(format!("reading column {column:?}: {e}")))?;
+            }
+        }
+    }
     let projection = SchemaType::group_type_builder(root.name())
         .with_fields(vec![field.clone()])
         .build()

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::TokenizerType;
+use crate::storage::{local_dir, Location, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -186,6 +187,24 @@ impl TextStream {
         self.read = self.ids.len();
         Ok(now.get(before.len()..).unwrap_or("").to_string())
     }
+}
+
+/// `tokenizer_path` as a local path when it is a `gs://` one: the tokenizer (a directory's `tokenizer*`
+/// and `special_tokens_map.json` files, or the one `tokenizer.json` named, with its directory's
+/// `tokenizer_config.json`) is copied to a local temporary directory first, because the tokenizers library
+/// reads files by path. `None` for a local path or a hub id.
+pub fn local_tokenizer_path(given: &str) -> Result<Option<PathBuf>, StorageError> {
+    let loc = Location::parse(given)?;
+    if !loc.is_remote() {
+        return Ok(None);
+    }
+    if loc.is_file()? {
+        let (Some(name), Some(dir)) = (loc.file_name(), loc.parent()) else { return Err(StorageError::NotFound { loc: given.into() }) };
+        let staged = local_dir(&dir, &format!("tokenizer_path={given}"), |n| n == name || n == "tokenizer_config.json")?;
+        return Ok(Some(staged.join(name)));
+    }
+    let keep = |n: &str| n.starts_with("tokenizer") || n == "special_tokens_map.json";
+    Ok(Some(local_dir(&loc, &format!("tokenizer_path={given}"), keep)?))
 }
 
 #[cfg(test)]

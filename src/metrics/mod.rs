@@ -20,12 +20,14 @@
 //! MaxText's `Completed eval after train step N, loss=…` console line.
 //!
 //! Files are written without user-space buffering, one `write` per step and file, so a killed run keeps every
-//! completed step's line and events. The per-step work comes from [`flops`]: MaxText's FLOPs count for
+//! completed step's line and events. Both files may be `gs://` objects: uploaded whole, periodically and when
+//! the run ends ([`output::OutputFile`]). The per-step work comes from [`flops`]: MaxText's FLOPs count for
 //! Qwen3-Next (dense / attention / GDN / MoE with active experts only), tokens per device and MFU against a
 //! per-hardware peak.
 
 pub mod eval;
 pub mod flops;
+pub mod output;
 pub mod step;
 pub mod tensorboard;
 pub mod tfrecord;
@@ -39,7 +41,7 @@ pub use flops::{
     training_tflops_per_device, FlopsPerToken, CPU_NOMINAL_PEAK_TFLOPS,
 };
 pub use step::{tags, PerfMetrics, StepMetrics};
-pub use tensorboard::{event_files, read_events, read_scalars, EventWriter, ScalarEvent};
+pub use tensorboard::{decode_events, event_files, read_events, read_scalars, EventWriter, ScalarEvent};
 pub use writer::{Console, MetricsOptions, MetricsWriter};
 
 /// Errors of writing or reading metrics files.

@@ -6,15 +6,15 @@
 //! `Event{wall_time, step, summary: Summary{value: [Value{tag, simple_value}]}}`, as tensorboardX's
 //! `add_scalar` writes it (MaxText's writer).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use prost::Message;
 
+use super::output::OutputFile;
 use super::tfrecord::{frame_record, parse_records};
 use super::MetricsError;
+use crate::storage::Location;
 
 /// Messages generated from `proto/tensorboard.proto` by build.rs.
 #[allow(clippy::all, missing_docs)]
@@ -45,17 +45,16 @@ fn hostname() -> String {
 }
 
 /// Appends scalar events to one event file. Every call writes whole records with one `write`, unbuffered,
-/// so a process killed between calls leaves a file of complete records.
+/// so a process killed between calls leaves a file of complete records. In a bucket the file is an object
+/// uploaded whole, periodically and at the end ([`OutputFile`]).
 #[derive(Debug)]
 pub struct EventWriter {
-    file: File,
-    path: PathBuf,
+    file: OutputFile,
 }
 
 impl EventWriter {
     /// Creates `dir` (and parents) and a new event file in it, starting with the file-version record.
-    pub fn create(dir: &Path) -> Result<EventWriter, MetricsError> {
-        std::fs::create_dir_all(dir).map_err(|e| MetricsError::io(dir, e))?;
+    pub fn create(dir: &Location) -> Result<EventWriter, MetricsError> {
         let wall_time = wall_time_now();
         let name = format!(
             "events.out.tfevents.{:010}.{}.{}.{}",
@@ -64,18 +63,15 @@ impl EventWriter {
             std::process::id(),
             FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let path = dir.join(name);
-        let file =
-            OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| MetricsError::io(&path, e))?;
-        let mut w = EventWriter { file, path };
+        let mut w = EventWriter { file: OutputFile::create_new(&dir.join(name))? };
         let first = Event { wall_time, step: 0, what: Some(event::What::FileVersion(FILE_VERSION.into())) };
         w.write_events(&[first])?;
         Ok(w)
     }
 
     /// The event file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn location(&self) -> &Location {
+        self.file.location()
     }
 
     /// Writes one scalar event per `(tag, value)`, all at `step` and `wall_time`, in one `write`.
@@ -103,12 +99,13 @@ impl EventWriter {
         for e in events {
             frame_record(&e.encode_to_vec(), &mut buf);
         }
-        self.file.write_all(&buf).map_err(|e| MetricsError::io(&self.path, e))
+        self.file.write_all(&buf)
     }
 
-    /// Flushes the file to disk (`fsync`); records already survive the process without it.
+    /// Flushes the file to disk (`fsync`; local records already survive the process without it), or
+    /// uploads the whole object.
     pub fn sync(&mut self) -> Result<(), MetricsError> {
-        self.file.sync_data().map_err(|e| MetricsError::io(&self.path, e))
+        self.file.flush()
     }
 }
 
@@ -125,7 +122,12 @@ pub struct ScalarEvent {
 /// Every event of an event file, checksums verified.
 pub fn read_events(path: &Path) -> Result<Vec<Event>, MetricsError> {
     let bytes = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
-    parse_records(&bytes, path)?
+    decode_events(&bytes, path)
+}
+
+/// The events of an event file's bytes (`path` only names it in errors).
+pub fn decode_events(bytes: &[u8], path: &Path) -> Result<Vec<Event>, MetricsError> {
+    parse_records(bytes, path)?
         .iter()
         .enumerate()
         .map(|(i, r)| {

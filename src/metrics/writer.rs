@@ -1,19 +1,19 @@
 //! [`MetricsWriter`]: per step, a JSON line in `metrics_file`, scalar events in a TensorBoard file, a console
 //! line every `log_period` steps and a progress bar.
 
-use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::eval::EvalSummary;
+use super::output::OutputFile;
 use super::flops::{peak_tflops_per_device, tokens_per_device, training_tflops_per_device};
 use super::step::{console_line, json_line, scalars, PerfMetrics, StepMetrics};
 use super::tensorboard::{wall_time_now, EventWriter};
 use super::MetricsError;
 use crate::config::Config;
+use crate::storage::Location;
 
 /// Where console lines go.
 #[derive(Clone, Debug, Default)]
@@ -33,10 +33,10 @@ pub enum Console {
 pub struct MetricsOptions {
     pub run_name: String,
     /// `metrics_file`: one JSON line per step, appended (truncated first when step 0 is written, as in
-    /// MaxText); `None` = off.
-    pub metrics_file: Option<PathBuf>,
-    /// Directory of the event file; `None` = no TensorBoard.
-    pub tensorboard_dir: Option<PathBuf>,
+    /// MaxText); `None` = off. Local or `gs://`.
+    pub metrics_file: Option<Location>,
+    /// Directory of the event file (local or `gs://`); `None` = no TensorBoard.
+    pub tensorboard_dir: Option<Location>,
     /// A console line for every step that is a multiple of this.
     pub log_period: u64,
     /// Length of the progress bar (`steps`).
@@ -66,8 +66,7 @@ impl MetricsOptions {
         MetricsOptions {
             run_name: cfg.run.run_name.clone(),
             metrics_file: cfg.run.metrics_file.clone(),
-            // MERGE-PENDING(gcsdata): TensorBoard on gs:// comes with the gcsdata branch.
-            tensorboard_dir: cfg.run.enable_tensorboard.then(|| cfg.checkpoint.tensorboard_dir.as_local().map(|d| d.join(&cfg.run.run_name))).flatten(),
+            tensorboard_dir: cfg.run.enable_tensorboard.then(|| tensorboard_location(cfg)),
             log_period: cfg.run.log_period.max(1),
             total_steps: cfg.train.steps,
             tflops_per_device: training_tflops_per_device(cfg, batch, seq, devices),
@@ -80,11 +79,18 @@ impl MetricsOptions {
     }
 }
 
-/// Writes each step's metrics as it completes. Files are written unbuffered, one `write` per step and
-/// file, so a run that dies (even without running destructors) keeps every completed step.
+/// `<base_output_directory>/<run_name>/tensorboard/<run_name>` as a location: `base_output_directory` may
+/// be `gs://bucket/prefix` (the config keeps it as the text given, which `Location::parse` reads back).
+fn tensorboard_location(cfg: &Config) -> Location {
+    cfg.checkpoint.tensorboard_dir.join(&cfg.run.run_name)
+}
+
+/// Writes each step's metrics as it completes. Local files are written unbuffered, one `write` per step
+/// and file, so a run that dies (even without running destructors) keeps every completed step; `gs://`
+/// files are uploaded whole ([`OutputFile`]).
 pub struct MetricsWriter {
     opts: MetricsOptions,
-    metrics_file: Option<(File, PathBuf)>,
+    metrics_file: Option<OutputFile>,
     events: Option<EventWriter>,
     bar: ProgressBar,
     last_printed: Option<u64>,
@@ -100,17 +106,8 @@ impl MetricsWriter {
 
     /// Opens the metrics file (creating its directory) and creates the event file.
     pub fn with_options(opts: MetricsOptions) -> Result<MetricsWriter, MetricsError> {
-        let metrics_file = match &opts.metrics_file {
-            Some(p) => {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| MetricsError::io(dir, e))?;
-                }
-                let f = OpenOptions::new().create(true).append(true).open(p).map_err(|e| MetricsError::io(p, e))?;
-                Some((f, p.clone()))
-            }
-            None => None,
-        };
-        let events = opts.tensorboard_dir.as_deref().map(EventWriter::create).transpose()?;
+        let metrics_file = opts.metrics_file.as_ref().map(OutputFile::append).transpose()?;
+        let events = opts.tensorboard_dir.as_ref().map(EventWriter::create).transpose()?;
         let bar = if opts.progress_bar && std::io::stderr().is_terminal() {
             ProgressBar::with_draw_target(Some(opts.total_steps), ProgressDrawTarget::stderr())
         } else {
@@ -129,8 +126,8 @@ impl MetricsWriter {
     }
 
     /// The event file, when TensorBoard is on.
-    pub fn event_file(&self) -> Option<&Path> {
-        self.events.as_ref().map(|e| e.path())
+    pub fn event_file(&self) -> Option<&Location> {
+        self.events.as_ref().map(|e| e.location())
     }
 
     /// Whether the progress bar is hidden (stderr is not a terminal, or it was turned off).
@@ -147,13 +144,12 @@ impl MetricsWriter {
             self.opts.peak_tflops_per_device,
         );
         let all = scalars(m, &perf);
-        if let Some((f, path)) = &mut self.metrics_file {
+        if let Some(f) = &mut self.metrics_file {
             if m.step == 0 {
                 // MaxText truncates the file when it writes step 0: a restarted run starts afresh.
-                f.set_len(0).map_err(|e| MetricsError::io(path, e))?;
+                f.truncate()?;
             }
-            f.write_all(json_line(&all, m.step, &self.opts.run_name).as_bytes())
-                .map_err(|e| MetricsError::io(path, e))?;
+            f.write_all(json_line(&all, m.step, &self.opts.run_name).as_bytes())?;
         }
         if let Some(ev) = &mut self.events {
             let refs: Vec<(&str, f64)> = all.iter().map(|(t, v)| (t.as_str(), *v)).collect();
@@ -174,8 +170,8 @@ impl MetricsWriter {
     /// console line.
     pub fn write_eval(&mut self, step: u64, e: &EvalSummary) -> Result<(), MetricsError> {
         let all = e.scalars();
-        if let Some((f, path)) = &mut self.metrics_file {
-            f.write_all(json_line(&all, step, &self.opts.run_name).as_bytes()).map_err(|e| MetricsError::io(path, e))?;
+        if let Some(f) = &mut self.metrics_file {
+            f.write_all(json_line(&all, step, &self.opts.run_name).as_bytes())?;
         }
         if let Some(ev) = &mut self.events {
             let refs: Vec<(&str, f64)> = all.iter().map(|(t, v)| (t.as_str(), *v)).collect();
@@ -185,8 +181,8 @@ impl MetricsWriter {
         Ok(())
     }
 
-    /// Prints the last step's console line if the period skipped it, syncs the files to disk and finishes
-    /// the progress bar.
+    /// Prints the last step's console line if the period skipped it, syncs the files to disk (uploads
+    /// `gs://` ones) and finishes the progress bar.
     pub fn close(mut self) -> Result<(), MetricsError> {
         self.closed = true;
         if let Some((m, perf)) = self.last.take() {
@@ -195,8 +191,8 @@ impl MetricsWriter {
             }
         }
         self.bar.finish();
-        if let Some((f, path)) = &self.metrics_file {
-            f.sync_data().map_err(|e| MetricsError::io(path, e))?;
+        if let Some(f) = self.metrics_file.take() {
+            f.close()?;
         }
         if let Some(ev) = &mut self.events {
             ev.sync()?;
@@ -215,7 +211,7 @@ impl MetricsWriter {
 
 impl Drop for MetricsWriter {
     /// Without [`MetricsWriter::close`] (an error unwound the loop): leave the bar where it stopped. Every
-    /// written step is already in the files.
+    /// written step is already in the local files; `gs://` files are uploaded as they drop.
     fn drop(&mut self) {
         if !self.closed {
             self.bar.abandon();

@@ -10,9 +10,11 @@
 
 mod gcs;
 mod location;
+mod stage;
 mod stream;
 
 pub use location::{Entry, Location};
+pub use stage::{local_dir, remove_staged};
 pub use stream::{ObjectWriter, RangeReader};
 
 use std::path::PathBuf;

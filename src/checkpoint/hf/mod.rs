@@ -34,6 +34,18 @@ pub use mapping::{hf_sources, Source, Transform};
 
 pub type Result<T, E = HfError> = std::result::Result<T, E>;
 
+/// `hf_model_path` as a local directory. A `gs://` checkpoint's files (`*.safetensors`, `*.json`: the
+/// config, the shard index, tokenizer files) are copied to a local temporary directory first, once per
+/// process, saying so on stderr: the loader memory-maps the safetensors files and reads only the rows a
+/// parameter box needs, which wants local files. [`crate::storage::remove_staged`] deletes the copy.
+pub fn local_checkpoint_dir(dir: &crate::storage::Location) -> Result<PathBuf> {
+    let keep = |n: &str| n.ends_with(".safetensors") || n.ends_with(".json");
+    crate::storage::local_dir(dir, "hf_model_path", keep).map_err(|e| match e {
+        crate::storage::StorageError::NotFound { .. } => HfError::DirNotFound { dir: PathBuf::from(dir.to_string()) },
+        other => HfError::Io { path: PathBuf::from(dir.to_string()), source: other.into() },
+    })
+}
+
 /// Everything that can go wrong reading a HuggingFace checkpoint; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {
