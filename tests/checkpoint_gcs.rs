@@ -107,9 +107,12 @@ fn train_args(base: &str, metrics: &Path, extra: &[&str]) -> Vec<String> {
         "dataset_type=synthetic",
         "per_device_batch_size=2",
         "max_target_length=32",
+        "max_prefill_predict_length=32",
         "dtype=float32",
         "learning_rate=1e-3",
         "checkpoint_period=2",
+        // The schedule's length fixed, so that a run of fewer steps follows the same learning rates.
+        "learning_rate_schedule_steps=8",
         "enable_tensorboard=false",
     ]);
     a.push(format!("base_output_directory={base}"));
@@ -170,15 +173,15 @@ fn training_in_a_bucket_checkpoints_like_local_and_resumes_exactly() {
     let want = losses(&dir.join("local.jsonl"));
     assert_eq!(want.len(), 5, "{log}");
 
-    // The same run into the bucket, stopped after step 3 (checkpoints 0? no: 2 and 3), then continued to 5.
+    // The same run into the bucket, stopped after 3 steps (checkpoints 0 and 2), then continued to 5 steps.
     let gcs_metrics = dir.join("gcs.jsonl");
     let (ok, log) = maxtext(&train_args("gs://train/runs", &gcs_metrics, &["steps=3"]));
     assert!(ok, "{log}");
     let root = Location::parse("gs://train/runs/r/checkpoints").unwrap();
-    assert_eq!(list_steps(&root).unwrap(), vec![2, 3]);
+    assert_eq!(list_steps(&root).unwrap(), vec![0, 2]);
     let (ok, log) = maxtext(&train_args("gs://train/runs", &gcs_metrics, &["steps=5"]));
     assert!(ok, "{log}");
-    assert!(log.contains("resuming from checkpoint gs://train/runs/r/checkpoints/3"), "{log}");
+    assert!(log.contains("resuming from checkpoint gs://train/runs/r/checkpoints/2"), "{log}");
     let got = losses(&gcs_metrics);
     assert_eq!(got, want, "the run resumed from the bucket must log the uninterrupted run's losses");
 
@@ -212,27 +215,32 @@ fn an_unfinished_save_in_a_bucket_is_never_restored() {
     let (ok, log) = maxtext(&train_args("gs://partial/runs", &dir.join("m.jsonl"), &["steps=4"]));
     assert!(ok, "{log}");
     let root = Location::parse("gs://partial/runs/r/checkpoints").unwrap();
-    assert_eq!(list_steps(&root).unwrap(), vec![2, 4]);
-    // What a save killed before its commit leaves: every object of step 4 but the commit markers.
-    for marker in ["4/commit_success.txt", "4/items/commit_success.txt"] {
+    assert_eq!(list_steps(&root).unwrap(), vec![0, 2, 3]);
+    // What a save killed before its commit leaves: every object of step 3 but the commit markers.
+    for marker in ["3/commit_success.txt", "3/items/commit_success.txt"] {
         root.join(marker).remove_all().unwrap();
     }
-    assert!(root.join("4/items/_METADATA").is_file().unwrap());
-    assert_eq!(list_steps(&root).unwrap(), vec![2], "a step without commit_success.txt is not a step");
-    let e = OrbaxCheckpoint::open(root.join("4/items")).unwrap_err();
+    assert!(root.join("3/items/_METADATA").is_file().unwrap());
+    assert_eq!(list_steps(&root).unwrap(), vec![0, 2], "a step without commit_success.txt is not a step");
+    let e = OrbaxCheckpoint::open(root.join("3/items")).unwrap_err();
     assert!(matches!(e, OrbaxError::Incomplete { .. }), "{e}");
     assert!(e.to_string().contains("incomplete checkpoint") && e.to_string().contains("commit_success.txt"), "{e}");
-    let (ok, out) = check_logits("gs://partial/runs/r/checkpoints/4/items");
+    let (ok, out) = check_logits("gs://partial/runs/r/checkpoints/3/items");
     assert!(!ok && out.contains("incomplete checkpoint"), "{out}");
 
-    // The run resumes from step 2, saves step 4 again over the leftovers and finishes.
-    let (ok, log) = maxtext(&train_args("gs://partial/runs", &dir.join("m.jsonl"), &["steps=6", "max_num_checkpoints_to_keep=2"]));
+    // The run resumes from step 2 and saves step 3 again over the leftovers.
+    let (ok, log) = maxtext(&train_args("gs://partial/runs", &dir.join("m.jsonl"), &["steps=4"]));
     assert!(ok, "{log}");
     assert!(log.contains("resuming from checkpoint gs://partial/runs/r/checkpoints/2"), "{log}");
     assert!(log.contains("holds an unfinished save"), "{log}");
-    assert_eq!(list_steps(&root).unwrap(), vec![4, 6], "max_num_checkpoints_to_keep=2 keeps the newest two");
+    assert_eq!(list_steps(&root).unwrap(), vec![0, 2, 3]);
+    // And goes on from it, keeping the newest two steps (older ones lose their marker first).
+    let (ok, log) = maxtext(&train_args("gs://partial/runs", &dir.join("m.jsonl"), &["steps=6", "max_num_checkpoints_to_keep=2"]));
+    assert!(ok, "{log}");
+    assert!(log.contains("resuming from checkpoint gs://partial/runs/r/checkpoints/3"), "{log}");
+    assert_eq!(list_steps(&root).unwrap(), vec![4, 5], "max_num_checkpoints_to_keep=2 keeps the newest two");
     let names: Vec<String> = emu.objects("partial", "runs/r/checkpoints").into_iter().map(|(n, _)| n).collect();
-    assert!(!names.iter().any(|n| n.starts_with("2/")), "step 2 was removed: {names:?}");
+    assert!(names.iter().all(|n| n.starts_with("4/") || n.starts_with("5/")), "older steps were removed: {names:?}");
 }
 
 #[test]
