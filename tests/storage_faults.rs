@@ -66,6 +66,7 @@ fn forbidden_is_denied_naming_the_path_and_not_retried() {
     let e = loc.read().unwrap_err();
     assert!(matches!(e, StorageError::Denied { .. }), "read: {e:?}");
     let msg = e.to_string();
+    eprintln!("403 on read: {msg}");
     assert!(msg.contains("access to gs://faults-deny/run/ckpt/0/_METADATA was denied"), "{msg}");
     assert!(msg.contains("GOOGLE_APPLICATION_CREDENTIALS") && msg.contains("service account"), "says what to check: {msg}");
     // The server's own reason reaches the user, on one line.
@@ -148,6 +149,16 @@ fn service_unavailable_is_retried_until_success() {
     });
     assert_eq!(proxy.faults(), 3, "{}", proxy.log());
     assert!(emu.objects("faults-503", "mid") == vec![("big.bin".to_string(), big)], "mid-upload 503s changed the bytes");
+    drop((proxy, _g));
+
+    // A 503 that never ends: Google's reason, the retries, one line.
+    let (_g, _emu, proxy) = setup("faults-503", Fault::Status { status: 503, first: usize::MAX }, 1);
+    let l = Location::parse("gs://faults-503/mid/big.bin").unwrap();
+    let msg = within(Duration::from_secs(30), "read", move || l.read().unwrap_err().to_string());
+    eprintln!("503 forever: {msg}");
+    assert!(msg.starts_with("cannot read gs://faults-503/mid/big.bin: HTTP 503 from GetObject: We encountered an internal error"), "{msg}");
+    assert!(msg.contains("gave up after 1 retries") && !msg.contains('\n'), "{msg}");
+    assert_eq!(proxy.requests(), 2, "{}", proxy.log());
 }
 
 #[test]
@@ -183,6 +194,7 @@ fn a_server_that_never_answers_gives_up_with_a_clear_error() {
     for (what, f) in checks {
         let before = proxy.requests();
         let msg = within(limit, what, f).expect_err(what);
+        eprintln!("never answered, {what}: {msg}");
         assert!(msg.contains("gs://faults-dead/run/x.bin"), "{what}: {msg}");
         assert!(msg.contains("gave up after 2 retries"), "{what}: {msg}");
         assert!(!msg.contains('\n'), "{what}: one line: {msg}");
@@ -197,11 +209,17 @@ fn an_unfinished_upload_leaves_no_object() {
     // Dropped without finish(): after several parts went out.
     let (g, emu, proxy) = setup("faults-unfinished", Fault::None, 6);
     let mut w = Location::parse("gs://faults-unfinished/ckpt/d/abandoned").unwrap().create().unwrap();
-    for c in pattern(40 * MIB, 2).chunks(MIB) {
+    for c in pattern(64 * MIB, 2).chunks(MIB) {
         w.write_all(c).unwrap();
     }
+    // Parts go out behind the caller (opendal holds a chunk back until the next arrives): wait until a
+    // chunk reached the server, or the drop below would prove nothing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy.log().contains("PUT") {
+        assert!(Instant::now() < deadline, "no chunk was sent:\n{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(w);
-    assert!(proxy.log().contains("PUT"), "no chunk was sent before the drop, the test proves nothing:\n{}", proxy.log());
     assert_eq!(emu.objects("faults-unfinished", ""), vec![], "an abandoned upload became an object");
     drop((proxy, g));
 
@@ -209,6 +227,7 @@ fn an_unfinished_upload_leaves_no_object() {
     let (_g, emu, proxy) = setup("faults-unfinished", Fault::DieAfter { after: 2 }, 1);
     let l = Location::parse("gs://faults-unfinished/ckpt/d/died").unwrap();
     let msg = within(Duration::from_secs(60), "upload", move || upload(&l, &pattern(64 * MIB, 4))).expect_err("upload to a dead server");
+    eprintln!("server died mid-upload: {msg}");
     assert!(msg.contains("gs://faults-unfinished/ckpt/d/died"), "{msg}");
     assert!(msg.contains("gave up after 1 retries"), "{msg}");
     assert!(proxy.faults() >= 2, "{}", proxy.log());
