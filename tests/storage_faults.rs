@@ -148,8 +148,19 @@ fn service_unavailable_is_retried_until_success() {
         move || upload(&l, &b).unwrap()
     });
     assert_eq!(proxy.faults(), 3, "{}", proxy.log());
-    assert!(emu.objects("faults-503", "mid") == vec![("big.bin".to_string(), big)], "mid-upload 503s changed the bytes");
+    assert!(emu.objects("faults-503", "mid") == vec![("big.bin".to_string(), big.clone())], "mid-upload 503s changed the bytes");
     drop((proxy, _g));
+
+    // A large read_range goes out as several ranged GETs in flight; one of them is refused and retried.
+    let (g, _emu, proxy) = setup("faults-503", Fault::StatusAt { status: 503, at: vec![1] }, 6);
+    let l = Location::parse("gs://faults-503/mid/big.bin").unwrap();
+    let len = big.len() as u64 - 7;
+    let got = within(Duration::from_secs(60), "read_range", move || l.read_range(7, len).unwrap());
+    assert!(got == big[7..], "parallel ranged read returned other bytes");
+    assert_eq!(proxy.faults(), 1, "{}", proxy.log());
+    // Two 16 MiB pieces and the retry of the refused one.
+    assert!(proxy.requests() >= 3, "one ranged GET, not several:\n{}", proxy.log());
+    drop((proxy, g));
 
     // A 503 that never ends: Google's reason, the retries, one line.
     let (_g, _emu, proxy) = setup("faults-503", Fault::Status { status: 503, first: usize::MAX }, 1);
