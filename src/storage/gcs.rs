@@ -111,22 +111,94 @@ fn map_err(bucket: &str, key: &str, op: &'static str, e: opendal::Error) -> Stor
             StorageError::NoBucket { bucket: bucket.into() }
         }
         ErrorKind::NotFound => StorageError::NotFound { loc },
-        ErrorKind::PermissionDenied => StorageError::Denied { loc, detail: first_line(&text) },
-        _ if e.is_temporary() => StorageError::Remote {
-            op,
-            loc,
-            detail: format!("{} (gave up after {} retries; is the storage endpoint reachable?)", first_line(&text), retries()),
-        },
-        _ => StorageError::Remote { op, loc, detail: first_line(&text) },
+        ErrorKind::PermissionDenied => StorageError::Denied { loc, detail: describe(&e) },
+        _ if was_retried(&e) => {
+            // No HTTP answer at all: the endpoint itself is the likely culprit, so name it.
+            let hint = match http_status(&text) {
+                Some(_) => String::new(),
+                None => format!("; is {} reachable?", emulator_endpoint().unwrap_or_else(|| "https://storage.googleapis.com".into())),
+            };
+            let detail = format!("{} (gave up after {} retries{hint})", describe(&e), retries());
+            StorageError::Remote { op, loc, detail }
+        }
+        _ => StorageError::Remote { op, loc, detail: describe(&e) },
     }
 }
 
-fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or(s);
-    if line.len() > 400 {
-        format!("{}...", &line[..400])
-    } else {
-        line.to_string()
+/// Whether the RetryLayer retried this error before giving up. Its status cannot tell (the layer marks
+/// every error it passes on "persistent", retried or not), so this asks what opendal retries: a 429, a
+/// 5xx answer, or a request that got no HTTP answer at all (connection refused or dropped, timeout).
+fn was_retried(e: &opendal::Error) -> bool {
+    let text = e.to_string();
+    e.is_temporary()
+        || e.kind() == ErrorKind::RateLimited
+        || http_status(&text).is_some_and(|s| (500..600).contains(&s))
+        || (http_status(&text).is_none() && std::error::Error::source(e).is_some())
+}
+
+/// The HTTP status of the answer behind an error, from the response opendal records in its context.
+fn http_status(text: &str) -> Option<u16> {
+    let at = text.find("response: Parts { status: ")? + "response: Parts { status: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// One readable line for users: `HTTP 403 from GetObject: <Google's message>` for an error answer, or
+/// opendal's message and its causes (`send http request: error sending request: connection closed before
+/// message completed`) for a transport failure, instead of opendal's full context dump (headers, dates).
+fn describe(e: &opendal::Error) -> String {
+    let text = e.to_string();
+    let line = match http_status(&text) {
+        Some(status) => {
+            let operation = context_value(&text, "service_operation: ").map(|o| format!(" from {o}")).unwrap_or_default();
+            // GCS's JSON error as opendal prints it (Debug): the first `message: "..."` is Google's reason.
+            let msg = quoted_after(e.message(), "message: \"").unwrap_or_else(|| e.message().to_string());
+            format!("HTTP {status}{operation}: {msg}")
+        }
+        None => {
+            let mut parts = vec![e.message().to_string()];
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let s = c.to_string();
+                if !parts.iter().any(|p| p.contains(&s)) {
+                    parts.push(s);
+                }
+                cause = c.source();
+            }
+            parts.join(": ")
+        }
+    };
+    one_line(&line)
+}
+
+fn context_value(text: &str, key: &str) -> Option<String> {
+    let at = text.find(key)? + key.len();
+    let rest = &text[at..];
+    Some(rest[..rest.find([',', ' ', '}']).unwrap_or(rest.len())].to_string())
+}
+
+/// The Debug-escaped string that starts right after `start` in `s`, unescaped.
+fn quoted_after(s: &str, start: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = s[s.find(start)? + start.len()..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(match chars.next()? {
+                'n' => ' ',
+                c => c,
+            }),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Whitespace (newlines included) collapsed to single spaces, cut at 400 characters.
+fn one_line(s: &str) -> String {
+    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(400) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
     }
 }
 
@@ -141,11 +213,24 @@ fn not_found_or_no_bucket(bucket: &str, key: &str, e: StorageError) -> StorageEr
     }
 }
 
+/// Ranged GETs in flight for one large read, and the bytes each fetches.
+const PARALLEL_READS: usize = 4;
+const PARALLEL_READ_CHUNK: u64 = 16 << 20;
+
 pub fn read(bucket: &str, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
     off_runtime(|| {
         let op = operator(bucket)?;
-        let opts = options::ReadOptions { range: range.clone().map_or_else(Default::default, Into::into), ..Default::default() };
-        op.read_options(key, opts).map(|b| b.to_vec()).map_err(|e| {
+        let got = match &range {
+            // A large range (a whole array's chunk file on restore) is fetched as several ranged GETs in
+            // flight: one stream is bound by one connection's round trips and one server thread. (opendal's
+            // own `concurrent`/`chunk` read options still sent one GET here.)
+            Some(r) if r.end - r.start > PARALLEL_READ_CHUNK => read_parallel(&op, key, r.clone()),
+            _ => {
+                let opts = options::ReadOptions { range: range.clone().map_or_else(Default::default, Into::into), ..Default::default() };
+                op.read_options(key, opts).map(|b| b.to_vec())
+            }
+        };
+        got.map_err(|e| {
             if e.to_string().contains("got too little data") {
                 let detail = format!("the object is shorter than the byte range {range:?} asked for (truncated?)");
                 return StorageError::Remote { op: "read", loc: url(bucket, key), detail };
@@ -153,6 +238,41 @@ pub fn read(bucket: &str, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8
             not_found_or_no_bucket(bucket, key, map_err(bucket, key, "read", e))
         })
     })
+}
+
+/// `range` in [`PARALLEL_READ_CHUNK`] pieces, [`PARALLEL_READS`] at a time, each into its place in one
+/// buffer. A piece that comes back short ends the result there (the caller reports the truncation).
+fn read_parallel(op: &blocking::Operator, key: &str, range: Range<u64>) -> opendal::Result<Vec<u8>> {
+    let total = (range.end - range.start) as usize;
+    let mut out = vec![0u8; total];
+    let slots: Vec<Mutex<&mut [u8]>> = out.chunks_mut(PARALLEL_READ_CHUNK as usize).map(Mutex::new).collect();
+    let got: Vec<Mutex<usize>> = slots.iter().map(|_| Mutex::new(0)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || -> opendal::Result<()> {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { return Ok(()) };
+            let mut slot = slot.lock().unwrap();
+            let start = range.start + i as u64 * PARALLEL_READ_CHUNK;
+            let opts = options::ReadOptions { range: (start..start + slot.len() as u64).into(), ..Default::default() };
+            let bytes = op.read_options(key, opts)?;
+            let n = bytes.len().min(slot.len());
+            slot[..n].copy_from_slice(&bytes.to_bytes()[..n]);
+            *got[i].lock().unwrap() = n;
+        }
+    };
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..PARALLEL_READS.min(slots.len())).map(|_| s.spawn(&work)).collect();
+        threads.into_iter().map(|t| t.join().expect("ranged read thread panicked")).collect::<opendal::Result<Vec<()>>>()
+    })?;
+    let full = PARALLEL_READ_CHUNK as usize;
+    let len = match got.iter().map(|g| *g.lock().unwrap()).enumerate().find(|&(i, n)| n < slots[i].lock().unwrap().len()) {
+        Some((i, n)) => i * full + n,
+        None => total,
+    };
+    drop(slots);
+    out.truncate(len);
+    Ok(out)
 }
 
 pub fn size(bucket: &str, key: &str) -> Result<Option<u64>> {

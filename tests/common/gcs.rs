@@ -53,7 +53,14 @@ impl Emulator {
         let bin = emulator_binary();
         let root = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(&bin)
+        // Through a shell that stops the server and deletes its storage when our end of its stdin closes:
+        // that happens when this process exits, too, so the never-dropped `shared_emulator()` (a static)
+        // leaves neither an orphaned server nor its objects (GBs after a benchmark) behind.
+        let guard = r#"root="$1"; shift; "$@" & pid=$!; cat >/dev/null; kill $pid; wait $pid; rm -rf "$root""#;
+        let child = Command::new("sh")
+            .args(["-c", guard, "emulator-guard"])
+            .arg(root.path())
+            .arg(&bin)
             .args(["-scheme", "http", "-host", "127.0.0.1", "-backend", "filesystem", "-log-level", "error"])
             .arg("-port")
             .arg(port.to_string())
@@ -61,6 +68,7 @@ impl Emulator {
             .arg(format!("127.0.0.1:{port}"))
             .arg("-filesystem-root")
             .arg(root.path())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -135,7 +143,8 @@ fn urlencode(s: &str) -> String {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // Closing the guard shell's stdin stops the server; waiting lets it finish.
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }

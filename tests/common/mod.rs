@@ -8,6 +8,7 @@ use maxtext::runtime::{HostTensor, Runtime};
 use std::sync::OnceLock;
 
 pub mod gcs;
+pub mod gcs_faults;
 mod references;
 #[allow(unused_imports)]
 pub use references::*;
