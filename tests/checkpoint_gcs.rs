@@ -7,10 +7,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use common::gcs::{shared_emulator, Emulator};
+use common::gcs_faults::{Fault, FaultProxy};
 use maxtext::checkpoint::orbax::{list_steps, OrbaxCheckpoint, OrbaxError};
 use maxtext::storage::Location;
 
@@ -206,6 +208,62 @@ fn training_in_a_bucket_checkpoints_like_local_and_resumes_exactly() {
     for leaf in a.leaves().iter().filter(|l| l.is_array()) {
         assert!(a.read_array(&leaf.name).unwrap() == b.read_array(&leaf.name).unwrap(), "{} differs", leaf.name);
     }
+}
+
+#[test]
+fn killed_mid_save_into_a_bucket_resumes_bit_exactly() {
+    let emu = emulator("killed");
+    let dir = work("killed");
+    let a = |metrics: &Path| train_args("gs://killed/runs", metrics, &["steps=7", "async_checkpointing=true"]);
+    let local = train_args(&dir.join("local").display().to_string(), &dir.join("local.jsonl"), &["steps=7"]);
+    let (ok, log) = maxtext(&local);
+    assert!(ok, "{log}");
+    let want = losses(&dir.join("local.jsonl"));
+    assert_eq!(want.len(), 7, "{log}");
+
+    // The run talks to the bucket through a slow link (every request held 150 ms), so that a save takes
+    // seconds; it is killed once step 4's first objects are in the bucket and before its commit marker.
+    let proxy = FaultProxy::start(emu, Fault::Slow { ms: 150 });
+    let metrics = dir.join("gcs.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maxtext"))
+        .args(a(&metrics))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STORAGE_EMULATOR_HOST", proxy.host())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let names: Vec<String> = emu.objects("killed", "runs/r/checkpoints/4").into_iter().map(|(n, _)| n).collect();
+        if !names.is_empty() {
+            assert!(!names.iter().any(|n| n == "commit_success.txt"), "step 4 committed before it could be killed: {names:?}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "the run did not start saving step 4");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL, mid-save
+    child.wait().unwrap();
+    let root = Location::parse("gs://killed/runs/r/checkpoints").unwrap();
+    let steps = list_steps(&root).unwrap();
+    assert!(!steps.contains(&4) && steps.contains(&2), "step 4 must not count as saved: {steps:?}");
+    assert!(root.join("4").is_dir().unwrap(), "the killed save left objects behind (what this test is about)");
+
+    // The same command again, straight to the emulator: resumes from the last committed step and logs the
+    // uninterrupted run's losses bit for bit.
+    let (ok, log) = maxtext(&a(&metrics));
+    assert!(ok, "{log}");
+    assert!(log.contains("resuming from checkpoint gs://killed/runs/r/checkpoints/2"), "{log}");
+    let got = losses(&metrics);
+    assert_eq!(got.len(), 7, "{got:?}");
+    for (step, w) in &want {
+        assert_eq!(got[step].to_bits(), w.to_bits(), "step {step}: resumed run logs {} but the uninterrupted run {w}", got[step]);
+    }
+    assert_eq!(list_steps(&root).unwrap().last(), Some(&6));
 }
 
 #[test]

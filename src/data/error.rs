@@ -8,9 +8,9 @@ use super::tokenizer::TokenizerError;
 pub enum DataError {
     #[error("dataset_type={0} is not supported by maxtext-rs: use dataset_type=synthetic, or dataset_type=hf with hf_path=json|parquet|text and hf_train_files=GLOB")]
     UnsupportedDatasetType(String),
-    #[error("hf_path={0:?}: only local files are read (no HuggingFace hub access); set hf_path=json|parquet|text and hf_train_files=GLOB")]
+    #[error("hf_path={0:?}: HuggingFace hub datasets are not read (no hub access); set hf_path=json|parquet|text and hf_train_files=GLOB (local or gs://)")]
     UnsupportedHfPath(String),
-    #[error("dataset_type=hf with hf_path={hf_path} needs hf_train_files=GLOB (the local files to train on)")]
+    #[error("dataset_type=hf with hf_path={hf_path} needs hf_train_files=GLOB (the files to train on, local or gs://)")]
     MissingTrainFiles { hf_path: String },
     #[error("hf_train_files={pattern:?} is not a valid glob: {reason}")]
     BadGlob { pattern: String, reason: String },

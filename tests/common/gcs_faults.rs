@@ -35,6 +35,9 @@ pub enum Fault {
     DropAt { at: Vec<usize> },
     /// Forward the first `after` requests, then drop every later one: a server that dies mid-upload.
     DieAfter { after: usize },
+    /// Forward every request after holding it `ms` milliseconds: a slow link, so that a save takes long
+    /// enough to be killed in the middle.
+    Slow { ms: u64 },
 }
 
 struct State {
@@ -156,8 +159,15 @@ async fn handle(state: Arc<State>, kill: Arc<tokio::sync::Notify>, req: Request<
         Fault::Drop { first } if n < *first => Action::Hangup,
         Fault::DropAt { at } if at.contains(&n) => Action::Hangup,
         Fault::DieAfter { after } if n >= *after => Action::Hangup,
+        Fault::Slow { ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            Action::Forward
+        }
         _ => Action::Forward,
     };
+    if let Some(auth) = parts.headers.get("authorization") {
+        state.log.lock().unwrap().push(format!("authorization: {}", String::from_utf8_lossy(auth.as_bytes())));
+    }
     let line = |outcome: String| format!("{} {target} ({} bytes) -> {outcome}", parts.method, body.len());
     match action {
         Action::Hangup => {
