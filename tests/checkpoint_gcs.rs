@@ -311,3 +311,36 @@ fn missing_bucket_and_missing_checkpoint_are_explained() {
     let (ok, out) = convert("s3://elsewhere/ckpt");
     assert!(!ok && out.contains("s3:// is not supported"), "{out}");
 }
+
+/// Off an emulator, requests carry the access token of Google's credential chain; here its last link,
+/// the GCE / TPU VM metadata server (a real HTTP server on loopback named by `GCE_METADATA_HOST`, as on a
+/// TPU VM), with the endpoint moved to a proxy in front of the emulator that records what arrives.
+#[test]
+fn credentials_from_the_vm_metadata_server_sign_every_request() {
+    let emu = emulator("creds");
+    let metadata = common::gcs_faults::MetadataServer::start("ya29.test-token-from-metadata");
+    let proxy = FaultProxy::start(emu, Fault::None);
+    let home = work("creds_home"); // no gcloud application-default credentials file in it
+    let mut a = strings(&["convert", "configs/base.yml", "scan_layers=true", "weight_dtype=float32"]);
+    a.push(format!("hf_model_path={}", common::shipped("hf/qwen3-next-tiny").display()));
+    a.push("base_output_directory=gs://creds/ckpt".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_maxtext"))
+        .args(&a)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("STORAGE_EMULATOR_HOST")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("HOME", &home)
+        .env("GCE_METADATA_HOST", format!("127.0.0.1:{}", metadata.port))
+        .env("MAXTEXT_GCS_ENDPOINT", format!("http://{}", proxy.host()))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(metadata.requests() >= 1, "no token was asked of the metadata server");
+    let log = proxy.log();
+    let signed = log.lines().filter(|l| *l == "authorization: Bearer ya29.test-token-from-metadata").count();
+    // Chunks of a resumable upload go to its session URI, which is the credential (GCS needs no token there).
+    let requests = log.lines().filter(|l| !l.starts_with("authorization:") && !l.contains("upload_id=")).count();
+    assert!(signed > 0 && signed == requests, "every request must carry the token ({signed} signed of {requests}):\n{log}");
+    assert!(emu.objects("creds", "ckpt/0").iter().any(|(n, _)| n == "commit_success.txt"));
+}

@@ -4,7 +4,8 @@
 //! Credentials follow Google's client libraries: `STORAGE_EMULATOR_HOST` (an emulator such as
 //! fake-gcs-server: no credentials, that endpoint), else `GOOGLE_APPLICATION_CREDENTIALS` (a service-account
 //! key or an authorized-user file), else gcloud's application-default credentials file, else the GCE / TPU
-//! VM metadata server. Requests that fail with 429, 5xx or a dropped connection are retried with
+//! VM metadata server (`GCE_METADATA_HOST` moves it, as for Google's libraries); `MAXTEXT_GCS_ENDPOINT`
+//! names another endpoint used with those credentials. Requests that fail with 429, 5xx or a dropped connection are retried with
 //! exponential backoff (`MAXTEXT_GCS_RETRIES` times, default 6).
 
 use std::collections::HashMap;
@@ -35,6 +36,12 @@ pub fn emulator_endpoint() -> Option<String> {
     Some(if host.contains("://") { host.to_string() } else { format!("http://{host}") })
 }
 
+/// `MAXTEXT_GCS_ENDPOINT`: another GCS JSON API endpoint (a private one), used with the usual credentials.
+fn custom_endpoint() -> Option<String> {
+    let e = std::env::var("MAXTEXT_GCS_ENDPOINT").ok().filter(|e| !e.trim().is_empty())?;
+    Some(e.trim().trim_end_matches('/').to_string())
+}
+
 fn retries() -> usize {
     std::env::var("MAXTEXT_GCS_RETRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
 }
@@ -42,7 +49,7 @@ fn retries() -> usize {
 fn operator(bucket: &str) -> Result<blocking::Operator> {
     let mut ops = OPERATORS.lock().unwrap_or_else(|p| p.into_inner());
     // Keyed by the endpoint too: a process (a test) may point STORAGE_EMULATOR_HOST at another server.
-    let cache_key = format!("{}|{bucket}", emulator_endpoint().unwrap_or_default());
+    let cache_key = format!("{}|{}|{bucket}", emulator_endpoint().unwrap_or_default(), custom_endpoint().unwrap_or_default());
     if let Some(op) = ops.get(&cache_key) {
         return Ok(op.clone());
     }
@@ -50,15 +57,21 @@ fn operator(bucket: &str) -> Result<blocking::Operator> {
     opendal::install_default();
     let mut builder = services::Gcs::default().bucket(bucket);
     if let Some(endpoint) = emulator_endpoint() {
+        // An emulator takes no credentials (Google's libraries use anonymous ones there too).
         builder = builder.endpoint(&endpoint).skip_signature().disable_vm_metadata().disable_config_load();
-    } else if let Ok(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
-        if !std::path::Path::new(&path).is_file() {
-            return Err(StorageError::Setup {
-                bucket: bucket.into(),
-                detail: format!("GOOGLE_APPLICATION_CREDENTIALS names {path}, which is not a file; point it at a service-account key or unset it"),
-            });
+    } else {
+        if let Some(endpoint) = custom_endpoint() {
+            builder = builder.endpoint(&endpoint);
         }
-        builder = builder.credential_path(&path);
+        if let Ok(path) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(StorageError::Setup {
+                    bucket: bucket.into(),
+                    detail: format!("GOOGLE_APPLICATION_CREDENTIALS names {path}, which is not a file; point it at a service-account key or unset it"),
+                });
+            }
+            builder = builder.credential_path(&path);
+        }
     }
     let _guard = RUNTIME.enter();
     let op = Operator::new(builder)

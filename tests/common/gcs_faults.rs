@@ -247,3 +247,55 @@ fn gcs_error(status: u16, method: &str, target: &str) -> Response<Full<Bytes>> {
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
 }
+
+/// A GCE / TPU VM metadata server on loopback that hands out one access token (what
+/// `GCE_METADATA_HOST` points Google's libraries, and ours, at): the credentials a TPU VM's workers use.
+pub struct MetadataServer {
+    pub port: u16,
+    pub token: String,
+    requests: Arc<AtomicUsize>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl MetadataServer {
+    pub fn start(token: &str) -> MetadataServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (count, body) = (requests.clone(), serde_json::json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}).to_string());
+        let app = axum::Router::new().route(
+            "/computeMetadata/v1/instance/service-accounts/{account}/token",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let (count, body) = (count.clone(), body.clone());
+                async move {
+                    // As the real server: only requests that say `Metadata-Flavor: Google` get a token.
+                    if headers.get("metadata-flavor").is_none_or(|v| v != "Google") {
+                        return (axum::http::StatusCode::FORBIDDEN, String::new());
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    (axum::http::StatusCode::OK, body)
+                }
+            }),
+        );
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+        MetadataServer { port, token: token.into(), requests, runtime: Some(runtime) }
+    }
+
+    /// Tokens handed out so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MetadataServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
