@@ -8,6 +8,10 @@
 //! would not count). Local reads come from the page cache, so "local" is an upper bound, not a disk figure;
 //! the emulator stores objects in files under a temp dir and runs on the same cores as this process.
 //!
+//! Then the same bytes as an Orbax checkpoint (one f32 leaf per file, OCDBT + zarr3 as `maxtext train`
+//! saves it, zstd included) written with `write_checkpoint` and restored leaf by leaf with
+//! `OrbaxCheckpoint::read`: what a user's save and restore of a ~1 GB checkpoint cost.
+//!
 //! `cargo bench --bench gcs_throughput`; sizes: `GCS_BENCH_FILES` (default 4) files of `GCS_BENCH_FILE_MB`
 //! (default 256) MiB, so ~1 GB; `GCS_BENCH_FILES=2 GCS_BENCH_FILE_MB=32` for a quick run.
 
@@ -18,6 +22,8 @@ mod gcs;
 use std::io::{Read, Write};
 use std::time::Instant;
 
+use maxtext::checkpoint::orbax::{write_checkpoint, OrbaxCheckpoint};
+use maxtext::runtime::HostTensor;
 use maxtext::storage::Location;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -111,6 +117,24 @@ fn run(backend: &'static str, root: &Location, files: &[Vec<u8>]) -> Vec<Figure>
         for (i, data) in files.iter().enumerate() {
             let got = name(i).read_range(0, data.len() as u64).unwrap();
             assert!(got == *data, "{} read back through read_range differs", name(i));
+        }
+    }));
+    // The files as f32 leaves of a checkpoint: saved and restored through the Orbax writer and reader.
+    let leaves: Vec<(String, HostTensor)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let vals: Vec<f32> = data.chunks_exact(4).map(|c| f32::from(u16::from_le_bytes([c[0], c[1]])) * 1e-3).collect();
+            (format!("params.layer_{i}.kernel"), HostTensor::from_f32(&vals, &[vals.len() as i64]))
+        })
+        .collect();
+    figs.push(timed("checkpoint_save", backend, total, || {
+        write_checkpoint(root.join("orbax"), 7, &leaves, serde_json::json!({})).unwrap();
+    }));
+    figs.push(timed("checkpoint_restore", backend, total, || {
+        let ck = OrbaxCheckpoint::open_step(root.join("orbax"), 7).unwrap();
+        for (name, want) in &leaves {
+            assert!(ck.read(name).unwrap() == *want, "{name} restored from {root} differs");
         }
     }));
     figs

@@ -35,31 +35,28 @@ impl OutputFile {
     /// Opens `loc` for appending, creating it (and local parent directories); a remote object's current
     /// bytes are read first, so appends follow them as they would a local file's.
     pub fn append(loc: &Location) -> Result<OutputFile, MetricsError> {
-        let kind = match loc {
-            Location::Local(p) => {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| MetricsError::io(dir, e))?;
-                }
-                Kind::Local(OpenOptions::new().create(true).append(true).open(p).map_err(|e| MetricsError::io(p, e))?)
-            }
-            Location::Gcs { .. } => {
-                let bytes = loc.read_if_exists().map_err(|e| err(loc, e))?.unwrap_or_default();
-                Kind::Remote { bytes, uploaded: None, dirty: false }
-            }
-        };
-        Ok(OutputFile { loc: loc.clone(), kind })
+        OutputFile::open(loc, false)
     }
 
     /// Creates `loc`, which must not exist locally (event file names are unique per process and second).
     pub fn create_new(loc: &Location) -> Result<OutputFile, MetricsError> {
+        OutputFile::open(loc, true)
+    }
+
+    fn open(loc: &Location, new: bool) -> Result<OutputFile, MetricsError> {
         let kind = match loc {
             Location::Local(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| MetricsError::io(dir, e))?;
                 }
-                Kind::Local(OpenOptions::new().create_new(true).append(true).open(p).map_err(|e| MetricsError::io(p, e))?)
+                let f = OpenOptions::new().create(!new).create_new(new).append(true).open(p);
+                Kind::Local(f.map_err(|e| MetricsError::io(p, e))?)
             }
-            Location::Gcs { .. } => Kind::Remote { bytes: vec![], uploaded: None, dirty: true },
+            Location::Gcs { .. } if new => Kind::Remote { bytes: vec![], uploaded: None, dirty: true },
+            Location::Gcs { .. } => {
+                let bytes = loc.read_if_exists().map_err(|e| err(loc, e))?.unwrap_or_default();
+                Kind::Remote { bytes, uploaded: None, dirty: false }
+            }
         };
         Ok(OutputFile { loc: loc.clone(), kind })
     }
