@@ -39,6 +39,9 @@ CONFIGS = [
     ("threefry_packed_qwen_vocab", "threefry2x32", 3, 7, 151936, True, 4),
     ("threefry_packed_long", "threefry2x32", 4, 33, 256, True, 32),
     ("threefry_packed_cap_above_len", "threefry2x32", 1, 5, 7, True, 16),
+    # The batch of tests/fixtures/maxtext_qwen3next_tiny_trimmed's MaxText run (packing on, no segment cap).
+    ("rbg_maxtext_tiny_run", "unsafe_rbg", 1, 128, 1024, True, -1),
+    ("threefry_maxtext_tiny_run", "threefry2x32", 1, 128, 1024, True, -1),
 ]
 
 
