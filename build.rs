@@ -16,7 +16,13 @@ fn main() {
 }
 
 fn compile_protos() {
-    let protos = ["proto/compile_options.proto", "proto/hlo.proto", "proto/tensorboard.proto"];
+    let protos = [
+        "proto/compile_options.proto",
+        "proto/hlo.proto",
+        "proto/tensorboard.proto",
+        "proto/tf_example.proto",
+        "proto/array_record.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -49,7 +49,7 @@ fn settings_errors() {
     let e = err(&hf("json", "", &[]));
     assert!(e.contains("needs hf_train_files"), "{e}");
     let e = err(&cfg(&["dataset_type=tfds".into()]));
-    assert!(e.contains("dataset_type=tfds is not supported"), "{e}");
+    assert!(e.contains("dataset_type=tfds needs dataset_path=DIR"), "{e}");
     let e = err(&hf("json", &pattern, &["train_data_columns=[a,b]"]));
     assert!(e.contains("exactly one column"), "{e}");
     // use_sft is refused when the config loads (the key table), before the pipeline starts.

@@ -3,9 +3,8 @@
 //! value and what is supported — never accepted and ignored (issue 14's rule).
 //!
 //! Checked against each key's *merged* value when that value differs from base.yml's default. Where
-//! base.yml's own default is not built (`decoder_block: llama2`, `dataset_type: tfds`, `tokenizer_type:
-//! sentencepiece`), the part that would use it refuses it when it runs (the model, the data pipeline,
-//! the tokenizer loader), so commands that never touch that part still run with the defaults.
+//! base.yml's own default is not built (`decoder_block: llama2`, `tokenizer_type: sentencepiece`), the
+//! part that would use it refuses it when it runs (the model, the tokenizer loader), so commands that never touch that part still run with the defaults.
 //! `tests/config_keys.rs` walks base.yml against this table and the README's copy of it.
 
 use serde_yaml_ng::Value;
@@ -184,12 +183,12 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("ici_pipeline_parallelism", DefaultOnly, "pipeline parallelism is not built"),
     rule("ici_expert_parallelism", Honoured, ""),
     // Data.
-    rule("dataset_type", Only(&["synthetic", "hf"]), "synthetic: MaxText's batch id for id (jax.random with unsafe_rbg keys, or threefry2x32 with JAX_DEFAULT_PRNG_IMPL=threefry2x32); or local JSON / JSONL / parquet / text files"),
-    rule("dataset_path", DefaultOnly, "a TFDS directory: dataset_type=tfds is not built"),
-    rule("dataset_name", Honoured, "read only with dataset_type=tfds, which is refused"),
-    rule("eval_dataset_name", Honoured, "read only with dataset_type=tfds, which is refused"),
-    rule("train_split", Honoured, "read only with dataset_type=tfds, which is refused"),
-    rule("eval_split", Honoured, "read only with dataset_type=tfds, which is refused"),
+    rule("dataset_type", Only(&["synthetic", "hf", "tfds", "grain"]), "synthetic: MaxText's batch id for id (jax.random with unsafe_rbg keys, or threefry2x32 with JAX_DEFAULT_PRNG_IMPL=threefry2x32); local or gs:// JSON / JSONL / parquet / text files (hf), TFDS directories (tfds), ArrayRecord / TFRecord / parquet files (grain)"),
+    rule("dataset_path", Honoured, "the TFDS data directory (local or gs://) holding <name>/<config>/<version>/ as tfds writes it; no downloads"),
+    rule("dataset_name", Honoured, "name/config:version; without a version the highest one in the directory"),
+    rule("eval_dataset_name", Honoured, "as dataset_name, for eval"),
+    rule("train_split", Honoured, "a split of dataset_info.json; its shards are split over the hosts as MaxText splits them"),
+    rule("eval_split", Honoured, ""),
     rule("hf_path", Honoured, "the file format (json / parquet / text / arrow) of hf_train_files"),
     rule("hf_name", DefaultOnly, "hub dataset configs are not built (local files only)"),
     rule("hf_data_dir", DefaultOnly, "hub datasets are not built (local files only)"),
@@ -197,10 +196,10 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("hf_eval_split", Honoured, "ignored when hf_eval_files is set (as in MaxText); a hub split alone is refused (no downloads)"),
     rule("hf_eval_files", Honoured, "eval files or globs, local or gs:// (split `train`, MaxText's rule)"),
     rule("hf_access_token", DefaultOnly, "hub downloads are not built (local files only)"),
-    rule("grain_train_files", DefaultOnly, "dataset_type=grain is not built"),
-    rule("grain_eval_files", DefaultOnly, "dataset_type=grain is not built"),
-    rule("grain_file_type", DefaultOnly, "dataset_type=grain is not built"),
-    rule("grain_worker_count", DefaultOnly, "dataset_type=grain is not built"),
+    rule("grain_train_files", Honoured, "a glob, local or gs://; weighted mixtures (a*,0.3;b*,0.7) are refused; empty with grain_file_type=tfrecord reads dataset_path's TFDS shards (MaxText's rule)"),
+    rule("grain_eval_files", Honoured, ""),
+    rule("grain_file_type", Only(&["arrayrecord", "tfrecord", "parquet"]), "records of serialized tf.train.Example (arrayrecord, tfrecord) or parquet rows"),
+    rule("grain_worker_count", Honoured, "threads that read and decode whole files when the data opens (0: one, -1: one per core)"),
     rule("train_data_columns", Honoured, "one text or token-id column"),
     rule("eval_data_columns", Honoured, ""),
     rule("tokenize_train_data", Honoured, ""),

@@ -6,7 +6,7 @@ use super::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("dataset_type={0} is not supported by maxtext-rs: use dataset_type=synthetic, or dataset_type=hf with hf_path=json|parquet|text and hf_train_files=GLOB")]
+    #[error("dataset_type={0} is not supported by maxtext-rs: use dataset_type=synthetic, dataset_type=hf with hf_path=json|parquet|text and hf_train_files=GLOB, dataset_type=tfds with dataset_path=DIR, or dataset_type=grain with grain_train_files=GLOB")]
     UnsupportedDatasetType(String),
     #[error("hf_path={0:?}: HuggingFace hub datasets are not read (no hub access); set hf_path=json|parquet|text and hf_train_files=GLOB (local or gs://)")]
     UnsupportedHfPath(String),
@@ -18,6 +18,26 @@ pub enum DataError {
     NoFiles { pattern: String },
     #[error("hf_train_files={pattern:?}: cannot list the files: {source}")]
     Listing { pattern: String, source: crate::storage::StorageError },
+    #[error("dataset_type=tfds needs dataset_path=DIR: the TFDS data directory holding {name:?} as tfds writes it (<name>/<config>/<version>/ with dataset_info.json); it is not downloaded")]
+    TfdsNoPath { name: String },
+    #[error("dataset_name={name:?}: {reason}")]
+    TfdsName { name: String, reason: String },
+    #[error("dataset_name={name:?}: no version {wanted} in {dir} (versions found: {found}); set dataset_name to an existing version, or point dataset_path at the TFDS data directory that holds it")]
+    TfdsVersion { dir: String, name: String, wanted: String, found: String },
+    #[error("{path}: {reason}")]
+    TfdsInfo { path: String, reason: String },
+    #[error("{dir}: no split {split:?} (splits: {available}); set train_split / eval_split to one of them")]
+    TfdsSplit { dir: String, split: String, available: String },
+    #[error("{path}: dataset_info.json gives this shard {expected} records but it holds {found}: the directory is incomplete or damaged; re-create it")]
+    ShardLength { path: PathBuf, expected: u64, found: usize },
+    #[error("{path}: {record}: {reason}")]
+    Record { path: PathBuf, record: String, reason: String },
+    #[error("grain_train_files={0:?}: weighted mixtures (\"a*,0.3;b*,0.7\") are not supported by maxtext-rs; use one glob (mix the files beforehand)")]
+    GrainMixture(String),
+    #[error("dataset_type=grain needs grain_train_files=GLOB (the files to train on, local or gs://), or with grain_file_type=tfrecord dataset_path + dataset_name to read a TFDS directory's shards")]
+    MissingGrainFiles,
+    #[error("grain_worker_count ({workers}) exceeds the number of {file_type} files per host ({files}); lower grain_worker_count to at most {files} (MaxText's rule)")]
+    GrainWorkers { workers: usize, files: usize, file_type: String },
     #[error("train_data_columns must name exactly one column for pre-training (use_sft=false), got {0:?}")]
     Columns(Vec<String>),
     #[error("JAX_DEFAULT_PRNG_IMPL={0:?} is not supported for dataset_type=synthetic: set unsafe_rbg (what MaxText's trainer uses; also the default when unset) or threefry2x32 (JAX's default key implementation)")]
@@ -55,8 +75,8 @@ pub enum DataError {
     ProcessIndex { index: usize, count: usize },
     #[error("host {process_index} has no training documents: {documents} documents split over {process_count} hosts")]
     EmptyShare { documents: usize, process_index: usize, process_count: usize },
-    #[error("no document yields a training example (each needs at least 2 tokens) in hf_train_files={pattern:?}")]
-    NoExamples { pattern: String },
+    #[error("no document yields a training example (each needs at least 2 tokens) in {what}")]
+    NoExamples { what: String },
     #[error("ran out of training data after num_epoch={num_epoch} epoch(s) ({batches} batches); raise num_epoch or lower steps")]
     Exhausted { num_epoch: usize, batches: u64 },
     #[error("bad data iterator state: {0}")]

@@ -2,7 +2,9 @@
 //! prefetched on a background thread, with a JSON state that resumes exactly.
 //!
 //! **Order.** Epoch e visits all documents in a permutation seeded by (`data_shuffle_seed`, e) (the
-//! natural order when `enable_data_shuffling=false`); host p of P takes positions p, p+P, ... of it. The
+//! natural order when `enable_data_shuffling=false`); host p of P takes positions p, p+P, ... of it.
+//! For file-sharded data (`dataset_type=tfds`, grain tfrecord/parquet) "all documents" are those of the
+//! host's files and the share is its row shard of them ([`super::plan`]). The
 //! example stream of a host is its documents' examples in that order, epoch after epoch, and packing runs
 //! over that stream without resetting at epoch boundaries (MaxText concatenates the epochs). After
 //! `num_epoch` epochs the last partial batch is emitted and then `next_batch` fails with
@@ -34,8 +36,9 @@ use super::batch::Batch;
 use super::error::DataError;
 use super::packing::{example_window, num_examples, Packer};
 use super::shuffle::{epoch_order, host_share};
-use super::source::{Corpus, Doc, FileFormat};
+use super::plan;
 use super::prng::PrngImpl;
+use super::source::{Corpus, Doc};
 use super::synthetic::synthetic_batch;
 use super::tokenizer::{require_huggingface, Tokenizer};
 use crate::config::{Config, DatasetType, TokenizerType};
@@ -58,7 +61,11 @@ struct Position {
 /// Everything the file pipeline needs, taken from the config once.
 #[derive(Clone, Debug)]
 struct Settings {
-    pattern: String,
+    /// The data as the user named it (`hf_train_files="..."`, `dataset_name=...`), for messages.
+    what: String,
+    /// This host's share of each epoch's order over the documents it opened (see [`super::plan`]).
+    share_index: usize,
+    share_count: usize,
     column: String,
     rows: usize,
     len: usize,
@@ -68,8 +75,6 @@ struct Settings {
     shuffle: bool,
     seed: u64,
     num_epoch: usize,
-    process_index: usize,
-    process_count: usize,
     vocab_size: usize,
     tokenize: bool,
     add_bos: bool,
@@ -144,14 +149,15 @@ impl DataIterator {
                 };
                 Ok(DataIterator { source: Source::Synthetic(batch), batches, fingerprint })
             }
-            DatasetType::Hf => {
-                let settings = settings(cfg, rows, process_index, process_count)?;
-                let format = FileFormat::from_hf_path(d.hf_path.as_deref().unwrap_or(""))?;
-                let corpus = Corpus::open(format, &settings.pattern, &settings.column)?;
+            DatasetType::Hf | DatasetType::Tfds | DatasetType::Grain => {
+                let mut settings = settings(cfg, rows, process_index, process_count)?;
+                let opened = plan::open(cfg, &settings.column, process_index, process_count)?;
+                let corpus = opened.corpus;
+                (settings.what, settings.share_index, settings.share_count) = (opened.what, opened.share_index, opened.share_count);
                 if corpus.is_empty() {
-                    return Err(DataError::NoExamples { pattern: settings.pattern.clone() });
+                    return Err(DataError::NoExamples { what: settings.what.clone() });
                 }
-                let host_documents = host_share(&(0..corpus.len() as u32).collect::<Vec<_>>(), process_index, process_count).len();
+                let host_documents = host_share(&(0..corpus.len() as u32).collect::<Vec<_>>(), settings.share_index, settings.share_count).len();
                 if host_documents == 0 {
                     return Err(DataError::EmptyShare { documents: corpus.len(), process_index, process_count });
                 }
@@ -167,6 +173,10 @@ impl DataIterator {
                 ] {
                     fingerprint.insert(k.into(), v);
                 }
+                // File-sharded data (tfds, grain tfrecord/parquet): the host's documents are its files' share.
+                if d.dataset_type != DatasetType::Hf {
+                    fingerprint.insert("share".into(), json!([settings.share_index, settings.share_count]));
+                }
                 let (position, batches) = match state {
                     Some(s) => check_state(s, &fingerprint)?,
                     None => (Position::default(), 0),
@@ -181,7 +191,7 @@ impl DataIterator {
                     Doc::Ids(_) => None,
                 };
                 let documents = corpus.len();
-                tracing::info!(documents, host_documents, files = corpus.num_files(), remote_bytes = corpus.remote_bytes(), pattern = %settings.pattern, "training data");
+                tracing::info!(documents, host_documents, files = corpus.num_files(), remote_bytes = corpus.remote_bytes(), data = %settings.what, "training data");
                 let producer = Producer::new(corpus, tokenizer, settings, position, batches);
                 let (tx, rx) = sync_channel(PREFETCH);
                 let worker = std::thread::Builder::new()
@@ -286,11 +296,6 @@ impl Drop for DataIterator {
 
 fn settings(cfg: &Config, rows: usize, process_index: usize, process_count: usize) -> Result<Settings, DataError> {
     let d = &cfg.data;
-    let hf_path = d.hf_path.clone().unwrap_or_default();
-    FileFormat::from_hf_path(&hf_path)?;
-    let Some(pattern) = d.hf_train_files.clone().filter(|p| !p.is_empty()) else {
-        return Err(DataError::MissingTrainFiles { hf_path });
-    };
     if d.use_sft {
         return Err(DataError::Unsupported("use_sft=true (supervised fine-tuning data)"));
     }
@@ -298,7 +303,9 @@ fn settings(cfg: &Config, rows: usize, process_index: usize, process_count: usiz
         return Err(DataError::Columns(d.train_data_columns.clone()));
     }
     Ok(Settings {
-        pattern,
+        what: String::new(),
+        share_index: process_index,
+        share_count: process_count,
         column: d.train_data_columns[0].clone(),
         rows,
         len: d.max_target_length,
@@ -308,8 +315,6 @@ fn settings(cfg: &Config, rows: usize, process_index: usize, process_count: usiz
         shuffle: d.enable_data_shuffling,
         seed: d.data_shuffle_seed,
         num_epoch: d.num_epoch,
-        process_index,
-        process_count,
         vocab_size: cfg.model.vocab_size,
         tokenize: d.tokenize_train_data,
         add_bos: d.add_bos,
@@ -406,7 +411,7 @@ impl Producer {
             let item = match self.next_batch() {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) if self.produced == 0 && self.start == Position::default() => {
-                    Err(DataError::NoExamples { pattern: self.s.pattern.clone() })
+                    Err(DataError::NoExamples { what: self.s.what.clone() })
                 }
                 Ok(None) => Err(DataError::Exhausted { num_epoch: self.s.num_epoch, batches: self.produced }),
                 Err(e) => Err(e),
@@ -451,7 +456,7 @@ impl Producer {
             }
             if self.share_epoch != Some(p.epoch) {
                 let order = epoch_order(self.corpus.len(), self.s.seed, p.epoch, self.s.shuffle);
-                self.share = host_share(&order, self.s.process_index, self.s.process_count);
+                self.share = host_share(&order, self.s.share_index, self.s.share_count);
                 self.share_epoch = Some(p.epoch);
             }
             if p.document as usize >= self.share.len() {

@@ -1,16 +1,20 @@
 //! Data: tokenizers and the training (and eval) input pipeline (MaxText's batch layout, synthetic data, local
-//! or gs:// json / parquet / text files with packing, seeded shuffling, per-host shares, exact resume).
+//! or gs:// json / parquet / text files, TFDS directories, ArrayRecord / TFRecord files with packing, seeded shuffling, per-host shares, exact resume).
 
+pub mod arrayrecord;
 pub mod batch;
 pub mod error;
 pub mod eval;
 pub mod iterator;
 pub mod packing;
 pub mod prng;
+pub mod plan;
+pub mod records;
 pub mod remote;
 pub mod shuffle;
 pub mod source;
 pub mod synthetic;
+pub mod tfds;
 pub mod tokenizer;
 
 pub use batch::Batch;

@@ -5,10 +5,12 @@
 //! - `text`: one example per line, lines split at `\n`, `\r\n` or `\r` (Python's universal newlines) with the
 //!   break removed; empty lines are examples too; the only column is `text`.
 //! - `parquet`: one example per row; the column is a top-level field.
+//! - TFRecord and ArrayRecord files (`dataset_type=tfds`, `dataset_type=grain`): one example per record, a
+//!   serialized `tf.train.Example` whose feature is the column ([`super::records`]).
 //!
 //! A column value is text (a string, tokenized later) or token ids (a list of integers, used as is).
 //! Files are taken in sorted path order; JSON lines and text files are memory-mapped and indexed by byte
-//! span (16 bytes per document), parquet files and JSON arrays are decoded into memory once.
+//! span (16 bytes per document), parquet files, record files and JSON arrays are decoded into memory once.
 //!
 //! `hf_train_files=gs://bucket/prefix/*.jsonl` globs over the bucket's object listing. A JSON-lines or text
 //! object is streamed (read-ahead) into an unlinked local file and mapped like a local one; a parquet
@@ -24,7 +26,9 @@ use parquet::record::Field;
 use parquet::schema::types::Type as SchemaType;
 use serde_json::Value;
 
+use super::arrayrecord::arrayrecord_records;
 use super::error::DataError;
+use super::records::{example_doc, tfrecord_records};
 use super::remote::{spool, RangedObject};
 use crate::storage::{Location, StorageError};
 
@@ -41,6 +45,10 @@ pub enum FileFormat {
     Json,
     Parquet,
     Text,
+    /// Serialized `tf.train.Example`s in TFRecord framing (TFDS shards, `grain_file_type=tfrecord`).
+    TfRecord,
+    /// Serialized `tf.train.Example`s in ArrayRecord files (`grain_file_type=arrayrecord`).
+    ArrayRecord,
 }
 
 impl FileFormat {
@@ -80,7 +88,12 @@ pub struct Corpus {
 impl Corpus {
     /// Expands `pattern`, opens and indexes every file, and checks the column in each file's first record.
     pub fn open(format: FileFormat, pattern: &str, column: &str) -> Result<Corpus, DataError> {
-        let paths = expand_glob(pattern)?;
+        Corpus::open_files(format, expand_glob(pattern)?, column, 1)
+    }
+
+    /// Opens `files` in this order with `threads` reader threads (Grain's `grain_worker_count`: each
+    /// thread reads and decodes whole files), and checks the column in each file's first record.
+    pub fn open_files(format: FileFormat, paths: Vec<Location>, column: &str, threads: usize) -> Result<Corpus, DataError> {
         if format == FileFormat::Text && column != "text" {
             return Err(DataError::MissingColumn {
                 path: PathBuf::from(paths[0].to_string()),
@@ -89,34 +102,13 @@ impl Corpus {
                 available: "text (the only column of hf_path=text)".into(),
             });
         }
+        let opened = read_parallel(&paths, threads.clamp(1, paths.len().max(1)), |loc| open_file(format, loc, column));
         let mut files = Vec::with_capacity(paths.len());
         let mut starts = vec![0];
         let mut remote_bytes = 0;
-        for loc in paths {
-            // Errors name the file as the user wrote it (`gs://bucket/key` or the local path).
-            let path = PathBuf::from(loc.to_string());
-            let records = match (format, &loc) {
-                (FileFormat::Json | FileFormat::Text, Location::Local(p)) => {
-                    let file = File::open(p).map_err(io_err(&path))?;
-                    open_lines(file, &path, format == FileFormat::Json, column)?
-                }
-                (FileFormat::Json | FileFormat::Text, Location::Gcs { .. }) => {
-                    let file = spool(&loc).map_err(storage_err(&path))?;
-                    remote_bytes += file.metadata().map_err(io_err(&path))?.len();
-                    open_lines(file, &path, format == FileFormat::Json, column)?
-                }
-                (FileFormat::Parquet, Location::Local(p)) => {
-                    let file = File::open(p).map_err(io_err(&path))?;
-                    Records::Loaded { docs: read_parquet(file, None, &path, column)?, unit: "row" }
-                }
-                (FileFormat::Parquet, Location::Gcs { .. }) => {
-                    let object = RangedObject::open(&loc).map_err(storage_err(&path))?;
-                    let docs = read_parquet(object.clone(), Some(&object), &path, column)?;
-                    remote_bytes += object.fetched_bytes();
-                    Records::Loaded { docs, unit: "row" }
-                }
-            };
-            let file = SourceFile { path, records };
+        for result in opened {
+            let (file, bytes) = result?;
+            remote_bytes += bytes;
             starts.push(starts.last().unwrap() + file.len());
             files.push(file);
         }
@@ -145,6 +137,11 @@ impl Corpus {
 
     pub fn num_files(&self) -> usize {
         self.files.len()
+    }
+
+    /// Documents in each file, in file order.
+    pub fn file_lens(&self) -> Vec<usize> {
+        self.files.iter().map(SourceFile::len).collect()
     }
 
     fn file_of(&self, index: usize) -> (usize, usize) {
@@ -224,6 +221,73 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
 
 fn storage_err(path: &Path) -> impl FnOnce(StorageError) -> DataError + '_ {
     move |e| DataError::Io { path: path.to_path_buf(), source: e.into() }
+}
+
+/// Opens one file; returns it and the bytes read from a bucket for it.
+fn open_file(format: FileFormat, loc: &Location, column: &str) -> Result<(SourceFile, u64), DataError> {
+    // Errors name the file as the user wrote it (`gs://bucket/key` or the local path).
+    let path = PathBuf::from(loc.to_string());
+    let mut remote_bytes = 0;
+    let records = match (format, loc) {
+        (FileFormat::Json | FileFormat::Text, Location::Local(p)) => {
+            let file = File::open(p).map_err(io_err(&path))?;
+            open_lines(file, &path, format == FileFormat::Json, column)?
+        }
+        (FileFormat::Json | FileFormat::Text, Location::Gcs { .. }) => {
+            let file = spool(loc).map_err(storage_err(&path))?;
+            remote_bytes += file.metadata().map_err(io_err(&path))?.len();
+            open_lines(file, &path, format == FileFormat::Json, column)?
+        }
+        (FileFormat::Parquet, Location::Local(p)) => {
+            let file = File::open(p).map_err(io_err(&path))?;
+            Records::Loaded { docs: read_parquet(file, None, &path, column)?, unit: "row" }
+        }
+        (FileFormat::Parquet, Location::Gcs { .. }) => {
+            let object = RangedObject::open(loc).map_err(storage_err(&path))?;
+            let docs = read_parquet(object.clone(), Some(&object), &path, column)?;
+            remote_bytes += object.fetched_bytes();
+            Records::Loaded { docs, unit: "row" }
+        }
+        (FileFormat::TfRecord | FileFormat::ArrayRecord, _) => {
+            // Record files are read whole (shards are written to be read sequentially) and decoded once.
+            let bytes = loc.read().map_err(storage_err(&path))?;
+            if loc.is_remote() {
+                remote_bytes += bytes.len() as u64;
+            }
+            let raw = match format {
+                FileFormat::TfRecord => tfrecord_records(&bytes, &path)?,
+                _ => arrayrecord_records(&bytes, &path)?,
+            };
+            let docs = raw.iter().enumerate().map(|(i, r)| example_doc(r, column, &path, &format!("record {i}"))).collect::<Result<_, _>>()?;
+            Records::Loaded { docs, unit: "record" }
+        }
+    };
+    Ok((SourceFile { path, records }, remote_bytes))
+}
+
+/// `f` over `items` on `threads` threads, results in item order.
+fn read_parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { return done };
+                        done.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a data reader thread panicked")).collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn open_lines(file: File, path: &Path, json: bool, column: &str) -> Result<Records, DataError> {
