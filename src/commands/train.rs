@@ -76,6 +76,12 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         (None, None) => None,
     };
+    // MaxText's `nnx_aux` RNG state: the restored checkpoint's, else fresh; saved with every checkpoint.
+    let fresh_aux = maxtext::checkpoint::nnx_aux::fresh(&cfg.model, scan, cfg.train.init_weights_seed);
+    let aux = match &full_state {
+        Some(ck) => maxtext::checkpoint::nnx_aux::carried(ck, fresh_aux)?,
+        None => fresh_aux,
+    };
     let t_compile = Instant::now();
     let (mut trainer, data_state, start) = if let Some(ck) = full_state {
         let (reader, data_state) = TrainStateReader::open(ck, &tp.decls, tp.opt_type, &want, scan)?;
@@ -124,7 +130,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let save = |trainer: &Trainer, data: &DataIterator, step: u64, saves: &mut Saves| -> Result<()> {
         saves.wait()?;
         let layouts = trainer_layouts(trainer);
-        let (root, decls, data_state) = (root.clone(), decls.clone(), data.state());
+        let (root, decls, data_state, aux) = (root.clone(), decls.clone(), data.state(), aux.clone());
         if cfg.checkpoint.async_checkpointing {
             // As orbax's async save: the distinct shards are copied to the host now (the next step donates
             // the buffers) and written in the background.
@@ -138,7 +144,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 held.push(shards);
             }
             saves.pending = Some(std::thread::spawn(move || -> Result<Location> {
-                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &data_state, scan, |i, put| -> Result<()> {
+                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &aux, &data_state, scan, |i, put| -> Result<()> {
                     for (o, bytes) in &held[i] {
                         put(o, bytes)?;
                     }
@@ -147,7 +153,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }));
         } else {
             // Leaf by leaf, shard by shard: one shard on the host at a time.
-            save_trainer_state(trainer, &root, step, &data_state, scan)?;
+            save_trainer_state(trainer, &root, step, &aux, &data_state, scan)?;
             saves.committed()?;
         }
         Ok(())

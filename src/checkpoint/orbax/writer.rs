@@ -188,6 +188,17 @@ pub struct ArrayInProgress {
     write_shape: Vec<u64>,
     chunks: Vec<u64>,
     sharding: Option<PyJson>,
+    /// `array_metadatas` `ext_metadata` (orbax marks JAX PRNG key arrays with `{"random_key_impl": ...}`).
+    ext_metadata: PyJson,
+}
+
+impl ArrayInProgress {
+    /// Marks the array as the key data of a JAX PRNG key array of implementation `impl_name` (e.g.
+    /// `unsafe_rbg`), as orbax records a typed key array: orbax then restores it as a key array again.
+    pub fn prng_key(mut self, impl_name: &str) -> ArrayInProgress {
+        self.ext_metadata = PyJson::obj([("random_key_impl", PyJson::Str(impl_name.into()))]);
+        self
+    }
 }
 
 /// orbax's `NamedSharding` record of a leaf: the mesh (axis names and sizes, with the device ids of its
@@ -340,7 +351,7 @@ impl CheckpointWriter {
         let chunks = choose_chunk_shape(&write_shape, zdtype.size() as u64, self.opts.chunk_byte_size);
         let db = self.db.as_mut().expect("the database is open until finish");
         db.put(format!("{name}/zarr.json"), zarr_json(&shape, &chunks, zdtype, self.opts.zstd_level).into_bytes())?;
-        Ok(ArrayInProgress { path, name, dtype, shape, write_shape, chunks, sharding })
+        Ok(ArrayInProgress { path, name, dtype, shape, write_shape, chunks, sharding, ext_metadata: PyJson::Null })
     }
 
     /// Writes one shard (at element `offsets`, row-major bytes of the array's shard shape) of an array
@@ -394,7 +405,7 @@ impl CheckpointWriter {
                 ("param_name", PyJson::Str(array.name.clone())),
                 ("write_shape", PyJson::ints(&array.write_shape)),
                 ("chunk_shape", PyJson::ints(&array.chunks)),
-                ("ext_metadata", PyJson::Null),
+                ("ext_metadata", array.ext_metadata),
             ]),
         )]);
         self.leaves.push(LeafRecord { path: array.path, value_type, write_shape: array.write_shape, array_metadata: Some(am), sharding: array.sharding });
