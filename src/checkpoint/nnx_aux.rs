@@ -12,7 +12,8 @@
 //! nnx_aux.model.decoder.layers.global_layer.attention.attention.rngs.<s>.{count [B], key [B,4]}
 //! nnx_aux.model.decoder.layers.local_layers.mlp.routed_experts.rngs.<s>.{count [B,L], key [B,L,4]}
 //! ```
-//! for the streams s = aqt, dropout, params. Counts are uint32; keys are the uint32 data of JAX
+//! for the streams s = aqt, dropout, params. Unscanned (`scan_layers=false`) MaxText saves only
+//! `nnx_aux.model.decoder.layers_0.mlp.routed_experts.rngs.<s>.{count [], key [4]}`. Counts are uint32; keys are the uint32 data of JAX
 //! `unsafe_rbg` PRNG keys (4 words each), which orbax marks in `array_metadatas` so that it restores them
 //! as typed key arrays.
 //!
@@ -60,21 +61,16 @@ pub fn fresh(model: &ModelConfig, scan_layers: bool, seed: u64) -> Vec<AuxLeaf> 
             out.push(AuxLeaf { name: format!("{base}.key"), value: HostTensor::from_u32(&words, &dims), prng_key: true });
         }
     };
-    add("", &[]);
     let interval = model.inhomogeneous_layer_cycle_interval as i64;
     if scan_layers {
+        add("", &[]);
         let blocks = model.num_scan_blocks() as i64;
         add("layers.global_layer.attention.attention.", &[blocks]);
         add("layers.local_layers.mlp.routed_experts.", &[blocks, interval - 1]);
     } else {
-        // Unscanned, each layer module holds its own streams, under MaxText's `layers_{l}` names.
-        for l in 0..model.num_decoder_layers {
-            if model.is_full_attention(l) {
-                add(&format!("layers_{l}.attention.attention."), &[]);
-            } else {
-                add(&format!("layers_{l}.mlp.routed_experts."), &[]);
-            }
-        }
+        // Unscanned, every module shares the decoder's one `Rngs`, and NNX records a shared object once,
+        // at the first path its sorted traversal meets (MaxText 0.2.5 with scan_layers=false saves only this).
+        add("layers_0.mlp.routed_experts.", &[]);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
