@@ -51,6 +51,10 @@ impl Saves {
 
 pub fn run(args: &[String]) -> Result<()> {
     let (rt, cfg) = open_runtime(load_config(args)?)?;
+    if cfg.data.dataset_type == maxtext::config::DatasetType::Synthetic {
+        // A bad JAX_DEFAULT_PRNG_IMPL fails before the train step compiles, not after.
+        maxtext::data::prng::PrngImpl::from_env()?;
+    }
     let batch = cfg.batch.global_batch_size_to_train_on as i64;
     let seq = cfg.data.max_target_length as i64;
     let steps = cfg.train.steps;

@@ -184,7 +184,7 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("ici_pipeline_parallelism", DefaultOnly, "pipeline parallelism is not built"),
     rule("ici_expert_parallelism", Honoured, ""),
     // Data.
-    rule("dataset_type", Only(&["synthetic", "hf"]), "synthetic tokens or local JSON / JSONL / parquet / text files"),
+    rule("dataset_type", Only(&["synthetic", "hf"]), "synthetic: MaxText's batch id for id (jax.random with unsafe_rbg keys, or threefry2x32 with JAX_DEFAULT_PRNG_IMPL=threefry2x32); or local JSON / JSONL / parquet / text files"),
     rule("dataset_path", DefaultOnly, "a TFDS directory: dataset_type=tfds is not built"),
     rule("dataset_name", Honoured, "read only with dataset_type=tfds, which is refused"),
     rule("eval_dataset_name", Honoured, "read only with dataset_type=tfds, which is refused"),

@@ -20,6 +20,10 @@ pub enum DataError {
     Listing { pattern: String, source: crate::storage::StorageError },
     #[error("train_data_columns must name exactly one column for pre-training (use_sft=false), got {0:?}")]
     Columns(Vec<String>),
+    #[error("JAX_DEFAULT_PRNG_IMPL={0:?} is not supported for dataset_type=synthetic: set unsafe_rbg (what MaxText's trainer uses; also the default when unset) or threefry2x32 (JAX's default key implementation)")]
+    PrngImpl(String),
+    #[error("dataset_type=synthetic: drawing the batch with jax.random's unsafe_rbg keys on the XLA CPU plugin failed: {0}")]
+    Rng(String),
     #[error("{0} is not supported by the maxtext-rs data pipeline yet")]
     Unsupported(&'static str),
 

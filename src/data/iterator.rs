@@ -35,6 +35,7 @@ use super::error::DataError;
 use super::packing::{example_window, num_examples, Packer};
 use super::shuffle::{epoch_order, host_share};
 use super::source::{Corpus, Doc, FileFormat};
+use super::prng::PrngImpl;
 use super::synthetic::synthetic_batch;
 use super::tokenizer::{require_huggingface, Tokenizer};
 use crate::config::{Config, DatasetType, TokenizerType};
@@ -134,7 +135,8 @@ impl DataIterator {
         fingerprint.insert("max_target_length".into(), json!(d.max_target_length));
         match d.dataset_type {
             DatasetType::Synthetic => {
-                let global = synthetic_batch(global_rows, d.max_target_length, cfg.model.vocab_size, d.packing, d.max_segments_per_seq);
+                let imp = PrngImpl::from_env()?;
+                let global = synthetic_batch(imp, global_rows, d.max_target_length, cfg.model.vocab_size, d.packing, d.max_segments_per_seq)?;
                 let batch = global.slice_rows(process_index * rows, rows);
                 let batches = match state {
                     Some(s) => check_state(s, &fingerprint)?.1,

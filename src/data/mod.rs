@@ -6,6 +6,7 @@ pub mod error;
 pub mod eval;
 pub mod iterator;
 pub mod packing;
+pub mod prng;
 pub mod remote;
 pub mod shuffle;
 pub mod source;

@@ -33,11 +33,6 @@ impl SplitMix64 {
             }
         }
     }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    pub fn unit_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
 }
 
 /// The order of `n` documents in `epoch`: a seeded permutation, or `0..n` when `shuffle` is false.

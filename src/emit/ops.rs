@@ -211,6 +211,7 @@ impl Emitter {
                 let a = match algorithm {
                     RngAlgorithm::ThreeFry => "THREE_FRY",
                     RngAlgorithm::Philox => "PHILOX",
+                    RngAlgorithm::Default => "DEFAULT",
                 };
                 simple("stablehlo.rng_bit_generator", format!("rng_algorithm = #stablehlo<rng_algorithm {a}>"))
             }

@@ -114,6 +114,9 @@ pub enum ScatterMode {
 pub enum RngAlgorithm {
     ThreeFry,
     Philox,
+    /// The backend's own choice (PHILOX on the XLA CPU and GPU plugins). JAX's `lax.rng_bit_generator`
+    /// uses it by default, so MaxText's `unsafe_rbg` keys draw with it (`data::prng`).
+    Default,
 }
 
 /// Host data of a constant, little-endian, row-major.
