@@ -4,8 +4,9 @@
 # same Orbax checkpoint's params (load_parameters_path), dataset_type=synthetic, float32, AdamW, 5 steps.
 #
 # Usage: scripts/compare_with_maxtext.sh [key=value ...]      (extra keys go to both programs)
-#   CKPT=<item dir>     the common start (default: the checkpoint MaxText wrote, tests/fixtures/maxtext_qwen3next_tiny_trimmed,
-#                       whose params are kept whole; its MaxText-shaped model is what both programs can express)
+#   CKPT=<item dir>     the common start (default: the step-0 checkpoint MaxText 0.2.5 wrote of this model, in the shared
+#                       fixtures: ../shared/fixtures/orbax/maxtext_qwen3next_tiny/0/items; the in-repo trimmed copy lacks
+#                       the data file, and HF's tiny fixture has a shared-expert width MaxText cannot express)
 #   STEPS=5  MAXTEXT_VENV=<venv> (default ~/.cache/maxtext-peer/venv)
 #   MAXTEXT_PEER_SCRIPTS=<dir with setup.sh and train.sh> (default ../shared/scripts/maxtext_peer)
 # The losses agree only if both see the same batch: our synthetic data must be MaxText's (branch synthrng).
@@ -13,12 +14,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${MAXTEXT_PEER_SCRIPTS:-$ROOT/../shared/scripts/maxtext_peer}
 V=${MAXTEXT_VENV:-$HOME/.cache/maxtext-peer/venv}
-CKPT=${CKPT:-$ROOT/tests/fixtures/maxtext_qwen3next_tiny_trimmed/0/items}
+CKPT=${CKPT:-$ROOT/../shared/fixtures/orbax/maxtext_qwen3next_tiny/0/items}
 STEPS=${STEPS:-5}
 for f in setup.sh train.sh; do
   [ -f "$PEER/$f" ] || { echo "missing $PEER/$f: the shared MaxText peer scripts (set MAXTEXT_PEER_SCRIPTS to their folder)" >&2; exit 1; }
 done
-[ -f "$CKPT/_METADATA" ] || { echo "missing $CKPT/_METADATA: CKPT must be an Orbax item directory" >&2; exit 1; }
+[ -f "$CKPT/_METADATA" ] || { echo "missing $CKPT/_METADATA: set CKPT to an Orbax item directory of this model (e.g. a maxtext train checkpoint's <step>/items)" >&2; exit 1; }
 if ! "$V/bin/python" -c 'import maxtext, jax, orbax.checkpoint' >/dev/null 2>&1; then
   echo "MaxText peer not found in $V: installing it with $PEER/setup.sh (~3 min, 2 GB)" >&2
   bash "$PEER/setup.sh" "$V" >&2

@@ -7,7 +7,8 @@
 //!   `scripts/maxtext_peer/setup.sh` when missing, and this test fails naming that script if it cannot be):
 //!   MaxText resumes our checkpoint with `load_full_state_path` (and loads its params with
 //!   `load_parameters_path`), we restore MaxText's checkpoint bit for bit (params, moments, counts, step,
-//!   nnx_aux) and resume training from it.
+//!   nnx_aux) and resume training from it; with MaxText's synthetic batch on both sides, every loss after
+//!   a resume matches the other program's within 1e-4 (relative).
 
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use serde_json::Value;
@@ -176,6 +177,8 @@ fn peer() -> PathBuf {
 /// MaxText's own training (`train.sh tiny`) into `out` (run name `peer`) with `extra`; returns its log.
 fn maxtext_peer(venv: &Path, out: &Path, extra: &[&str]) -> String {
     let cache = venv.parent().unwrap().join("jax_cache");
+    // MaxText opens `metrics_file` without creating its folder.
+    std::fs::create_dir_all(out).unwrap();
     let o = Command::new("bash")
         .arg(peer_scripts().join("train.sh"))
         .arg("tiny")
@@ -195,16 +198,23 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-/// Steps a run logged, MaxText's and ours alike (`completed step: N, ... loss: L`).
-fn completed(log: &str) -> BTreeMap<u64, f64> {
-    log.lines()
-        .filter_map(|l| {
-            let rest = &l[l.find("completed step: ")? + 16..];
-            let step = rest.split(',').next()?.trim().parse().ok()?;
-            let loss = rest.split("loss: ").nth(1)?.split(',').next()?.trim().parse().ok()?;
-            Some((step, loss))
-        })
+/// step -> loss from a `metrics_file` (MaxText's `write_metrics_locally` lines; ours have the same shape).
+fn losses(file: &Path) -> BTreeMap<u64, f64> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["step"].as_f64().unwrap() as u64, v["learning/loss"].as_f64().unwrap()))
         .collect()
+}
+
+/// Both programs see MaxText's synthetic batch (bit for bit), so equal states give equal losses: the
+/// issue's tolerance, relative, in float32.
+fn assert_losses_match(what: &str, got: &BTreeMap<u64, f64>, want: &BTreeMap<u64, f64>) {
+    for (step, g) in got {
+        let w = want.get(step).unwrap_or_else(|| panic!("{what}: no reference loss for step {step} in {want:?}"));
+        assert!(((g - w) / w).abs() < 1e-4, "{what}: step {step} loss {g} vs {w}\n{got:?}\n{want:?}");
+    }
 }
 
 /// The raw bytes of every array leaf, by name.
@@ -241,17 +251,22 @@ fn maxtext_and_we_resume_each_others_full_state() {
     let venv = peer();
     let root = scratch("peer");
 
-    // Ours: steps 0 and 1, a checkpoint after each; checkpoint 1 holds step=2.
-    let our_log = ours(&root.join("ours"), &["steps=2", "enable_checkpointing=true", "checkpoint_period=1"]);
-    let ours1 = root.join("ours/r/checkpoints/1/items");
-    assert_eq!(scalar(&ours1, "step"), 2, "{our_log}");
+    // Ours, straight: steps 0-4 with a checkpoint after each (checkpoint 1 holds step=2). Every run
+    // below has steps=5, so all follow the same learning-rate schedule.
+    let ours_dir = root.join("ours");
+    ours(&ours_dir, &["steps=5", "enable_checkpointing=true", "checkpoint_period=1", &format!("metrics_file={}", ours_dir.join("m.jsonl").display())]);
+    let straight = losses(&ours_dir.join("m.jsonl"));
+    assert_eq!(straight.len(), 5);
+    let ours1 = ours_dir.join("r/checkpoints/1/items");
+    assert_eq!(scalar(&ours1, "step"), 2);
 
-    // MaxText resumes it: steps 2 and 3 (not 0, 1), then saves its final checkpoint 3.
+    // MaxText resumes it: steps 2-4 (not 0, 1), with our losses; it saves checkpoints 3 and 4.
     let mt = root.join("mt");
-    let log = maxtext_peer(&venv, &mt, &[&format!("load_full_state_path={}", ours1.display()), "steps=4", "enable_checkpointing=true", "checkpoint_period=100"]);
-    let steps = completed(&log);
-    assert_eq!(steps.keys().copied().collect::<Vec<_>>(), vec![2, 3], "MaxText did not continue from our step 2:\n{}", tail(&log));
-    assert!(steps.values().all(|l| l.is_finite() && *l > 0.0), "{steps:?}");
+    let mt_metrics = mt.join("m.jsonl");
+    let log = maxtext_peer(&venv, &mt, &[&format!("load_full_state_path={}", ours1.display()), "steps=5", "enable_checkpointing=true", "checkpoint_period=3", &format!("metrics_file={}", mt_metrics.display())]);
+    let resumed = losses(&mt_metrics);
+    assert_eq!(resumed.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4], "MaxText did not continue from our step 2:\n{}", tail(&log));
+    assert_losses_match("MaxText resuming our checkpoint 1", &resumed, &straight);
     let mt3 = mt.join("peer/checkpoints/3/items");
     assert_eq!(scalar(&mt3, "step"), 4);
     assert_eq!(scalar(&mt3, "opt_state.0.count"), 4, "MaxText continued our optimizer count");
@@ -261,9 +276,13 @@ fn maxtext_and_we_resume_each_others_full_state() {
         assert_eq!(Some(v), mv.get(name), "{name}");
     }
 
-    // MaxText takes only the params of our full state.
-    let log = maxtext_peer(&venv, &root.join("mt_params"), &[&format!("load_parameters_path={}", ours1.display()), "steps=1"]);
-    assert_eq!(completed(&log).keys().copied().collect::<Vec<_>>(), vec![0], "{}", tail(&log));
+    // MaxText takes only the params of our full state: its step-0 loss is the loss of those params, which
+    // is what our run logged at step 2.
+    let mp = root.join("mt_params");
+    maxtext_peer(&venv, &mp, &[&format!("load_parameters_path={}", ours1.display()), "steps=1", &format!("metrics_file={}", mp.join("m.jsonl").display())]);
+    let first = losses(&mp.join("m.jsonl"));
+    assert_eq!(first.keys().copied().collect::<Vec<_>>(), vec![0]);
+    assert_losses_match("MaxText on our checkpoint 1's params", &BTreeMap::from([(2, first[&0])]), &straight);
 
     // We restore MaxText's checkpoint onto the device and save it back: the same tree, every value exact.
     let resaved = restore_and_resave(&mt3, &root.join("resaved"));
@@ -274,10 +293,14 @@ fn maxtext_and_we_resume_each_others_full_state() {
         assert!(rv.get(name) == Some(v), "{name} changed in our restore + save of MaxText's checkpoint");
     }
 
-    // We resume MaxText's checkpoint and train on: step 4 only, counters continued, its nnx_aux carried.
-    let log = ours(&root.join("ours2"), &[&format!("load_full_state_path={}", mt3.display()), "steps=5", "enable_checkpointing=true", "checkpoint_period=100"]);
-    assert_eq!(completed(&log).keys().copied().collect::<Vec<_>>(), vec![4], "{log}");
-    let ours4 = root.join("ours2/r/checkpoints/4/items");
+    // We resume MaxText's checkpoint 3 and train on: step 4 only, with MaxText's loss, counters
+    // continued, its nnx_aux carried.
+    let o2 = root.join("ours2");
+    ours(&o2, &[&format!("load_full_state_path={}", mt3.display()), "steps=5", "enable_checkpointing=true", "checkpoint_period=100", &format!("metrics_file={}", o2.join("m.jsonl").display())]);
+    let ours_resumed = losses(&o2.join("m.jsonl"));
+    assert_eq!(ours_resumed.keys().copied().collect::<Vec<_>>(), vec![4]);
+    assert_losses_match("we resuming MaxText's checkpoint 3", &ours_resumed, &resumed);
+    let ours4 = o2.join("r/checkpoints/4/items");
     for leaf in ["step", "opt_state.0.count", "opt_state.2.count"] {
         assert_eq!(scalar(&ours4, leaf), 5, "{leaf}");
     }
@@ -285,5 +308,6 @@ fn maxtext_and_we_resume_each_others_full_state() {
     for (name, v) in mv.iter().filter(|(n, _)| n.starts_with("nnx_aux.")) {
         assert_eq!(Some(v), v4.get(name), "{name}");
     }
+    eprintln!("losses: ours straight {straight:?}; MaxText resuming ours {resumed:?}; MaxText on our params {first:?}; we resuming MaxText {ours_resumed:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
