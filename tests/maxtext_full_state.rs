@@ -119,6 +119,19 @@ fn our_train_state_is_maxtexts_tree_leaf_for_leaf() {
     }
     let meta = |dir: &Path| json(&dir.parent().unwrap().join("_CHECKPOINT_METADATA"))["custom_metadata"]["scan_layers"].clone();
     assert_eq!(meta(&items), meta(&fixture));
+
+    // RNG state of another model (two scanned blocks) is refused, naming the leaf and both shapes.
+    let eight = config(&["base_num_decoder_layers=8"]);
+    let ck = OrbaxCheckpoint::open(&items).unwrap();
+    let err = maxtext::checkpoint::nnx_aux::carried(&ck, maxtext::checkpoint::nnx_aux::fresh(&eight.model, true, 0)).unwrap_err().to_string();
+    assert!(err.contains("nnx_aux.model.decoder.layers.global_layer.attention.attention.rngs.aqt.count") && err.contains("uint32[2]") && err.contains("[1]"), "{err}");
+}
+
+/// Our config of the fixture's model, plus `extra`.
+fn config(extra: &[&str]) -> maxtext::config::Config {
+    let mut args: Vec<String> = MODEL.split_whitespace().map(String::from).collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    maxtext::config::Config::load(&repo().join("configs/base.yml"), &args).unwrap()
 }
 
 /// The other layouts, against the metadata MaxText 0.2.5 saved for them (`_METADATA` and
@@ -228,9 +241,7 @@ fn values(items: &Path) -> BTreeMap<String, Vec<u8>> {
 fn restore_and_resave(items: &Path, out: &Path) -> PathBuf {
     use maxtext::checkpoint::{nnx_aux, train_state};
     use maxtext::runtime::{state_args, RunError, Runtime, Trainer};
-    let mut args: Vec<String> = MODEL.split_whitespace().map(String::from).collect();
-    args.push("scan_layers=true".into());
-    let cfg = maxtext::config::Config::load(&repo().join("configs/base.yml"), &args).unwrap();
+    let cfg = config(&["scan_layers=true"]);
     let rt = Runtime::new(maxtext::pjrt::open_client(maxtext::pjrt::Hardware::Cpu, None, Some(1)).unwrap());
     let tp = maxtext::program::train_program(&cfg, 1, 128).unwrap();
     let want: Vec<_> = state_args(&tp.program).into_iter().map(|a| (tp.program.main.params[a].dtype, tp.program.main.params[a].dims.clone())).collect();

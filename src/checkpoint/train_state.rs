@@ -259,6 +259,11 @@ impl TrainStateReader {
         Ok(as_dtype(t, self.want[i].0).data)
     }
 
+    /// The checkpoint being read (e.g. for its `nnx_aux` leaves, [`super::nnx_aux::carried`]).
+    pub fn checkpoint(&self) -> &OrbaxCheckpoint {
+        &self.ck
+    }
+
     /// The step the checkpoint was saved at (its `step` leaf).
     pub fn step(&self) -> Result<i64, TrainStateError> {
         Ok(self.ck.read("step")?.to_i64()[0])

@@ -80,15 +80,13 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         (None, None) => None,
     };
-    // MaxText's `nnx_aux` RNG state: the restored checkpoint's, else fresh; saved with every checkpoint.
-    let fresh_aux = maxtext::checkpoint::nnx_aux::fresh(&cfg.model, scan, cfg.train.init_weights_seed);
-    let aux = match &full_state {
-        Some(ck) => maxtext::checkpoint::nnx_aux::carried(ck, fresh_aux)?,
-        None => fresh_aux,
-    };
+    // MaxText's `nnx_aux` RNG state: the restored checkpoint's (taken once its params have been checked),
+    // else fresh; saved with every checkpoint.
+    let mut aux = maxtext::checkpoint::nnx_aux::fresh(&cfg.model, scan, cfg.train.init_weights_seed);
     let t_compile = Instant::now();
     let (mut trainer, data_state, start) = if let Some(ck) = full_state {
         let (reader, data_state) = TrainStateReader::open(ck, &tp.decls, tp.opt_type, &want, scan)?;
+        aux = maxtext::checkpoint::nnx_aux::carried(reader.checkpoint(), aux)?;
         let start = reader.step()? as u64;
         if start >= steps {
             println!("nothing to do: the run is at step {start} of steps={steps}");
