@@ -125,6 +125,7 @@ fn our_train_state_is_maxtexts_tree_leaf_for_leaf() {
     let ck = OrbaxCheckpoint::open(&items).unwrap();
     let err = maxtext::checkpoint::nnx_aux::carried(&ck, maxtext::checkpoint::nnx_aux::fresh(&eight.model, true, 0)).unwrap_err().to_string();
     assert!(err.contains("nnx_aux.model.decoder.layers.global_layer.attention.attention.rngs.aqt.count") && err.contains("uint32[2]") && err.contains("[1]"), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Our config of the fixture's model, plus `extra`.
