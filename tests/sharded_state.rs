@@ -196,7 +196,7 @@ mod train_state {
         })
         .unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let step4 = save_trainer_state(&t4, &tmp.path().join("four"), 3, &serde_json::json!({"pos": 1}), true).unwrap();
+        let step4 = save_trainer_state(&t4, &tmp.path().join("four"), 3, &[], &serde_json::json!({"pos": 1}), true).unwrap();
 
         // On disk: the embedding is split over fsdp, so its chunks are its shards.
         let emb = "params.params.token_embedder.embedding";
@@ -224,7 +224,7 @@ mod train_state {
         for (i, t) in state.iter().enumerate() {
             assert!(downloaded(&t1, i) == vec![(vec![0; t.dims.len()], t.data.clone())], "entry {i} on 1 device");
         }
-        let step1 = save_trainer_state(&t1, &tmp.path().join("one"), 3, &serde_json::Value::Null, true).unwrap();
+        let step1 = save_trainer_state(&t1, &tmp.path().join("one"), 3, &[], &serde_json::Value::Null, true).unwrap();
         let (reader1, _) = TrainStateReader::open(OrbaxCheckpoint::open(step1.join("items")).unwrap(), &decls, maxtext::config::OptType::AdamW, &want, true).unwrap();
         let tp4b = train_program(&cfg4, 4, 32).unwrap();
         let t4b = Trainer::from_regions(&rt, tp4b, |i, o, d| -> Result<Vec<u8>, RunError> { Ok(reader1.read_region(i, o, d).unwrap()) }).unwrap();

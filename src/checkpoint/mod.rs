@@ -3,6 +3,7 @@
 //! appear only in [`hf`].
 
 pub mod hf;
+pub mod nnx_aux;
 pub mod orbax;
 pub mod params;
 pub mod train_state;

@@ -11,7 +11,8 @@
 //! - `sgd` (`optax.sgd` = chain(identity, scale_by_learning_rate)): `opt_state.0` (None),
 //!   `opt_state.1.count`.
 
-use super::orbax::{list_steps, write_checkpoint, CheckpointWriter, OrbaxCheckpoint, OrbaxError, PathKey, PyJson, WriteOptions};
+use super::nnx_aux::AuxLeaf;
+use super::orbax::{list_steps, CheckpointWriter, OrbaxCheckpoint, OrbaxError, PathKey, PyJson, WriteOptions};
 use crate::config::OptType;
 use crate::ir::DType;
 use crate::nn::ParamDecl;
@@ -89,18 +90,6 @@ pub fn state_leaf_names(decls: &[ParamDecl], opt: OptType) -> Vec<String> {
     names
 }
 
-/// Saves the train state (in program order) as checkpoint `step` under `root`.
-pub fn save_train_state(root: impl Into<Location>, step: u64, decls: &[ParamDecl], opt: OptType, state: &[HostTensor], data_state: &Value, scan_layers: bool) -> Result<Location, TrainStateError> {
-    let names = state_leaf_names(decls, opt);
-    let mut leaves: Vec<(String, HostTensor)> = names.into_iter().zip(state.iter().cloned()).collect();
-    // optax's schedule state advances with the optimizer count.
-    if let Some(c) = OptLeaves::of(opt).schedule_count {
-        leaves.push((c.to_string(), state[1].clone()));
-    }
-    let meta = json!({"scan_layers": scan_layers, "data_iterator": data_state});
-    Ok(write_checkpoint(root, step, &leaves, meta)?)
-}
-
 /// The newest complete checkpoint step under `root` (None when there is none or no directory).
 pub fn latest_step(root: &Location) -> Result<Option<u64>, TrainStateError> {
     if !root.is_dir().map_err(|source| OrbaxError::Io { path: root.clone(), source })? {
@@ -142,33 +131,6 @@ fn as_dtype(t: HostTensor, want: DType) -> HostTensor {
     }
 }
 
-/// Restores the train state of checkpoint `step` under `root` for `decls`, with `want` the program's
-/// (dtype, dims) per state entry. Returns the state and the saved data-iterator position.
-pub fn restore_train_state(root: impl Into<Location>, step: u64, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
-    restore_train_state_from(&OrbaxCheckpoint::open_step(root, step)?, decls, opt, want, scan_layers)
-}
-
-/// [`restore_train_state`] from an opened checkpoint (e.g. `load_full_state_path=<dir>/<step>/items`).
-pub fn restore_train_state_from(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType, want: &[(DType, Vec<i64>)], scan_layers: bool) -> Result<(Vec<HostTensor>, Value), TrainStateError> {
-    let dir = ck.dir().clone();
-    let meta = ck.custom_metadata().clone();
-    if let Some(saved) = meta.get("scan_layers").and_then(Value::as_bool) {
-        if saved != scan_layers {
-            return Err(TrainStateError::ScanLayers { dir, ckpt: saved, cfg: scan_layers });
-        }
-    }
-    check_opt_type(ck, decls, opt)?;
-    let mut state = Vec::with_capacity(want.len());
-    for (name, (dtype, dims)) in state_leaf_names(decls, opt).iter().zip(want) {
-        let t = ck.read(name)?;
-        if &t.dims != dims {
-            return Err(TrainStateError::Shape { dir, leaf: name.clone(), got: format!("{}{:?}", t.dtype, t.dims), want: format!("{dtype}{dims:?}") });
-        }
-        state.push(as_dtype(t, *dtype));
-    }
-    Ok((state, meta.get("data_iterator").cloned().unwrap_or(Value::Null)))
-}
-
 /// How one train-state entry lies on the devices, for a sharded save: dtype, global dims, the dims of
 /// each shard and the leaf's `_sharding` record (`None`: the writer's default, a single-device record).
 #[derive(Clone, Debug)]
@@ -195,7 +157,8 @@ fn check_opt_type(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType) -> Re
 /// Saves the train state shard by shard: for state entry `i` (program order: step, count, params, then
 /// mu, nu for the Adam optimizers) `write(i, put)` hands each distinct shard to `put`; chunks are the
 /// shards, as orbax writes a sharded `jax.Array`. Only what `write` holds is on the host. With every
-/// layout unsharded this writes the same files as [`save_train_state`].
+/// layout unsharded every chunk is a whole array. `aux` is MaxText's `nnx_aux` subtree
+/// ([`super::nnx_aux`]), written from the host: with it the tree is leaf for leaf the one MaxText saves.
 #[allow(clippy::too_many_arguments)]
 pub fn save_train_state_sharded<E: From<TrainStateError>>(
     root: &Location,
@@ -203,6 +166,7 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     decls: &[ParamDecl],
     opt: OptType,
     layouts: &[LeafLayout],
+    aux: &[AuxLeaf],
     data_state: &Value,
     scan_layers: bool,
     mut write: impl FnMut(usize, &mut PutShard) -> Result<(), E>,
@@ -225,6 +189,14 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     // `opt_state` list.
     if let Some(e) = leaves.empty {
         w.add_none(path_of(e)).map_err(TrainStateError::from)?;
+    }
+    // `nnx_aux` sorts before `opt_state`: written first, as orbax does. Replicated, so one whole shard.
+    for a in aux {
+        let v = &a.value;
+        let array = w.begin_array(path_of(&a.name), v.dtype, &v.dims, &v.dims, None).map_err(TrainStateError::from)?;
+        let array = if a.prng_key { array.prng_key(super::nnx_aux::KEY_IMPL) } else { array };
+        w.put_shard(&array, &vec![0; v.dims.len()], &v.data).map_err(TrainStateError::from)?;
+        w.end_array(array).map_err(TrainStateError::from)?;
     }
     for (name, i) in names {
         let l = &layouts[i];
@@ -287,6 +259,11 @@ impl TrainStateReader {
         Ok(as_dtype(t, self.want[i].0).data)
     }
 
+    /// The checkpoint being read (e.g. for its `nnx_aux` leaves, [`super::nnx_aux::carried`]).
+    pub fn checkpoint(&self) -> &OrbaxCheckpoint {
+        &self.ck
+    }
+
     /// The step the checkpoint was saved at (its `step` leaf).
     pub fn step(&self) -> Result<i64, TrainStateError> {
         Ok(self.ck.read("step")?.to_i64()[0])
@@ -311,18 +288,19 @@ pub fn trainer_layouts(trainer: &crate::runtime::Trainer) -> Vec<LeafLayout> {
         .collect()
 }
 
-/// Saves `trainer`'s state as checkpoint `step` under `root`, leaf by leaf and shard by shard (one shard
-/// on the host at a time); returns the step directory.
+/// Saves `trainer`'s state and `aux` (MaxText's `nnx_aux`) as checkpoint `step` under `root`, leaf by
+/// leaf and shard by shard (one shard on the host at a time); returns the step directory.
 pub fn save_trainer_state(
     trainer: &crate::runtime::Trainer,
     root: impl Into<Location>,
     step: u64,
+    aux: &[AuxLeaf],
     data_state: &Value,
     scan_layers: bool,
 ) -> Result<Location, SaveError> {
     let layouts = trainer_layouts(trainer);
     let decls = trainer.program().decls.clone();
-    save_train_state_sharded(&root.into(), step, &decls, trainer.program().opt_type, &layouts, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
+    save_train_state_sharded(&root.into(), step, &decls, trainer.program().opt_type, &layouts, aux, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
         trainer.for_each_state_shard(i, |o, _, bytes| -> Result<(), SaveError> { Ok(put(o, &bytes)?) })
     })
 }

@@ -80,9 +80,13 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         (None, None) => None,
     };
+    // MaxText's `nnx_aux` RNG state: the restored checkpoint's (taken once its params have been checked),
+    // else fresh; saved with every checkpoint.
+    let mut aux = maxtext::checkpoint::nnx_aux::fresh(&cfg.model, scan, cfg.train.init_weights_seed);
     let t_compile = Instant::now();
     let (mut trainer, data_state, start) = if let Some(ck) = full_state {
         let (reader, data_state) = TrainStateReader::open(ck, &tp.decls, tp.opt_type, &want, scan)?;
+        aux = maxtext::checkpoint::nnx_aux::carried(reader.checkpoint(), aux)?;
         let start = reader.step()? as u64;
         if start >= steps {
             println!("nothing to do: the run is at step {start} of steps={steps}");
@@ -128,7 +132,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let save = |trainer: &Trainer, data: &DataIterator, step: u64, saves: &mut Saves| -> Result<()> {
         saves.wait()?;
         let layouts = trainer_layouts(trainer);
-        let (root, decls, data_state) = (root.clone(), decls.clone(), data.state());
+        let (root, decls, data_state, aux) = (root.clone(), decls.clone(), data.state(), aux.clone());
         if cfg.checkpoint.async_checkpointing {
             // As orbax's async save: the distinct shards are copied to the host now (the next step donates
             // the buffers) and written in the background.
@@ -142,7 +146,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 held.push(shards);
             }
             saves.pending = Some(std::thread::spawn(move || -> Result<Location> {
-                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &data_state, scan, |i, put| -> Result<()> {
+                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &aux, &data_state, scan, |i, put| -> Result<()> {
                     for (o, bytes) in &held[i] {
                         put(o, bytes)?;
                     }
@@ -151,7 +155,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }));
         } else {
             // Leaf by leaf, shard by shard: one shard on the host at a time.
-            save_trainer_state(trainer, &root, step, &data_state, scan)?;
+            save_trainer_state(trainer, &root, step, &aux, &data_state, scan)?;
             saves.committed()?;
         }
         Ok(())
