@@ -3,7 +3,7 @@
 //! - without MaxText: the train state `maxtext train` saves is, leaf for leaf, the tree MaxText itself
 //!   wrote (`tests/fixtures/maxtext_qwen3next_tiny_trimmed`: 130 leaves, `_METADATA` value types and
 //!   metadata, `array_metadatas`, zarr dtypes and shapes, PRNG key markers);
-//! - with the MaxText peer (real MaxText, JAX and orbax in a venv; installed by the shared
+//! - with the MaxText peer (real MaxText, JAX and orbax in a venv; installed by
 //!   `scripts/maxtext_peer/setup.sh` when missing, and this test fails naming that script if it cannot be):
 //!   MaxText resumes our checkpoint with `load_full_state_path` (and loads its params with
 //!   `load_parameters_path`), we restore MaxText's checkpoint bit for bit (params, moments, counts, step,
@@ -152,12 +152,12 @@ fn eight_layers_and_unscanned_trees_are_maxtexts() {
 // ---------------------------------------------------------------------------------------------------
 // With the MaxText peer.
 
-/// The shared peer scripts (`setup.sh`, `train.sh`): `$MAXTEXT_PEER_SCRIPTS`, else beside the checkout.
+/// The peer scripts (`setup.sh`, `train.sh`): `$MAXTEXT_PEER_SCRIPTS`, else the repository's copy.
 fn peer_scripts() -> PathBuf {
-    std::env::var_os("MAXTEXT_PEER_SCRIPTS").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/scripts/maxtext_peer"))
+    std::env::var_os("MAXTEXT_PEER_SCRIPTS").map(PathBuf::from).unwrap_or_else(|| repo().join("scripts/maxtext_peer"))
 }
 
-/// The MaxText 0.2.5 venv, installed with the shared `setup.sh` when it is missing. Fails loudly (never
+/// The MaxText 0.2.5 venv, installed with `scripts/maxtext_peer/setup.sh` when it is missing. Fails loudly (never
 /// skips) when it cannot be had.
 fn peer() -> PathBuf {
     let scripts = peer_scripts();
@@ -171,8 +171,8 @@ fn peer() -> PathBuf {
     if !has_maxtext(&venv) {
         assert!(
             setup.is_file(),
-            "this test needs the MaxText 0.2.5 peer: {} is missing. Get the shared scripts/maxtext_peer/setup.sh \
-             (set MAXTEXT_PEER_SCRIPTS to its folder) and run it once (~3 min, 2 GB)",
+            "this test needs the MaxText 0.2.5 peer: {} is missing. Restore scripts/maxtext_peer/setup.sh \
+             (or set MAXTEXT_PEER_SCRIPTS to its folder) and run it once (~3 min, 2 GB)",
             setup.display()
         );
         eprintln!("installing the MaxText peer into {} with {} (~3 min)", venv.display(), setup.display());
