@@ -1,0 +1,33 @@
+//! Per-parameter gradient norms of the loss at a checkpoint's parameters on the config's first batch
+//! debugging aid: compare with MaxText's per-leaf raw grads). Usage: grad_norms CKPT key=value...
+use maxtext::autodiff::value_and_grad;
+use maxtext::checkpoint::params::ModelCheckpoint;
+use maxtext::config::Config;
+use maxtext::data::DataIterator;
+use maxtext::ir::Program;
+use maxtext::pjrt::{open_client, Hardware};
+use maxtext::program::{loss_function, BATCH_KEYS, LOSS_OUTPUTS};
+use maxtext::runtime::Runtime;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = Config::load(std::path::Path::new("configs/base.yml"), &args[1..]).unwrap();
+    let (b, s) = (cfg.batch.global_batch_size_to_train_on as i64, cfg.data.max_target_length as i64);
+    let (f, decls) = loss_function(&cfg, b, s);
+    let g = value_and_grad(&f, &(5..5 + decls.len()).collect::<Vec<_>>());
+    let params = ModelCheckpoint::open(std::path::PathBuf::from(&args[0])).unwrap().restore_params(&decls, &cfg.model).unwrap();
+    let batch = DataIterator::new(&cfg, 0, 1).unwrap().next_batch().unwrap();
+    let mut inputs: Vec<_> = BATCH_KEYS.iter().map(|k| batch.host_tensor(k).unwrap()).collect();
+    inputs.extend(params);
+    let rt = Runtime::new(open_client(Hardware::Cpu, None, Some(1)).unwrap());
+    let out = rt.run(&Program::new("grads", g), &inputs).unwrap();
+    let w = out[1].to_f64()[0];
+    println!("loss {}", out[0].to_f64()[0] / w);
+    let mut total = 0f64;
+    for (d, t) in decls.iter().zip(&out[LOSS_OUTPUTS..]) {
+        let n: f64 = t.to_f64().iter().map(|v| (v / w) * (v / w)).sum();
+        total += n;
+        println!("GRAD {} {}", d.path, n.sqrt());
+    }
+    println!("total {}", total.sqrt());
+}
