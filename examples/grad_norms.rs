@@ -1,4 +1,4 @@
-//! Per-parameter gradient norms of the loss at a checkpoint's parameters on the config's first batch
+//! Per-parameter gradient norms of the loss at a checkpoint's parameters on the config's first batch (a
 //! debugging aid: compare with MaxText's per-leaf raw grads). Usage: grad_norms CKPT key=value...
 use maxtext::autodiff::value_and_grad;
 use maxtext::checkpoint::params::ModelCheckpoint;
