@@ -1,5 +1,6 @@
 //! Per-parameter gradient norms of the loss at a checkpoint's parameters on the config's first batch (a
 //! debugging aid: compare with MaxText's per-leaf raw grads). Usage: grad_norms CKPT key=value...
+//! (`GRAD_NORMS_F64=1`: parameters and activations in float64.)
 use maxtext::autodiff::value_and_grad;
 use maxtext::checkpoint::params::ModelCheckpoint;
 use maxtext::config::Config;
@@ -11,7 +12,13 @@ use maxtext::runtime::Runtime;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = Config::load(std::path::Path::new("configs/base.yml"), &args[1..]).unwrap();
+    let mut cfg = Config::load(std::path::Path::new("configs/base.yml"), &args[1..]).unwrap();
+    if std::env::var("GRAD_NORMS_F64").is_ok() {
+        // Parameters and activations in float64 (norms, softmax, the delta-rule state and the logits stay
+        // float32 by design): a more exact gradient than either float32 program's, to see which is closer.
+        cfg.compute.dtype = maxtext::ir::DType::F64;
+        cfg.compute.weight_dtype = maxtext::ir::DType::F64;
+    }
     let (b, s) = (cfg.batch.global_batch_size_to_train_on as i64, cfg.data.max_target_length as i64);
     let (f, decls) = loss_function(&cfg, b, s);
     let g = value_and_grad(&f, &(5..5 + decls.len()).collect::<Vec<_>>());
