@@ -35,6 +35,16 @@ fn main() {
         let n: f64 = t.to_f64().iter().map(|v| (v / w) * (v / w)).sum();
         total += n;
         println!("GRAD {} {}", d.path, n.sqrt());
+        // Per layer of a stacked parameter (the `local_layers` scan axis, when there is one).
+        if let Some(ax) = d.axes.iter().position(|a| *a == "local_layers") {
+            let (dims, vals) = (&t.dims, t.to_f64());
+            let inner: i64 = dims[ax + 1..].iter().product();
+            let mut per = vec![0f64; dims[ax] as usize];
+            for (i, v) in vals.iter().enumerate() {
+                per[(i as i64 / inner % dims[ax]) as usize] += (v / w) * (v / w);
+            }
+            println!("LAYERS {} {:?}", d.path, per.iter().map(|x| x.sqrt()).collect::<Vec<_>>());
+        }
     }
     println!("total {}", total.sqrt());
 }
