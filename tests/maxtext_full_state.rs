@@ -222,6 +222,16 @@ fn losses(file: &Path) -> BTreeMap<u64, f64> {
         .collect()
 }
 
+/// Every value of metric `tag` by step, from a `metrics_file`.
+fn metric(file: &Path, tag: &str) -> BTreeMap<u64, f64> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["step"].as_f64().unwrap() as u64, v[tag].as_f64().unwrap_or_else(|| panic!("no {tag} in {v}"))))
+        .collect()
+}
+
 /// Both programs see MaxText's synthetic batch (bit for bit), so equal states give equal losses: the
 /// issue's tolerance, relative, in float32.
 fn assert_losses_match(what: &str, got: &BTreeMap<u64, f64>, want: &BTreeMap<u64, f64>) {
@@ -321,5 +331,30 @@ fn maxtext_and_we_resume_each_others_full_state() {
         assert_eq!(Some(v), v4.get(name), "{name}");
     }
     eprintln!("losses: ours straight {straight:?}; MaxText resuming ours {resumed:?}; MaxText on our params {first:?}; we resuming MaxText {ours_resumed:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The side by side: from the same checkpoint's parameters (`load_parameters_path`, one converted
+/// start for both) and MaxText's synthetic batch, 5 AdamW steps with MaxText's default schedule in each
+/// program give losses and raw grad norms within 1e-4 relative (float32).
+#[test]
+fn five_adamw_steps_match_maxtext_in_loss_and_grad_norm() {
+    let venv = peer();
+    let root = scratch("five");
+    // The common start: a checkpoint of ours (random init and one step), taken by both as parameters only.
+    ours(&root.join("start"), &["steps=1", "enable_checkpointing=true", &format!("metrics_file={}", root.join("start.jsonl").display())]);
+    let start = format!("load_parameters_path={}", root.join("start/r/checkpoints/0/items").display());
+    let (a, b) = (root.join("ours.jsonl"), root.join("mt").join("m.jsonl"));
+    ours(&root.join("ours"), &[&start, "steps=5", "enable_checkpointing=false", &format!("metrics_file={}", a.display())]);
+    maxtext_peer(&venv, &root.join("mt"), &[&start, "steps=5", &format!("metrics_file={}", b.display())]);
+    for tag in ["learning/loss", "learning/raw_grad_norm"] {
+        let (ours, theirs) = (metric(&a, tag), metric(&b, tag));
+        assert_eq!(ours.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4], "{tag}: {ours:?}");
+        for (step, o) in &ours {
+            let t = theirs[step];
+            assert!(((o - t) / t).abs() < 1e-4, "{tag} at step {step}: ours {o} vs MaxText {t}\nours {ours:?}\nMaxText {theirs:?}");
+        }
+        eprintln!("{tag}: ours {ours:?}; MaxText {theirs:?}");
+    }
     let _ = std::fs::remove_dir_all(&root);
 }
