@@ -215,13 +215,17 @@ fn one_line(s: &str) -> String {
     }
 }
 
+/// Whether the bucket itself is missing (its root cannot be listed): what a `NotFound` for an object
+/// or a prefix means then.
+fn bucket_missing(bucket: &str) -> bool {
+    matches!(list_page(bucket, "", 1), Err(StorageError::NotFound { .. }) | Err(StorageError::NoBucket { .. }))
+}
+
 /// A `NotFound` for an object is a missing bucket when the bucket itself cannot be listed.
 fn not_found_or_no_bucket(bucket: &str, key: &str, e: StorageError) -> StorageError {
     match e {
-        StorageError::NotFound { .. } => match list_page(bucket, "", 1) {
-            Err(StorageError::NotFound { .. }) | Err(StorageError::NoBucket { .. }) => StorageError::NoBucket { bucket: bucket.into() },
-            _ => StorageError::NotFound { loc: url(bucket, key) },
-        },
+        StorageError::NotFound { .. } if bucket_missing(bucket) => StorageError::NoBucket { bucket: bucket.into() },
+        StorageError::NotFound { .. } => StorageError::NotFound { loc: url(bucket, key) },
         other => other,
     }
 }
@@ -325,10 +329,8 @@ fn listing(bucket: &str, key: &str, recursive: bool) -> Result<Vec<opendal::Entr
         Ok(v) => Ok(v),
         Err(e) => match map_err(bucket, key, "list", e) {
             // A missing "directory" is an empty listing; a missing bucket is an error.
-            StorageError::NotFound { .. } => match not_found_or_no_bucket(bucket, key, StorageError::NotFound { loc: String::new() }) {
-                StorageError::NoBucket { bucket } => Err(StorageError::NoBucket { bucket }),
-                _ => Ok(vec![]),
-            },
+            StorageError::NotFound { .. } if bucket_missing(bucket) => Err(StorageError::NoBucket { bucket: bucket.into() }),
+            StorageError::NotFound { .. } => Ok(vec![]),
             other => Err(other),
         },
     }
