@@ -1,7 +1,8 @@
 //! The three MoE strategies (reference §5): token dropping keeps exactly the copies MaxText's rule keeps
 //! (a hand-built routing); with a capacity that drops nothing it equals dense, and dropless equals dense,
 //! in the loss and every gradient, on a 64-expert top-8 model; the compiled forward of a 64-expert top-2
-//! model does at most 0.35× the dense FLOPs with dropless and with `capacity_factor=1`.
+//! model does at most 0.35× the dense FLOPs with dropless and with `capacity_factor=1`; dropless equals
+//! each copy through its own expert for even, crowded and sparse routings.
 //! (check-logits against HF with each strategy: `tests/check_logits_cli.rs`.)
 
 use maxtext::autodiff::value_and_grad;
@@ -167,4 +168,64 @@ fn train_reports_the_dropped_fraction() {
     assert_eq!(run("100"), 0.0);
     let f = run("0.5");
     assert!((0.5..1.0).contains(&f), "dropped fraction {f} with capacity_factor=0.5");
+}
+
+/// The dropless layout against each copy multiplied by its own expert's weights, for routings that fill
+/// the home blocks evenly, crowd every copy onto one expert (the overflow region at its bound), and
+/// leave most experts empty; and for a single token (the per-copy path of decode steps).
+#[test]
+fn dropless_equals_per_copy_experts_for_any_routing() {
+    use maxtext::nn::moe_dispatch::{dropless, ExpertWeights};
+    let (e, m, f, k) = (8i64, 16i64, 8i64, 2i64);
+    let check = |b: i64, s: i64, idx: Vec<i32>| {
+        let n = b * s * k;
+        let g = Graph::new();
+        let x = g.param(TensorType::new(DType::F32, &[b, s, m])).named(&["batch", "seq", "embed"]);
+        let ids = g.param(TensorType::new(DType::S32, &[b, s, k]));
+        let w = g.param(TensorType::new(DType::F32, &[b, s, k]));
+        let wi_0 = g.param(TensorType::new(DType::F32, &[e, m, f])).named(&["exp", "embed", "mlp_moe"]);
+        let wi_1 = g.param(TensorType::new(DType::F32, &[e, m, f])).named(&["exp", "embed", "mlp_moe"]);
+        let wo = g.param(TensorType::new(DType::F32, &[e, f, m])).named(&["exp", "mlp_moe", "embed"]);
+        let ew = ExpertWeights { wi_0: &wi_0, wi_1: &wi_1, wo: &wo, activations_in_float32: false };
+        let got = dropless(&x, &ids, &w, &ew).reshape(&[b * s * m]);
+        let pseudo = |len: i64, seed: i64| -> Vec<f32> { (0..len).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 0.5).collect() };
+        let args = [
+            HostTensor::from_f32(&pseudo(b * s * m, 1), &[b, s, m]),
+            HostTensor::from_i32(&idx, &[b, s, k]),
+            HostTensor::from_f32(&pseudo(n, 2), &[b, s, k]),
+            HostTensor::from_f32(&pseudo(e * m * f, 3), &[e, m, f]),
+            HostTensor::from_f32(&pseudo(e * m * f, 4), &[e, m, f]),
+            HostTensor::from_f32(&pseudo(e * f * m, 5), &[e, f, m]),
+        ];
+        let out = rt().run(&Program::new("dropless", g.finish(&[got])), &args).unwrap()[0].to_f32();
+        // The reference on the host: y[t] = Σ_k w[t,k] · (silu(x W0[e]) ⊙ (x W1[e])) Wo[e].
+        let (xs, ws, w0, w1, w2) = (args[0].to_f32(), args[2].to_f32(), args[3].to_f32(), args[4].to_f32(), args[5].to_f32());
+        for t in 0..(b * s) as usize {
+            for j in 0..m as usize {
+                let mut want = 0f64;
+                for c in 0..k as usize {
+                    let ex = idx[t * k as usize + c] as usize;
+                    let mut acc = 0f64;
+                    for h in 0..f as usize {
+                        let (mut h0, mut h1) = (0f64, 0f64);
+                        for i in 0..m as usize {
+                            let xv = xs[t * m as usize + i] as f64;
+                            h0 += xv * w0[(ex * m as usize + i) * f as usize + h] as f64;
+                            h1 += xv * w1[(ex * m as usize + i) * f as usize + h] as f64;
+                        }
+                        acc += h0 / (1.0 + (-h0).exp()) * h1 * w2[(ex * f as usize + h) * m as usize + j] as f64;
+                    }
+                    want += ws[t * k as usize + c] as f64 * acc;
+                }
+                let got = out[t * m as usize + j] as f64;
+                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "token {t}, column {j}: {got} vs {want} (routing {idx:?})");
+            }
+        }
+    };
+    let (b, s) = (2, 16); // 64 copies over 8 experts: blocks of 8 rows
+    check(b, s, (0..b * s * k).map(|i| (i % e) as i32).collect());
+    check(b, s, (0..b * s * k).map(|i| if i % 2 == 0 { 5 } else { 2 }).collect());
+    check(b, s, (0..b * s * k).map(|i| [3, 7][(i / 5 % 2) as usize]).collect());
+    check(b, s, vec![4; (b * s * k) as usize]);
+    check(1, 1, vec![6, 1]);
 }

@@ -133,14 +133,18 @@ fn after_cotangents(values: &[Tensor], cts: &[Tensor]) -> Vec<Tensor> {
 /// The VJP of a recorded counted loop: a reverse loop over the iterations that recomputes the body from
 /// the recorded carries and saved values and applies its VJP. Returns cotangents for the loop's inputs
 /// (init carries, cond captures (none), body captures).
-pub(super) fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: &LoopRecord, out_cts: &[Option<Tensor>], remat: &Remat) -> Vec<Option<Tensor>> {
+/// `seeds`: per body capture, the cotangent summed so far outside the loop, which the loop adds to (see
+/// `backward`'s `cap_seeds`); the capture's returned cotangent includes it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: &LoopRecord, out_cts: &[Option<Tensor>], remat: &Remat, seeds: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
+    let ncond = cond.captures.len();
     if rec.upper <= rec.lower {
-        // No iterations: carry cotangents pass straight through; captures get none.
+        // No iterations: carry cotangents pass straight through; captures get only their seeds.
         let mut result = out_cts[..n].to_vec();
-        result.resize(ins.len(), None);
+        result.resize(n + ncond, None);
+        result.extend(seeds.iter().cloned());
         return result;
     }
-    let ncond = cond.captures.len();
     let body_caps = ins[n + ncond..].to_vec();
     let float_carry: Vec<bool> = ins[..n].iter().map(|t| t.dtype().is_float()).collect();
     let float_cap: Vec<bool> = body_caps.iter().map(|t| t.dtype().is_float()).collect();
@@ -154,11 +158,13 @@ pub(super) fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: 
     }
     for (k, t) in body_caps.iter().enumerate() {
         if float_cap[k] {
-            init.push(zeros_like(t));
+            init.push(seeds[k].clone().unwrap_or_else(|| zeros_like(t)));
         }
     }
     if init.is_empty() {
-        return vec![None; ins.len()];
+        let mut result = vec![None; n + ncond];
+        result.extend(seeds.iter().cloned());
+        return result;
     }
     let steps = rec.upper - rec.lower;
     let nfc = float_carry.iter().filter(|f| **f).count();
@@ -188,22 +194,20 @@ pub(super) fn loop_vjp(cond: &Func, body: &Func, n: usize, ins: &[Tensor], rec: 
                 cts_in.push(None);
             }
         }
-        let (p_cts, cap_cts) = backward(body, &r, &cts_in, remat);
+        // The running sums of the capture cotangents (carries after the float carries' cotangents) seed
+        // this iteration's backward pass, which adds to them.
+        let mut ci = nfc;
+        let acc_seeds: Vec<Option<Tensor>> = float_cap.iter().map(|&f| f.then(|| { ci += 1; c[ci - 1].clone() })).collect();
+        let (p_cts, cap_cts) = backward(body, &r, &cts_in, remat, Some(&acc_seeds));
         let mut next = Vec::new();
         for k in 0..n {
             if float_carry[k] {
                 next.push(p_cts[k].clone().unwrap_or_else(|| zeros_like(&carries[k])));
             }
         }
-        let mut ci = nfc;
         for (k, t) in body_caps.iter().enumerate() {
             if float_cap[k] {
-                let acc = &c[ci];
-                next.push(match &cap_cts[k] {
-                    Some(ct) => acc + &ct.convert(t.dtype()),
-                    None => acc.clone(),
-                });
-                ci += 1;
+                next.push(cap_cts[k].clone().expect("a seeded capture has a cotangent").convert(t.dtype()));
             }
         }
         next

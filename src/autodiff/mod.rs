@@ -68,6 +68,7 @@ fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_lo
     let mut given = given.map(|v| v.iter());
     for (i, node) in f.nodes.iter().enumerate() {
         let ins: Vec<Tensor> = node.inputs.iter().map(|v| vals[v.node as usize][v.output as usize].clone()).collect();
+        let _at = g.at_loc(node.loc.as_deref());
         let out = match &node.op {
             Op::Parameter(p) => vec![params[*p].clone()],
             Op::Capture(c) => vec![captures[*c].clone()],
@@ -120,11 +121,26 @@ fn accumulate(cts: &mut HashMap<ValueRef, Tensor>, v: ValueRef, ct: Tensor) {
 
 /// Backward pass over a replayed `f`: from the cotangents of its results, the cotangents of its
 /// parameters and captures (`None` = zero).
-fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>], remat: &Remat) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
+///
+/// `cap_seeds`: running sums to add the captures' cotangents to (a loop's backward carries them). Seeding
+/// the sum, rather than adding this body's cotangent to it afterwards, lets a captured stacked parameter
+/// read at one index (`take(params, i)`) accumulate in place: XLA rewrites `acc + dus(zeros, u, i)` into
+/// an update of the slice, where `acc + ct` with `ct` a nested loop's own zero-initialised sum would fill
+/// and add the whole stack once per outer iteration.
+fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>], remat: &Remat, cap_seeds: Option<&[Option<Tensor>]>) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
     let mut cts: HashMap<ValueRef, Tensor> = HashMap::new();
     for (res, ct) in f.results.iter().zip(out_cts) {
         if let Some(ct) = ct {
             accumulate(&mut cts, *res, ct.clone());
+        }
+    }
+    if let Some(seeds) = cap_seeds {
+        for (i, node) in f.nodes.iter().enumerate() {
+            if let Op::Capture(c) = node.op {
+                if let Some(Some(seed)) = seeds.get(c) {
+                    cts.insert(ValueRef { node: i as u32, output: 0 }, seed.clone());
+                }
+            }
         }
     }
     let mut param_cts = vec![None; f.params.len()];
@@ -136,6 +152,8 @@ fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>], remat: &Remat) -> 
             continue;
         }
         let ins: Vec<Tensor> = node.inputs.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect();
+        let grad_loc = node.loc.as_deref().map(|l| format!("{l}/grad"));
+        let _at = r.vals[i].first().map(|t| t.graph().at_loc(grad_loc.as_deref().or(Some("grad"))));
         let in_cts = match &node.op {
             Op::Parameter(p) => {
                 param_cts[*p] = node_cts[0].clone();
@@ -147,7 +165,14 @@ fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>], remat: &Remat) -> 
             }
             Op::While { cond, body, num_carries, .. } => {
                 let rec = r.loops.get(&i).unwrap_or_else(|| panic!("autodiff: a `while` without a trip count (use fori_loop) is not differentiable"));
-                loop_vjp(cond, body, *num_carries, &ins, rec, &node_cts, remat)
+                // The cotangents summed so far for the loop's captured inputs seed its running sums (the
+                // first occurrence of a value; see `cap_seeds`).
+                let first_cap = num_carries + cond.captures.len();
+                let seeds: Vec<Option<Tensor>> = node.inputs.iter().enumerate().map(|(k, v)| {
+                    let first = node.inputs[..k].iter().all(|u| u != v);
+                    if k >= first_cap && first { cts.remove(v) } else { None }
+                }).collect();
+                loop_vjp(cond, body, *num_carries, &ins, rec, &node_cts, remat, &seeds[first_cap..])
             }
             op => rules::vjp(op, &ins, &r.vals[i], &node_cts),
         };
@@ -159,6 +184,12 @@ fn backward(f: &Func, r: &Replay, out_cts: &[Option<Tensor>], remat: &Remat) -> 
                     accumulate(&mut cts, *v, ct.convert(ty.dtype));
                 }
             }
+        }
+    }
+    // A seeded capture the body never reads keeps its sum.
+    for (c, seed) in cap_seeds.unwrap_or(&[]).iter().enumerate() {
+        if cap_cts[c].is_none() {
+            cap_cts[c] = seed.clone();
         }
     }
     (param_cts, cap_cts)
@@ -181,7 +212,7 @@ pub fn grad_in(g: &Graph, f: &Func, args: &[Tensor], wrt: &[usize], remat: &Rema
     let results: Vec<Tensor> = f.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect();
     let mut out_cts = vec![None; f.results.len()];
     out_cts[0] = Some(g.full(1.0, loss_ty.dtype, &[]));
-    let (p_cts, _) = backward(f, &r, &out_cts, remat);
+    let (p_cts, _) = backward(f, &r, &out_cts, remat, None);
     let grads = wrt.iter().map(|&i| p_cts[i].clone().map(|c| c.convert(f.params[i].dtype)).unwrap_or_else(|| zeros_like(&args[i]))).collect();
     (results, grads)
 }

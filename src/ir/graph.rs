@@ -94,14 +94,21 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
-/// Pops a name scope when dropped.
+/// Restores the name scopes when dropped: pops the one [`Graph::scope`] pushed, or puts back the stack
+/// [`Graph::at_loc`] replaced.
 pub struct ScopeGuard {
     scopes: Rc<RefCell<Vec<String>>>,
+    replaced: Option<Vec<String>>,
 }
 
 impl Drop for ScopeGuard {
     fn drop(&mut self) {
-        self.scopes.borrow_mut().pop();
+        match self.replaced.take() {
+            Some(prev) => *self.scopes.borrow_mut() = prev,
+            None => {
+                self.scopes.borrow_mut().pop();
+            }
+        }
     }
 }
 
@@ -174,7 +181,18 @@ impl Graph {
     pub fn scope(&self, name: &str) -> ScopeGuard {
         let scopes = self.f.borrow().scopes.clone();
         scopes.borrow_mut().push(name.to_string());
-        ScopeGuard { scopes }
+        ScopeGuard { scopes, replaced: None }
+    }
+
+    /// Until the guard drops, nodes carry the location `loc` (`a/b/c`, or none) whatever the current scopes
+    /// are: the autodiff replays a node, and builds its derivative, at the node's own location, so that
+    /// a profile of the compiled step names the model part each op comes from (XLA keeps the location as
+    /// the op's `op_name`).
+    pub fn at_loc(&self, loc: Option<&str>) -> ScopeGuard {
+        let scopes = self.f.borrow().scopes.clone();
+        let new = loc.map(|l| vec![l.to_string()]).unwrap_or_default();
+        let prev = std::mem::replace(&mut *scopes.borrow_mut(), new);
+        ScopeGuard { scopes, replaced: Some(prev) }
     }
 
     /// The innermost function among the operands' functions. An op mixing a loop-body value with values of

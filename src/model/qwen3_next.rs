@@ -73,6 +73,8 @@ impl DecoderLayer {
     /// The layer in any pass: `state` is this layer's state pair in prefill and decode, `None` in a
     /// stateless forward.
     pub fn forward_pass(&self, x: &Tensor, inputs: &ForwardInputs, pass: Pass, state: Option<(&Tensor, &Tensor)>) -> LayerOutput {
+        let graph = x.graph();
+        let scope = graph.scope(match self.mixer { Mixer::Full(_) => "attention", Mixer::Linear(_) => "gdn" });
         let a = self.input_norm.forward(x);
         let seg = inputs.segment_ids.as_ref();
         let pos = &inputs.positions;
@@ -99,6 +101,8 @@ impl DecoderLayer {
             (_, _, None) => panic!("prefill and decode passes need the layer's state"),
         };
         let h = (x + &a).constrain(&RESIDUAL);
+        drop(scope);
+        let _moe = graph.scope("moe");
         let (m, aux) = self.moe.forward_with_aux(&self.post_norm.forward(&h));
         LayerOutput { x: (&h + &m).constrain(&RESIDUAL), aux, state }
     }

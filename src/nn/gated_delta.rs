@@ -182,10 +182,12 @@ impl GatedDeltaNet {
     /// starts — unlike MaxText, which leaks state across packed documents — so packed training equals
     /// per-document training.
     pub fn forward(&self, x: &Tensor, segment_ids: Option<&Tensor>) -> Tensor {
-        let p = self.project(x);
-        let (u, _) = self.causal_conv_segments(&p.qkv, segment_ids);
-        let [q, k, v, g, beta] = self.heads(&u, &p, segment_ids);
-        let (o, _) = chunked_delta_rule(&q, &k, &v, &g, &beta, None, segment_ids, self.chunk);
+        let graph = x.graph();
+        let p = { let _s = graph.scope("in_proj"); self.project(x) };
+        let (u, _) = { let _s = graph.scope("conv"); self.causal_conv_segments(&p.qkv, segment_ids) };
+        let [q, k, v, g, beta] = { let _s = graph.scope("heads"); self.heads(&u, &p, segment_ids) };
+        let (o, _) = { let _s = graph.scope("delta_rule"); chunked_delta_rule(&q, &k, &v, &g, &beta, None, segment_ids, self.chunk) };
+        let _s = graph.scope("out");
         self.output(&o, &p)
     }
 

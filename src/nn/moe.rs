@@ -144,9 +144,13 @@ impl SparseMoe {
     /// load-balancing loss (unweighted), how many token copies were dropped over capacity, and the busiest
     /// expert's copies over a balanced share.
     pub fn forward_with_aux(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let graph = x.graph();
+        let router = graph.scope("router");
         let (w, idx, logits) = self.route_top_k(x);
         let (combine, counts) = Self::onto_experts(&w, &idx, logits.dim("exp"));
         let lb = Self::load_balance_loss(&logits, &counts);
+        drop(router);
+        let routed_scope = graph.scope("routed");
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
         let ew = ExpertWeights { wi_0: &self.wi_0, wi_1: &self.wi_1, wo: &self.wo, activations_in_float32: self.activations_in_float32 };
         let none_dropped = || x.graph().zeros(DType::F32, &[]);
@@ -159,6 +163,8 @@ impl SparseMoe {
         let balanced = counts.sum_over(&["batch", "seq", "exp"]).mul_scalar(1.0 / logits.dim("exp") as f64);
         let max_load = &counts.sum_over(&["batch", "seq"]).max_over(&["exp"]) / &balanced;
         let aux = x.graph().concatenate(&[lb.reshape(&[1]), dropped.reshape(&[1]), max_load.reshape(&[1])], 0);
+        drop(routed_scope);
+        let _shared = graph.scope("shared");
         // The shared expert is MaxText's MlpBlock, with its remat names.
         let s0 = act(x.dot(&self.shared_wi_0, &["embed"]).checkpoint_name("mlpwi_0"));
         let s1 = act(x.dot(&self.shared_wi_1, &["embed"]).checkpoint_name("mlpwi_1"));

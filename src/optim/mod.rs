@@ -57,6 +57,7 @@ pub fn sgd(params: &[Tensor], grads: &[Tensor], lr: &Tensor) -> Vec<Tensor> {
 /// schedule's rate at `count` and `decay[i]` whether parameter `i` gets weight decay (not `adamw_mask`).
 /// Returns the new params and the new moments (empty for `sgd`).
 pub fn update(cfg: &TrainConfig, params: &[Tensor], grads: &[Tensor], slots: &[AdamSlot], count: &Tensor, lr: &Tensor, decay: &[bool]) -> (Vec<Tensor>, Vec<AdamSlot>) {
+    let _s = count.graph().scope("optimizer");
     match cfg.opt_type {
         OptType::AdamW => {
             let count_inc = count + &count.graph().full(1.0, DType::S32, &[]);
