@@ -5,11 +5,13 @@
 //!   `capacity` copies in MaxText's priority order (token position first, then the copy's rank in the top-k);
 //!   dispatch and combine are one-hot masks [batch, seq, exp, capacity], so the expert axis shards;
 //! - dropless (`sparse_matmul=true`): the copies of the whole batch sorted by expert and cut into blocks of
-//!   `block` rows, each block belonging to one expert: a home block per expert, multiplied by the expert
-//!   weights in place, and overflow blocks (each expert's further copies padded to whole blocks) that
-//!   gather their expert's weights. Static shapes, work proportional to tokens × k (`experts +
-//!   ⌈tokens·k / block⌉` blocks); the CPU plugin has no ragged dot, so this is the formulation on every
-//!   plugin. With fewer than two copies per expert (decode steps) each copy takes its expert's weights.
+//!   `block` rows, each block belonging to one expert (each expert's group padded to whole blocks), and one
+//!   batched matmul over the blocks with each block's expert weights. Static shapes, work proportional to
+//!   tokens × k (at most `tokens·k / block + experts` blocks); the CPU plugin has no ragged dot, so this is
+//!   the formulation on every plugin. (Multiplying one home block per expert by the weights in place and
+//!   gathering only for the overflow was measured slower inside the layer scan: a scanned layer's expert
+//!   weights are a strided slice of the stack, so "in place" is a copy too, and the gather fuses it.)
+//!   With fewer than two copies per expert (decode steps) each copy takes its expert's weights.
 
 use super::norm::silu;
 use crate::ir::{BinaryOp, DType, ReduceKind, ScatterDims, ScatterMode, Tensor};
@@ -127,13 +129,6 @@ fn scatter_1d(into: &Tensor, indices: &Tensor, updates: &Tensor, mode: ScatterMo
 
 /// Dropless: x [batch, seq, embed], top-k ids `idx` and combine weights `w` [batch, seq, k] ->
 /// [batch, seq, embed].
-///
-/// The copies sorted by expert go to two regions of rows. The home region has one block per expert
-/// (expert e's first `block` copies at rows e·block..), multiplied by the expert weights as they are
-/// (a batched matmul over the expert axis). The overflow region takes each expert's further copies,
-/// padded to whole blocks (at most ⌈copies / block⌉ blocks in all), and gathers each block's expert
-/// weights. Both regions together have as many rows as one padded region would, but only the overflow
-/// blocks copy expert weights (and scatter their gradients back): half of them at a balanced routing.
 pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Tensor {
     let g = x.graph();
     let (b, s, k, m) = (idx.dims()[0], idx.dims()[1], idx.dims()[2], x.dims()[2]);
@@ -143,59 +138,42 @@ pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Ten
     if block == 1 {
         return per_copy(x, idx, w, ew);
     }
-    let home = e * block;
-    let over_blocks = (n + block - 1) / block;
-    let padded = home + over_blocks * block;
+    let blocks = (n + block - 1) / block + e;
+    let padded = blocks * block;
     let i32s = |v: f64, dims: &[i64]| g.full(v, DType::S32, dims);
 
     // Copies (token-major, then top-k rank) sorted by expert, stably.
     let expert_of_copy = idx.reshape(&[n]);
     let sorted = g.sort(&[expert_of_copy.clone(), g.iota(DType::S32, &[n], 0)], 0, false, true);
     let (sorted_expert, copy_of_sorted) = (&sorted[0], &sorted[1]);
-    // Group sizes and starts; each group's overflow (past its home block) padded to whole blocks, and
-    // where that starts in the overflow region.
+    // Group sizes, their starts, and the starts of the groups padded to whole blocks.
     let sizes = scatter_1d(&i32s(0.0, &[e]), &expert_of_copy, &i32s(1.0, &[n]), ScatterMode::Add);
+    let padded_sizes = (&(&sizes.add_scalar((block - 1) as f64) / &i32s(block as f64, &[e])) * &i32s(block as f64, &[e])).with_axes(&[None]);
     let starts = sizes.cumulative(ReduceKind::Sum, 0, false, true);
-    let over = sizes.add_scalar(-(block as f64)).max(&i32s(0.0, &[e]));
-    let over_padded = (&(&over.add_scalar((block - 1) as f64) / &i32s(block as f64, &[e])) * &i32s(block as f64, &[e])).with_axes(&[None]);
-    let over_starts = over_padded.cumulative(ReduceKind::Sum, 0, false, true);
-    // Where each sorted copy goes, and where each copy (original order) went.
+    let padded_starts = padded_sizes.cumulative(ReduceKind::Sum, 0, false, true);
+    // Where each sorted copy goes in the padded order, and where each copy (original order) went.
     let rank = &g.iota(DType::S32, &[n], 0) - &starts.take_rows(sorted_expert);
-    let in_home = rank.lt(&i32s(block as f64, &[n]));
-    let home_row = &sorted_expert.mul_scalar(block as f64) + &rank;
-    let over_row = (&over_starts.take_rows(sorted_expert) + &rank).add_scalar((home - block) as f64);
-    let dest_sorted = in_home.select(&home_row, &over_row);
+    let dest_sorted = &padded_starts.take_rows(sorted_expert) + &rank;
     let dest = scatter_1d(&i32s(0.0, &[n]), copy_of_sorted, &dest_sorted, ScatterMode::Replace);
-    // The token in each row (`t`, a zero row, for padding).
+    // The token in each padded row (`t`, a zero row, for padding).
     let token_of_sorted = copy_of_sorted / &i32s(k as f64, &[n]);
     let token_of_row = scatter_1d(&i32s(t as f64, &[padded]), &dest_sorted, &token_of_sorted, ScatterMode::Replace);
     let x_ext = g.concatenate(&[x.reshape(&[t, m]), g.zeros(x.dtype(), &[1, m])], 0);
     // Blocks are split over the expert axes (`activation_exp`), so each device computes its share of
-    // the blocks; the partitioner brings each overflow block its expert's weights.
+    // the blocks; the partitioner brings each block its expert's weights.
     let blocks_logical = ["activation_exp", "", ""];
-    let rows = x_ext.take_rows(&token_of_row);
-    let home_rows = rows.slice_dim(0, 0, home).reshape(&[e, block, m]).named(&["blk", "row", "embed"]).constrain(&blocks_logical);
-    let as_blocks = |wt: &Tensor, axes: [&'static str; 3]| wt.named(&axes);
-    let y_home = ew.mlp(
-        &home_rows,
-        &as_blocks(ew.wi_0, ["blk", "embed", "mlp_moe"]),
-        &as_blocks(ew.wi_1, ["blk", "embed", "mlp_moe"]),
-        &as_blocks(ew.wo, ["blk", "mlp_moe", "embed"]),
-        true,
-    );
-    // Each overflow block's expert: how many overflow groups end at or before the block's first row
-    // (blocks past the last group take the last expert; their rows are zero and unused).
-    let over_rows = rows.slice_dim(0, home, over_blocks * block).reshape(&[over_blocks, block, m]).named(&["blk", "row", "embed"]).constrain(&blocks_logical);
-    let ends = &over_starts + &over_padded;
-    let block_first = g.iota(DType::S32, &[over_blocks, e], 0).mul_scalar(block as f64);
-    let ended = ends.broadcast_in_dim(&[over_blocks, e], &[1]).le(&block_first);
-    let owner = ended.select(&i32s(1.0, &[over_blocks, e]), &i32s(0.0, &[over_blocks, e])).sum(&[1]).min(&i32s((e - 1) as f64, &[over_blocks]));
+    let rows = x_ext.take_rows(&token_of_row).reshape(&[blocks, block, m]).named(&["blk", "row", "embed"]).constrain(&blocks_logical);
+    // Each block's expert: how many padded groups end at or before the block's first row (blocks past
+    // the last group take the last expert; their rows are zero and unused).
+    let ends = &padded_starts + &padded_sizes;
+    let block_first = g.iota(DType::S32, &[blocks, e], 0).mul_scalar(block as f64);
+    let ended = ends.broadcast_in_dim(&[blocks, e], &[1]).le(&block_first);
+    let owner = ended.select(&i32s(1.0, &[blocks, e]), &i32s(0.0, &[blocks, e])).sum(&[1]).min(&i32s((e - 1) as f64, &[blocks]));
     let pick = |wt: &Tensor, axes: [&'static str; 3]| wt.take_rows(&owner).named(&axes).constrain(&blocks_logical);
     let w0 = pick(ew.wi_0, ["blk", "embed", "mlp_moe"]);
     let w1 = pick(ew.wi_1, ["blk", "embed", "mlp_moe"]);
     let wo = pick(ew.wo, ["blk", "mlp_moe", "embed"]);
-    let y_over = ew.mlp(&over_rows, &w0, &w1, &wo, true);
-    let y = g.concatenate(&[y_home.constrain(&blocks_logical).reshape(&[home, m]), y_over.constrain(&blocks_logical).reshape(&[over_blocks * block, m])], 0);
+    let y = ew.mlp(&rows, &w0, &w1, &wo, true).constrain(&blocks_logical).reshape(&[padded, m]); // [blk, row, embed] -> rows
     // Back to the copies, weighted and summed over each token's k.
     let per_copy = y.take_rows(&dest).reshape(&[b, s, k, m]).named(&["batch", "seq", "k", "embed"]);
     let wk = w.convert(per_copy.dtype()).named(&["batch", "seq", "k"]);
