@@ -1,5 +1,5 @@
 //! The optimizer as MaxText configures optax, traced into the train step: global-norm clipping
-//! (`clip_by_global_norm`, applied before the optimizer as MaxText's train step does), the update of
+//! (`clip_by_global_norm`, applied before the optimizer as MaxText's train step does: [`mean_and_clip`]), the update of
 //! `opt_type` ([`update`]: `adamw` = `optax.adamw`, `adam_pax` = MaxText's own `adam_pax`, `sgd` =
 //! `optax.sgd(schedule)`) and the learning-rate schedule ([`schedule`], `create_learning_rate_schedule`).
 
@@ -24,19 +24,25 @@ pub fn global_norm(ts: &[Tensor]) -> Tensor {
     acc.sqrt()
 }
 
-/// optax `clip_by_global_norm(max_norm)`: unchanged when the norm is below `max_norm`, else scaled to it.
-/// Returns (clipped grads, raw norm). `max_norm <= 0` disables clipping.
-pub fn clip_by_global_norm(grads: &[Tensor], max_norm: f64) -> (Vec<Tensor>, Tensor) {
-    let norm = global_norm(grads);
-    if max_norm <= 0.0 {
-        return (grads.to_vec(), norm);
-    }
-    let g = norm.graph();
-    let max = g.scalar(max_norm, DType::F32);
-    let keep = norm.lt(&max);
-    let scale = keep.select(&g.scalar(1.0, DType::F32), &(&max / &norm));
-    let clipped = grads.iter().map(|t| (&t.convert(DType::F32) * &scale.broadcast_to(t.dims())).convert(t.dtype())).collect();
-    (clipped, norm)
+/// The gradient of a mean from the summed gradients, `sums / denom`, then `clip_by_global_norm(max_norm)`
+/// (`max_norm <= 0`: no clipping), applied as one scalar factor: returns (`sums · factor` in their dtypes,
+/// the norm of `sums / denom`, the norm after clipping). Equal to dividing, clipping and measuring again up
+/// to rounding; but XLA:CPU writes a full-size divided copy of every gradient that several fusions read
+/// (it does not duplicate a divide into its consumers), and a second norm reads them all again, where a
+/// scalar multiply fuses into the optimizer's own passes.
+pub fn mean_and_clip(sums: &[Tensor], denom: &Tensor, max_norm: f64) -> (Vec<Tensor>, Tensor, Tensor) {
+    let g = denom.graph();
+    let raw = &global_norm(sums) / denom;
+    let scale = if max_norm <= 0.0 {
+        g.scalar(1.0, DType::F32)
+    } else {
+        let max = g.scalar(max_norm, DType::F32);
+        raw.lt(&max).select(&g.scalar(1.0, DType::F32), &(&max / &raw))
+    };
+    let factor = &scale / denom;
+    let scaled = sums.iter().map(|t| (&t.convert(DType::F32) * &factor.broadcast_to(t.dims())).convert(t.dtype())).collect();
+    let clipped_norm = &raw * &scale;
+    (scaled, raw, clipped_norm)
 }
 
 /// Whether `opt_type` keeps Adam moments (`mu`, `nu` per parameter); `sgd` keeps none.

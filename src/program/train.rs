@@ -18,7 +18,7 @@ use crate::config::{Config, OptType};
 use crate::ir::{DType, Func, Graph, Program, ShardingContext, Tensor, TensorType};
 use crate::model::{self, ForwardInputs};
 use crate::nn::ParamDecl;
-use crate::optim::{clip_by_global_norm, has_moments, learning_rate, weight_decay_mask, AdamSlot};
+use crate::optim::{has_moments, mean_and_clip, learning_rate, weight_decay_mask, AdamSlot};
 use crate::sharding::sharding_context;
 
 pub const BATCH_KEYS: [&str; 5] = ["inputs", "inputs_position", "inputs_segmentation", "targets", "targets_segmentation"];
@@ -153,9 +153,7 @@ pub fn train_program(cfg: &Config, batch: i64, seq: i64) -> Result<TrainProgram,
     // MaxText: loss = Σ xent / (Σ mask + 1e-8); the gradient of the mean is the summed gradient over that.
     let denom = weights.add_scalar(1e-8);
     let loss = &loss_sum / &denom;
-    let grads: Vec<Tensor> = grads.iter().map(|gr| (&gr.convert(DType::F32) / &denom.broadcast_to(gr.dims())).convert(gr.dtype())).collect();
-    let (clipped, raw_norm) = clip_by_global_norm(&grads, t.gradient_clipping_threshold);
-    let norm = crate::optim::global_norm(&clipped);
+    let (clipped, raw_norm, norm) = mean_and_clip(&grads, &denom, t.gradient_clipping_threshold);
     // optax evaluates the schedule at the count before this step.
     let lr = learning_rate(t, &count);
     let count_inc = &count + &g.full(1.0, DType::S32, &[]);
