@@ -71,6 +71,9 @@ pub struct ParamBuilder {
     prefix: Vec<String>,
     stack: Vec<StackAxis>,
     pub decls: Vec<ParamDecl>,
+    /// Each stacked parameter's program argument, by path: a scan traced unrolled (prefill and decode)
+    /// declares a layer's parameters once per iteration and slices the one argument each time.
+    stacked_args: std::collections::HashMap<String, Tensor>,
     /// Storage dtype of ordinary parameters (`weight_dtype`).
     pub weight_dtype: DType,
     /// Dtype parameters are cast to at use (`dtype`).
@@ -106,6 +109,7 @@ impl ParamBuilder {
             prefix: Vec::new(),
             stack: Vec::new(),
             decls: Vec::new(),
+            stacked_args: std::collections::HashMap::new(),
             weight_dtype,
             compute_dtype,
             activations_in_float32: false,
@@ -175,9 +179,19 @@ impl ParamBuilder {
             init,
             scan_axes: self.stack.len(),
         };
-        assert!(!self.decls.iter().any(|d| d.path == decl.path), "parameter {} declared twice", decl.path);
-        self.decls.push(decl);
-        let stacked = self.root.param_in("params", TensorType::named(dtype, &full_dims, &full_axes));
+        let stacked = match self.decls.iter().find(|d| d.path == decl.path) {
+            // Another iteration of an unrolled scan: the same stacked parameter, another slice.
+            Some(d) if !self.stack.is_empty() && *d == decl => self.stacked_args[&decl.path].clone(),
+            Some(_) => panic!("parameter {} declared twice", decl.path),
+            None => {
+                let arg = self.root.param_in("params", TensorType::named(dtype, &full_dims, &full_axes));
+                if !self.stack.is_empty() {
+                    self.stacked_args.insert(decl.path.clone(), arg.clone());
+                }
+                self.decls.push(decl);
+                arg
+            }
+        };
         let layer = if self.stack.is_empty() {
             stacked
         } else {
