@@ -10,7 +10,7 @@
 //! - `train`: `maxtext train` of qwen3-next-peer-tiny (1 x 128 tokens) and qwen3-next-peer-mid (1 x 512),
 //!   synthetic data, f32, dot-product attention, `jax_cache_dir=` (cold compile): per-step wall = median of
 //!   the `completed step: N, seconds: X` lines of steps >= 2, tokens/s, whole-process wall, the train step's
-//!   compile time (`compiled train step in X s`), peak RSS (wait4's ru_maxrss of the child). FLOPs per step
+//!   compile time (`train step compiled in X s`), peak RSS (wait4's ru_maxrss of the child). FLOPs per step
 //!   two ways: XLA's cost analysis of the compiled train program (`maxtext export-hlo program=train
 //!   scan_layers=false`: XLA counts a while body once, so the layer loop is unrolled for the count; the
 //!   Gated DeltaNet chunk loop inside a layer is still counted once, which makes it a slight undercount), and
@@ -197,7 +197,7 @@ impl Bench {
             }
             step_s.push(median(&steps_seen.iter().filter(|s| s.0 >= 2).map(|s| s.1).collect::<Vec<_>>()));
             losses = steps_seen.iter().map(|s| s.2).collect();
-            compile_s.push(p.out.lines().find_map(|l| num_after(l, "compiled train step in ")).unwrap_or(f64::NAN));
+            compile_s.push(p.out.lines().find_map(|l| num_after(l, "train step compiled in ")).unwrap_or(f64::NAN));
             wall_s.push(p.wall_s);
             rss.push(p.max_rss_mb);
             cpu_s.push(p.user_s + p.sys_s);
@@ -314,7 +314,7 @@ impl Bench {
                 let p = run(&self.bin, &args, &self.logs.join("train-wide4-gpu.log"));
                 let s: Vec<f64> = p.out.lines().filter(|l| l.starts_with("completed step: ")).filter_map(|l| num_after(l, "seconds: ")).skip(2).collect();
                 row["gpu_step_s"] = json!(median(&s));
-                row["gpu_compile_s"] = json!(p.out.lines().find_map(|l| num_after(l, "compiled train step in ")));
+                row["gpu_compile_s"] = json!(p.out.lines().find_map(|l| num_after(l, "train step compiled in ")));
                 row["gpu_rc"] = json!(p.rc);
             }
         }

@@ -64,8 +64,8 @@ def maxtext_train(variant, size):
             (f"no step times (rc {proc['rc']}; see {name}.log)" if proc else "not run")
         return {"error": why}
     comp = [float(x) for x in re.findall(r"Finished XLA compilation of jit\(train_step\) in ([\d.]+) s", log)]
-    trace = [float(x) for x in re.findall(r"Finished (?:tracing \+ transforming|jaxpr to MLIR module conversion) "
-                                          r"(?:jit\()?train_step\)? in ([\d.]+) s", log)]
+    trace = [float(x) for x in re.findall(r"Finished (?:tracing train_step for jit|jaxpr to MLIR module conversion "
+                                          r"jit\(train_step\)) in ([\d.]+) s", log)]
     losses = re.search(r"losses: (.*)", steps)
     return {"step_s": float(m.group(1)), "compile_s": comp[0] if comp else None, "trace_lower_s": sum(trace) or None,
             "wall_s": proc["wall_s"], "max_rss_mb": proc["max_rss_mb"], "rc": proc["rc"],
@@ -77,6 +77,7 @@ def main():
     p = lambda s="": out.append(s)
     loads = jsonl("loads.jsonl")
     p(f"bench_vs_peers {os.path.basename(D.rstrip('/'))} (UTC), {os.cpu_count()} cores; raw files in {D}")
+    p("Ratios in brackets are ours/peer: above 1 = ours has more tokens/s, or takes more seconds / MB.")
     p("Load average (1/5/15 min) before each part: " + "; ".join(f"{l['part']}: {l['loadavg']}" for l in loads))
     peaks = [r for r in ours if r.get("kind") == "peak"]
     peak = max((r["gflops_best"] for r in peaks if r["dtype"] == "f32"), default=None)
@@ -104,6 +105,8 @@ def main():
         ours_val = o.get("compile_s")
         p(f"{size} train-step compile s (ours: emit + XLA compile; MaxText: XLA compile of jit(train_step)): ours "
           f"{fmt(ours_val)}, " + peer("MaxText patched", pa, "compile_s") + ", " + peer("stock", st, "compile_s"))
+        p(f"{size} MaxText trace + lowering of train_step, on top of its compile: patched "
+          f"{fmt(pa.get('trace_lower_s'))} s, stock {fmt(st.get('trace_lower_s'))} s")
         ours_val = o.get("wall_s")
         p(f"{size} whole process s ({o.get('steps')} steps ours; MaxText {TINY if size == 'tiny' else MID}): ours "
           f"{fmt(ours_val)}, " + peer("MaxText patched", pa, "wall_s") + ", " + peer("stock", st, "wall_s"))

@@ -91,7 +91,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let (compiled_before, t) = (rt.cache().compiled(), Instant::now());
         rt.compile(&tp.program)?;
         let how = if rt.cache().compiled() > compiled_before { "compiled" } else { "loaded from jax_cache_dir" };
-        eprintln!("{how} train step in {:.2} s", t.elapsed().as_secs_f64());
+        // Not "compiled ...": the end-of-run summary is the line that starts with that word.
+        eprintln!("train step {how} in {:.2} s", t.elapsed().as_secs_f64());
         Ok(())
     };
     let (mut trainer, data_state, start) = if let Some(ck) = full_state {
