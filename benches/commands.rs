@@ -2,7 +2,7 @@
 //! per measurement on stdout and a readable table on stderr. `scripts/bench_vs_peers.sh` runs it next to
 //! MaxText and HF transformers on the same machine and prints the ratios.
 //!
-//! Run: `cargo bench --bench commands` (about 4-6 minutes on 2 cores). Parts, in this order:
+//! Run: `cargo bench --bench commands` (about 2.5 minutes on these 2 cores). Parts, in this order:
 //! - `peak`: the machine's matmul peak through the same CPU PJRT plugin, in this process: a 2048^3 dot in
 //!   f32 and in bf16 (2 n^3 FLOPs each), compiled from the crate's own IR, inputs on the device, best of
 //!   `CMD_BENCH_PEAK_REPS`. MFU below is against the f32 peak (every run here is f32), measured again at

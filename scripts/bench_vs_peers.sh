@@ -7,7 +7,7 @@
 #   3. HF transformers decode of the same mid checkpoint (torch CPU, 1 thread; scripts/bench_hf_decode.py);
 #   4. MaxText decode (inference_microbenchmark's AR step, mid, vocab 8192), when JetStream can be had.
 #
-#   scripts/bench_vs_peers.sh            (about 15 minutes on 2 cores, most of it stock MaxText on mid)
+#   scripts/bench_vs_peers.sh            (about 11 minutes on 2 cores, a third of it stock MaxText on mid)
 #
 # Installs what is missing: MaxText into ~/.cache/maxtext-peer/venv (scripts/maxtext_peer/setup.sh, ~2 GB),
 # torch + transformers into .cache/hfref-venv (as scripts/bench_decode.sh; ~3 GB), JetStream for MaxText's
