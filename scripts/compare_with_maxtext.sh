@@ -8,7 +8,7 @@
 #                       fixtures: ../shared/fixtures/orbax/maxtext_qwen3next_tiny/0/items; the in-repo trimmed copy lacks
 #                       the data file, and HF's tiny fixture has a shared-expert width MaxText cannot express)
 #   STEPS=5  MAXTEXT_VENV=<venv> (default ~/.cache/maxtext-peer/venv)
-#   MAXTEXT_PEER_SCRIPTS=<dir with setup.sh and train.sh> (default scripts/maxtext_peer)
+#   MAXTEXT_PEER_SCRIPTS=<dir with setup.sh, train.sh and models.sh> (default scripts/maxtext_peer)
 # The losses agree only if both see the same batch: our synthetic data must be MaxText's (branch synthrng).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +16,7 @@ PEER=${MAXTEXT_PEER_SCRIPTS:-$ROOT/scripts/maxtext_peer}
 V=${MAXTEXT_VENV:-$HOME/.cache/maxtext-peer/venv}
 CKPT=${CKPT:-$ROOT/../shared/fixtures/orbax/maxtext_qwen3next_tiny/0/items}
 STEPS=${STEPS:-5}
-for f in setup.sh train.sh; do
+for f in setup.sh train.sh models.sh; do
   [ -f "$PEER/$f" ] || { echo "missing $PEER/$f: the MaxText peer scripts (set MAXTEXT_PEER_SCRIPTS to their folder)" >&2; exit 1; }
 done
 [ -f "$CKPT/_METADATA" ] || { echo "missing $CKPT/_METADATA: set CKPT to an Orbax item directory of this model (e.g. a maxtext train checkpoint's <step>/items)" >&2; exit 1; }
