@@ -2,9 +2,10 @@
 //!
 //! The forward replay stacks, per iteration, the loop's input carries (for the layer scan: each block's
 //! input, MaxText's `remat_policy=full`) and the values the [`Remat`] policy saves: the body's tagged values
-//! and, for loops nested in the body, their own saved stacks (so a saved value of an inner layer loop is
-//! stacked [outer, inner, ...]). The backward pass is a reverse loop that reads iteration i's carries and
-//! saved values, recomputes the rest of the body from them, and applies the body's VJP, accumulating the
+//! and, for loops nested in the body, their whole records: input-carry stacks, final carries and saved
+//! stacks (so a saved value of an inner layer loop is stacked [outer, inner, ...]). The backward pass is a
+//! reverse loop that reads iteration i's carries and saved values, recomputes the rest of the body from
+//! them (a nested loop is not run again: its record is given), and applies the body's VJP, accumulating the
 //! cotangents of captured values.
 
 use super::{backward, replay, zeros_like, Remat};
@@ -14,9 +15,18 @@ use crate::ir::{DType, Func, Graph, Op, Tensor, TensorType};
 /// per saved value of the body ([`saved_types`]), its value in every iteration.
 pub(super) struct LoopRecord {
     pub(super) stacks: Vec<Tensor>,
+    /// The loop's final carries (its outputs).
+    finals: Vec<Tensor>,
     pub(super) saved: Vec<Tensor>,
     lower: i64,
     upper: i64,
+}
+
+impl LoopRecord {
+    /// What an enclosing loop keeps of this record, in [`saved_types`]' order: stacks, finals, saved.
+    pub(super) fn saved_values(&self) -> impl Iterator<Item = &Tensor> {
+        self.stacks.iter().chain(&self.finals).chain(&self.saved)
+    }
 }
 
 /// Whether a loop with this trip count is recorded (counted, at least one iteration).
@@ -25,18 +35,27 @@ pub(super) fn records(trip: Option<(i64, i64)>) -> bool {
 }
 
 /// The types of the values `remat` saves in one run of `f`, in the order `replay` lists them: a saved tag's
-/// value, or a recorded nested loop's saved values stacked over its iterations.
+/// value, or for a recorded nested loop its record ([`LoopRecord::saved_values`]): its input carries
+/// stacked over its iterations, its final carries, and its own saved values stacked over its iterations.
+/// Keeping a nested loop's carries (MaxText: the outer scan keeps the inputs of the layers its block
+/// rematerialises one by one) lets the enclosing loop's backward pass take the nested loop's record as
+/// given instead of running the nested loop forward again just to record it: each layer of a nested scan
+/// is then computed twice (forward, recomputation), not three times.
 pub(super) fn saved_types(f: &Func, remat: &Remat) -> Vec<TensorType> {
+    let stack = |steps: i64, ty: &TensorType| {
+        let mut dims = vec![steps];
+        dims.extend_from_slice(&ty.dims);
+        TensorType::new(ty.dtype, &dims)
+    };
     let mut types = Vec::new();
     for node in &f.nodes {
         match &node.op {
             Op::CheckpointName(name) if remat.saves(name) => types.push(node.outputs[0].clone()),
             Op::While { body, trip: Some((lower, upper)), .. } if upper > lower => {
-                for ty in saved_types(body, remat) {
-                    let mut dims = vec![upper - lower];
-                    dims.extend_from_slice(&ty.dims);
-                    types.push(TensorType::new(ty.dtype, &dims));
-                }
+                let steps = upper - lower;
+                types.extend(node.outputs.iter().map(|ty| stack(steps, ty)));
+                types.extend(node.outputs.iter().cloned());
+                types.extend(saved_types(body, remat).iter().map(|ty| stack(steps, ty)));
             }
             _ => {}
         }
@@ -71,7 +90,16 @@ pub(super) fn replay_loop(
     if record && steps <= 0 {
         // No iterations: the loop is the identity on its carries, with nothing to record (a [0, ..] stack
         // could not even be traced into).
-        return (init.to_vec(), Some(LoopRecord { stacks: Vec::new(), saved: Vec::new(), lower, upper }));
+        return (init.to_vec(), Some(LoopRecord { stacks: Vec::new(), finals: Vec::new(), saved: Vec::new(), lower, upper }));
+    }
+    if let (true, Some(given)) = (record, &given) {
+        // Inside a recomputation: the record is given whole (input-carry stacks, final carries, saved
+        // stacks), so the loop does not run.
+        let (stacks, rest) = given.split_at(n);
+        let (finals, saved) = rest.split_at(n);
+        let finals: Vec<Tensor> = finals.iter().zip(init).map(|(f, c)| f.with_axes(&c.ty().axes)).collect();
+        let rec = LoopRecord { stacks: stacks.to_vec(), finals: finals.clone(), saved: saved.to_vec(), lower, upper };
+        return (finals, Some(rec));
     }
     let stacked = |dtype: DType, dims: &[i64]| {
         let mut d = vec![steps];
@@ -112,6 +140,7 @@ pub(super) fn replay_loop(
     );
     let rec = record.then(|| LoopRecord {
         stacks: out[n..2 * n].to_vec(),
+        finals: out[..n].to_vec(),
         saved: given.unwrap_or_else(|| out[2 * n..].to_vec()),
         lower,
         upper,
