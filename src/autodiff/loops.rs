@@ -64,8 +64,8 @@ pub(super) fn saved_types(f: &Func, remat: &Remat) -> Vec<TensorType> {
 }
 
 /// Replays a `while`; when recording, a counted loop also stacks each iteration's input carries and saved
-/// values. `given`: the loop's saved stacks, when it is replayed inside a recomputation (they are read,
-/// not stacked again).
+/// values. `given`: the loop's whole record, when it is replayed inside a recomputation (the loop then
+/// does not run).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn replay_loop(
     g: &Graph,
@@ -92,7 +92,7 @@ pub(super) fn replay_loop(
         // could not even be traced into).
         return (init.to_vec(), Some(LoopRecord { stacks: Vec::new(), finals: Vec::new(), saved: Vec::new(), lower, upper }));
     }
-    if let (true, Some(given)) = (record, &given) {
+    if let (true, Some(given)) = (record, given) {
         // Inside a recomputation: the record is given whole (input-carry stacks, final carries, saved
         // stacks), so the loop does not run.
         let (stacks, rest) = given.split_at(n);
@@ -107,11 +107,8 @@ pub(super) fn replay_loop(
         g.zeros(dtype, &d)
     };
     let mut carries = init.to_vec();
-    let stack_saved = record && given.is_none();
     if record {
         carries.extend(init.iter().map(|c| stacked(c.dtype(), c.dims())));
-    }
-    if stack_saved {
         carries.extend(saved_types(body, remat).iter().map(|ty| stacked(ty.dtype, &ty.dims)));
     }
     let out = g.while_loop(
@@ -122,15 +119,12 @@ pub(super) fn replay_loop(
         },
         |bg, c| {
             let it = &c[0] - &bg.full(lower as f64, DType::S32, &[]);
-            let slices: Option<Vec<Tensor>> = given.as_ref().map(|s| s.iter().map(|s| s.index_axis(0, &it)).collect());
-            let r = replay(bg, body, &c[..n], &body_caps, true, remat, slices.as_deref());
+            let r = replay(bg, body, &c[..n], &body_caps, true, remat, None);
             let mut next: Vec<Tensor> = body.results.iter().map(|v| r.vals[v.node as usize][v.output as usize].clone()).collect();
             if record {
                 for (k, stack) in c[n..2 * n].iter().enumerate() {
                     next.push(stack.update_axis(0, &it, &c[k]));
                 }
-            }
-            if stack_saved {
                 for (stack, v) in c[2 * n..].iter().zip(&r.saved) {
                     next.push(stack.update_axis(0, &it, v));
                 }
@@ -141,7 +135,7 @@ pub(super) fn replay_loop(
     let rec = record.then(|| LoopRecord {
         stacks: out[n..2 * n].to_vec(),
         finals: out[..n].to_vec(),
-        saved: given.unwrap_or_else(|| out[2 * n..].to_vec()),
+        saved: out[2 * n..].to_vec(),
         lower,
         upper,
     });

@@ -329,6 +329,17 @@ impl Tensor {
         Graph { f: self.f.clone() }
     }
 
+    /// The value of an integer scalar constant (e.g. a layer index of a scan traced unrolled), else `None`.
+    pub fn int_constant(&self) -> Option<i64> {
+        if self.rank() != 0 || !self.dtype().is_int() {
+            return None;
+        }
+        match &self.f.borrow().func.nodes[self.v.node as usize].op {
+            super::Op::Constant(super::Literal::SplatInt(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
     /// This tensor with new axis names (same value; names are tracing metadata only).
     pub fn with_axes(&self, axes: &[Option<super::AxisName>]) -> Tensor {
         assert_eq!(axes.len(), self.rank(), "with_axes: {:?} given {} names", self.ty, axes.len());

@@ -6,6 +6,12 @@
 //! Scanned layers: while a stack is active (`ParamBuilder::stacked`), every declared parameter gets the
 //! stack's axes inserted at position `min(1, rank)` — MaxText's `param_scan_axis=1` — and the layer receives
 //! the slice at the current loop indices, so the layer code is the same scanned or not.
+//!
+//! A scan traced unrolled (prefill and decode: constant layer indices) gives each layer's parameters
+//! their own program argument instead ([`ParamArg`]): slicing a layer out of MaxText's stacked layout
+//! ([embed, layers, ...]) is a strided copy of every weight on every step, which made a scanned decode
+//! step twice its unscanned time. The declarations stay the stacked ones (what checkpoints hold); the
+//! runtime splits the stacked arrays into the per-layer arguments once, when it loads them.
 
 use crate::ir::{index_const, AxisName, DType, Graph, Tensor, TensorType};
 
@@ -44,10 +50,29 @@ impl ParamDecl {
         self.dims.iter().product()
     }
 
+    /// Where this parameter's scan axes are.
+    pub fn scan_position(&self) -> usize {
+        scan_position(self.dims.len() - self.scan_axes)
+    }
+
+    /// One layer's slice as a declaration of its own: scan axes removed, path `path[i,j]`.
+    pub fn layer_decl(&self, layer: &[i64]) -> ParamDecl {
+        assert_eq!(layer.len(), self.scan_axes, "{}: layer index {layer:?}", self.path);
+        let scan = self.scan_position()..self.scan_position() + self.scan_axes;
+        let mut d = self.clone();
+        let idx: Vec<String> = layer.iter().map(|i| i.to_string()).collect();
+        d.path = format!("{}[{}]", self.path, idx.join(","));
+        d.dims.drain(scan.clone());
+        d.axes.drain(scan.clone());
+        d.logical.drain(scan);
+        d.scan_axes = 0;
+        d
+    }
+
     /// Dims of one layer's slice (scan axes removed).
     pub fn layer_dims(&self) -> Vec<i64> {
         let mut d = self.dims.clone();
-        let at = scan_position(d.len() - self.scan_axes);
+        let at = self.scan_position();
         d.drain(at..at + self.scan_axes);
         d
     }
@@ -65,15 +90,23 @@ struct StackAxis {
     index: Tensor,
 }
 
+/// One argument of a program's `params` group: declaration `decl` whole (`layer` empty), or its slice
+/// at scan indices `layer` (a scan traced unrolled).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamArg {
+    pub decl: usize,
+    pub layer: Vec<i64>,
+}
+
 /// Declares parameters as program arguments of `root` and hands layers their (sliced, cast) tensors.
 pub struct ParamBuilder {
     root: Graph,
     prefix: Vec<String>,
     stack: Vec<StackAxis>,
+    /// The parameters, as stored (stacked over scan axes).
     pub decls: Vec<ParamDecl>,
-    /// Each stacked parameter's program argument, by path: a scan traced unrolled (prefill and decode)
-    /// declares a layer's parameters once per iteration and slices the one argument each time.
-    stacked_args: std::collections::HashMap<String, Tensor>,
+    /// The program's `params` arguments, in order.
+    pub args: Vec<ParamArg>,
     /// Storage dtype of ordinary parameters (`weight_dtype`).
     pub weight_dtype: DType,
     /// Dtype parameters are cast to at use (`dtype`).
@@ -109,7 +142,7 @@ impl ParamBuilder {
             prefix: Vec::new(),
             stack: Vec::new(),
             decls: Vec::new(),
-            stacked_args: std::collections::HashMap::new(),
+            args: Vec::new(),
             weight_dtype,
             compute_dtype,
             activations_in_float32: false,
@@ -179,19 +212,24 @@ impl ParamBuilder {
             init,
             scan_axes: self.stack.len(),
         };
-        let stacked = match self.decls.iter().find(|d| d.path == decl.path) {
-            // Another iteration of an unrolled scan: the same stacked parameter, another slice.
-            Some(d) if !self.stack.is_empty() && *d == decl => self.stacked_args[&decl.path].clone(),
+        // A scan traced unrolled: this layer's slice is an argument of its own.
+        let layer_index: Option<Vec<i64>> = self.stack.iter().map(|s| s.index.int_constant()).collect();
+        let unrolled = !self.stack.is_empty() && layer_index.is_some();
+        let decl_index = match self.decls.iter().position(|d| d.path == decl.path) {
+            // Another iteration of an unrolled scan: the same stacked parameter, another layer.
+            Some(i) if unrolled && self.decls[i] == decl => i,
             Some(_) => panic!("parameter {} declared twice", decl.path),
             None => {
-                let arg = self.root.param_in("params", TensorType::named(dtype, &full_dims, &full_axes));
-                if !self.stack.is_empty() {
-                    self.stacked_args.insert(decl.path.clone(), arg.clone());
-                }
                 self.decls.push(decl);
-                arg
+                self.decls.len() - 1
             }
         };
+        if unrolled {
+            self.args.push(ParamArg { decl: decl_index, layer: layer_index.unwrap() });
+            return self.root.param_in("params", TensorType::named(dtype, dims, axes)).convert(self.compute_dtype);
+        }
+        self.args.push(ParamArg { decl: decl_index, layer: Vec::new() });
+        let stacked = self.root.param_in("params", TensorType::named(dtype, &full_dims, &full_axes));
         let layer = if self.stack.is_empty() {
             stacked
         } else {
@@ -210,8 +248,23 @@ impl ParamBuilder {
         layer.convert(self.compute_dtype)
     }
 
+    /// Per `params` argument, its declaration: a layer's slice as [`ParamDecl::layer_decl`].
+    pub fn arg_decls(&self) -> Vec<ParamDecl> {
+        arg_decls(&self.decls, &self.args)
+    }
+
     /// Total parameter count of everything declared so far.
     pub fn num_params(&self) -> i64 {
         self.decls.iter().map(|d| d.num_elements()).sum()
     }
+}
+
+/// Per argument of `args`, its declaration: a layer's slice as [`ParamDecl::layer_decl`].
+pub fn arg_decls(decls: &[ParamDecl], args: &[ParamArg]) -> Vec<ParamDecl> {
+    args.iter().map(|a| if a.layer.is_empty() { decls[a.decl].clone() } else { decls[a.decl].layer_decl(&a.layer) }).collect()
+}
+
+/// Whether `args` are `decls` whole, in order (no layer split).
+pub fn args_are_decls(decls: &[ParamDecl], args: &[ParamArg]) -> bool {
+    args.len() == decls.len() && args.iter().enumerate().all(|(i, a)| a.decl == i && a.layer.is_empty())
 }

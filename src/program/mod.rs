@@ -14,7 +14,7 @@ mod train;
 pub use forward::{forward_program, matmul_precision, model_params, param_decls, ForwardProgram};
 pub use layout::{lay_out, param_shardings, INPUT_LOGICAL};
 pub use eval::{eval_program, EvalProgram, EVAL_METRIC_NAMES};
-pub use decode::{decode_program, prefill_program, DecodeProgram};
+pub use decode::{decode_program, prefill_program, split_layers_program, DecodeProgram, SplitProgram};
 pub use init::{erfinv, init_key, init_program, splitmix};
 pub use sampling::sample;
 pub use serve::{decode_slots_program, prefill_insert_program, slot_state_types};

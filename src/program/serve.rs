@@ -23,7 +23,7 @@ use super::layout::lay_out;
 use crate::config::Config;
 use crate::ir::{DType, Graph, Program, Tensor, TensorType};
 use crate::model::{forward_with_state, state_types, DecodeState, ForwardInputs, Pass, STATE_NAMES};
-use crate::nn::ParamDecl;
+use crate::nn::ParamBuilder;
 use crate::sharding::{sharding_context, ShardingError};
 
 /// log_softmax over the last axis of `logits` (f32): `logits − max − log Σ exp(logits − max)`.
@@ -51,17 +51,18 @@ fn pick(logp: &Tensor, ids: &Tensor) -> Tensor {
     hit.select(logp, &logp.full_like(f64::NEG_INFINITY)).reduce_max(&[r as i64 - 1])
 }
 
-fn finish(cfg: &Config, g: Graph, name: &str, logprobs: Vec<Tensor>, cache: DecodeState, decls: Vec<ParamDecl>, inputs: &[&str]) -> Result<DecodeProgram, ShardingError> {
+fn finish(cfg: &Config, g: Graph, name: &str, logprobs: Vec<Tensor>, cache: DecodeState, pb: ParamBuilder, inputs: &[&str]) -> Result<DecodeProgram, ShardingError> {
     let ctx = sharding_context(cfg)?;
     let mut program = Program::new(name, g.finish_groups(&[("logprobs", logprobs), ("cache", cache.into_vec())]));
     program.matmul_precision = matmul_precision(cfg);
     program.name_args("inputs", inputs.iter().map(|s| s.to_string()));
     program.name_args("cache", STATE_NAMES.iter().map(|s| s.to_string()));
-    program.name_args("params", decls.iter().map(|d| d.path.clone()));
+    let arg_decls = pb.arg_decls();
+    program.name_args("params", arg_decls.iter().map(|d| d.path.clone()));
     program.donate_group("cache", "cache");
     shard_cache(&mut program, &ctx);
-    lay_out(&mut program, &ctx, &decls, &["params"], &[]);
-    Ok(DecodeProgram { program, decls })
+    lay_out(&mut program, &ctx, &arg_decls, &["params"], &[]);
+    Ok(DecodeProgram { program, decls: pb.decls, args: pb.args })
 }
 
 /// The `cache` argument group for `slots` rows.
@@ -104,7 +105,7 @@ pub fn prefill_insert_program(cfg: &Config, slots: i64, bucket: i64, max_len: i6
         rec: insert(&batch_state.rec, &st.rec),
     };
     let inputs = ["targets", "tokens", "positions", "segment_ids", "lengths", "slot"];
-    finish(cfg, g, "prefill_insert", vec![target_lp, top_lp, top_id, last_lp], cache, pb.decls, &inputs)
+    finish(cfg, g, "prefill_insert", vec![target_lp, top_lp, top_id, last_lp], cache, pb, &inputs)
 }
 
 /// One decode step over rows `0..rows` of a `slots`-row state (rows past them are left as they are), each
@@ -134,7 +135,7 @@ pub fn decode_slots_program(cfg: &Config, slots: i64, rows: i64, max_len: i64) -
         stack.dynamic_update_slice(&part.convert(stack.dtype()), &starts).with_axes(&stack.ty().axes)
     };
     let cache = DecodeState { kv_k: back(&full.kv_k, &st.kv_k), kv_v: back(&full.kv_v, &st.kv_v), conv: back(&full.conv, &st.conv), rec: back(&full.rec, &st.rec) };
-    finish(cfg, g, "decode_slots", vec![top_id, top_lp, logp], cache, pb.decls, &["tokens", "positions"])
+    finish(cfg, g, "decode_slots", vec![top_id, top_lp, logp], cache, pb, &["tokens", "positions"])
 }
 
 /// Zero decode state for `slots` rows (the engine's starting state), as host-side types.

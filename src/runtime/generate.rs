@@ -2,6 +2,7 @@
 //! the decode state (KV, conv, recurrent caches) and the RNG state stay on the device between steps,
 //! donated to each step. Only the new tokens (and, when asked, logits) come back to the host.
 
+use super::decode_params::upload_decode_params;
 use super::execute::{DeviceArray, RunError, Runtime};
 use super::HostTensor;
 use crate::config::Config;
@@ -67,12 +68,12 @@ pub fn prefill_bucket(n: usize, cap: usize) -> usize {
 impl<'r> Generator<'r> {
     /// Compiles the decode step and uploads `params` (in declaration order) once.
     pub fn new(rt: &'r Runtime, cfg: &Config, params: &[HostTensor]) -> Result<Generator<'r>> {
-        let batch = cfg.batch.global_batch_size_to_load.max(1);
-        let max_len = cfg.data.max_target_length;
-        let decode = decode_program(cfg, batch as i64, max_len as i64)?;
-        let decode_exe = rt.compile(&decode.program)?;
-        let params = rt.upload_group(&decode.program, &decode_exe, "params", params)?;
-        Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params })
+        Self::from_uploads(rt, cfg, params.len(), |p, exe, arg, i| -> Result<Vec<Buffer>> {
+            let x = &params[i];
+            Ok(rt.upload_arg_sharded(p, exe, arg, |o: &[i64], d: &[i64]| -> std::result::Result<Vec<u8>, RunError> {
+                Ok(crate::sharding::extract_region(&x.data, &x.dims, o, d, x.dtype.size_bytes()))
+            })?)
+        })
     }
 
     /// Compiles the decode step and uploads the parameters shard by shard: `read(i, offsets, dims)` gives
@@ -92,25 +93,16 @@ impl<'r> Generator<'r> {
         rt: &'r Runtime,
         cfg: &Config,
         num_params: usize,
-        mut upload: impl FnMut(&crate::ir::Program, &LoadedExecutable, usize, usize) -> std::result::Result<Vec<Buffer>, E>,
+        upload: impl FnMut(&crate::ir::Program, &LoadedExecutable, usize, usize) -> std::result::Result<Vec<Buffer>, E>,
     ) -> std::result::Result<Generator<'r>, E> {
         let batch = cfg.batch.global_batch_size_to_load.max(1);
         let max_len = cfg.data.max_target_length;
         let decode = decode_program(cfg, batch as i64, max_len as i64).map_err(GenerateError::from)?;
         let decode_exe = rt.compile(&decode.program)?;
-        let devices = decode_exe.addressable_devices().len();
-        let args = decode.program.args("params");
-        if args.len() != num_params {
-            return Err(RunError::Arity { program: "decode_step params".into(), expected: args.len(), got: num_params }.into());
+        if decode.decls.len() != num_params {
+            return Err(RunError::Arity { program: "decode_step params".into(), expected: decode.decls.len(), got: num_params }.into());
         }
-        let mut params = Vec::with_capacity(num_params);
-        for (i, arg) in args.enumerate() {
-            let bufs = upload(&decode.program, &decode_exe, arg, i)?;
-            if bufs.len() != devices {
-                return Err(RunError::Arity { program: format!("parameter {i} buffers"), expected: devices, got: bufs.len() }.into());
-            }
-            params.push(bufs);
-        }
+        let params = upload_decode_params(rt, cfg, &decode, &decode_exe, upload)?;
         Ok(Generator { rt, cfg: cfg.clone(), batch, max_len, decode, decode_exe, params })
     }
 

@@ -1,5 +1,6 @@
 //! The host runtime: host tensors, running programs on a client, and (later) the train/decode loops.
 
+mod decode_params;
 mod execute;
 mod generate;
 mod host;
@@ -7,6 +8,7 @@ mod init;
 mod state;
 mod trainer;
 
+pub use decode_params::upload_decode_params;
 pub use execute::{shard_host, unshard_host, DeviceArray, Outputs, RunError, Runtime};
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::pjrt::{Buffer, LoadedExecutable};
 use crate::ir::Program;
 use crate::program::{decode_slots_program, prefill_insert_program, slot_state_types, DecodeProgram};
-use crate::runtime::{prefill_bucket, DeviceArray, HostTensor, RunError, Runtime};
+use crate::runtime::{prefill_bucket, upload_decode_params, DeviceArray, GenerateError, HostTensor, RunError, Runtime};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{HashMap, VecDeque};
@@ -208,16 +208,26 @@ fn upload_params<E: std::fmt::Display>(
     let slots = cfg.batch.global_batch_size_to_load.max(1) as i64;
     let decode = decode_slots_program(cfg, slots, slots, cfg.data.max_target_length as i64).map_err(|e| e.to_string())?;
     let exe = rt.compile(&decode.program).map_err(|e| e.to_string())?;
-    let devices = exe.addressable_devices().len();
-    let mut params = Vec::new();
-    for (i, arg) in decode.program.args("params").enumerate() {
-        let bufs = upload(rt, &decode.program, &exe, arg, i).map_err(|e| format!("parameter {}: {e}", decode.decls[i].path))?;
-        if bufs.len() != devices {
-            return Err(format!("parameter {}: {} buffers for {devices} devices", decode.decls[i].path, bufs.len()));
-        }
-        params.push(bufs);
+    let decls = &decode.decls;
+    let loaded = upload_decode_params(rt, cfg, &decode, &exe, |p, exe, arg, i| -> Result<Vec<Buffer>, LoadError> {
+        upload(rt, p, exe, arg, i).map_err(|e| LoadError(format!("parameter {}: {e}", decls[i].path)))
+    });
+    loaded.map_err(|e| e.0)
+}
+
+/// A parameter that could not be loaded, said as text (the engine reports start-up failures as text).
+struct LoadError(String);
+
+impl From<RunError> for LoadError {
+    fn from(e: RunError) -> Self {
+        LoadError(e.to_string())
     }
-    Ok(params)
+}
+
+impl From<GenerateError> for LoadError {
+    fn from(e: GenerateError) -> Self {
+        LoadError(e.to_string())
+    }
 }
 
 /// Traces and compiles `trace()` into `programs[key]` unless it is there already.
