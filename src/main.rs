@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(&a.args),
         Command::Decode(a) => commands::decode::run(&a.args),
         Command::CheckLogits(a) => commands::check_logits::run(&a.args),
-        Command::Compile(_) => not_built("compile", "the TPU AOT work"),
+        Command::Compile(a) => commands::compile::run(&a.args),
         Command::ExportHlo(a) => commands::export_hlo::run(&a.args),
         Command::Serve(a) => commands::serve::run(&a.args),
         Command::Eval(a) => commands::eval::run(&a.args),
@@ -70,10 +70,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_built(name: &str, lands_with: &str) -> Result<()> {
-    anyhow::bail!("`maxtext {name}` is not built yet in this version; it lands with {lands_with}")
 }
 
 fn devices(args: &[String]) -> Result<()> {

@@ -14,7 +14,7 @@ use std::time::Instant;
 /// The program `kind` for `cfg`'s shapes: forward and train over the training batch of
 /// `max_target_length` tokens; prefill over `max_prefill_predict_length` tokens and decode over one token
 /// per row, both with caches of `max_target_length`.
-fn trace(cfg: &maxtext::config::Config, kind: ProgramKind) -> Result<(Program, Vec<ParamDecl>)> {
+pub(super) fn trace(cfg: &maxtext::config::Config, kind: ProgramKind) -> Result<(Program, Vec<ParamDecl>)> {
     let seq = cfg.data.max_target_length as i64;
     Ok(match kind {
         ProgramKind::Forward => {

@@ -1,6 +1,7 @@
 //! The subcommands' bodies (the CLI's edge: `anyhow` errors, printing).
 
 pub mod check_logits;
+pub mod compile;
 pub mod convert;
 pub mod decode;
 pub mod eval;

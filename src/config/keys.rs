@@ -62,7 +62,8 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("base_output_directory", Honoured, "root of `<run_name>/checkpoints|metrics|tensorboard`; a local path or gs://bucket/prefix"),
     rule("steps", Honoured, "train steps"),
     rule("program", Honoured, "export-hlo's program: train, forward, prefill, decode"),
-    rule("out_dir", Honoured, "export-hlo's output directory"),
+    rule("out_dir", Honoured, "export-hlo's and compile's output directory"),
+    rule("compiled_trainstep_file", Honoured, "compile: the serialized executable is written here"),
     // Model architecture (Qwen3-Next).
     rule("decoder_block", Only(&["qwen3_next"]), "the Qwen3-Next hybrid decoder is the one built"),
     rule("global_parameter_scale", Honoured, "MaxText's power-of-two scaling of the base dims"),

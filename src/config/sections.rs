@@ -36,6 +36,8 @@ pub struct RunConfig {
     pub base_output_directory: Location,
     pub program: Program,
     pub out_dir: Option<PathBuf>,
+    /// `maxtext compile`: where the serialized executable goes.
+    pub compiled_trainstep_file: Option<PathBuf>,
 }
 
 /// Dtypes, precision, layer scanning, rematerialisation and kernel choices.
@@ -353,6 +355,7 @@ impl RunConfig {
             base_output_directory,
             program: raw.enumeration("program")?,
             out_dir: opt_path(raw, "out_dir")?,
+            compiled_trainstep_file: opt_path(raw, "compiled_trainstep_file")?,
         })
     }
 }

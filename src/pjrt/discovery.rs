@@ -1,7 +1,9 @@
 //! Finding the PJRT plugin for a kind of hardware; fetching the CPU plugin once with pip.
 //!
 //! Order: an explicit path (config `pjrt_plugin_path`), then env `PJRT_PLUGIN_PATH`, then per hardware:
-//! - tpu: env `TPU_LIBRARY_PATH`, then `libtpu/libtpu.so` of the `libtpu` Python package;
+//! - tpu: env `TPU_LIBRARY_PATH`, then `libtpu/libtpu.so` of the `libtpu` Python package, then the one
+//!   `scripts/setup_libtpu.sh` installs into the cache directory (`libtpu-<LIBTPU_VERSION>`; libtpu may
+//!   not be redistributed, so it is never fetched behind the user's back);
 //! - gpu: `jax_plugins/xla_cuda13/xla_cuda_plugin.so` (`jax-cuda13-pjrt`), then `xla_cuda12`;
 //! - cpu: `xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so` of an installed `xla-cpu-pjrt`, then the cache
 //!   directory ([`cpu_plugin_cache_dir`]), where it is fetched once with pip when absent.
@@ -15,6 +17,9 @@ use super::error::{Error, Result};
 /// The pip package and version of the CPU plugin fetched on demand.
 pub const CPU_PLUGIN_PACKAGE: &str = "xla-cpu-pjrt";
 pub const CPU_PLUGIN_VERSION: &str = "0.0.1";
+/// The libtpu version `scripts/setup_libtpu.sh` installs by default (the one MaxText 0.2.5's figures in
+/// the TPU issue were compiled with).
+pub const LIBTPU_VERSION: &str = "0.0.50.1";
 /// Path of the CPU plugin inside its package's install tree.
 const CPU_PLUGIN_REL: &str = "xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so";
 
@@ -94,13 +99,22 @@ fn locate_tpu() -> Result<PathBuf> {
     if let Some(p) = env_path("TPU_LIBRARY_PATH") {
         return existing_file(&p, "TPU_LIBRARY_PATH");
     }
-    find_in_site("libtpu/libtpu.so").ok_or_else(|| {
-        Error::PluginNotFound(format!(
-            "no TPU plugin: install it with `pip install libtpu`, or set the config key pjrt_plugin_path \
-             (or env PJRT_PLUGIN_PATH or TPU_LIBRARY_PATH) to libtpu.so ({})",
-            site_list()
-        ))
-    })
+    if let Some(p) = find_in_site("libtpu/libtpu.so") {
+        return Ok(p);
+    }
+    let cached = cache_root().map(|r| r.join(format!("libtpu-{LIBTPU_VERSION}")).join("libtpu/libtpu.so"));
+    if let Ok(p) = &cached {
+        if p.is_file() {
+            return Ok(p.clone());
+        }
+    }
+    Err(Error::PluginNotFound(format!(
+        "no TPU plugin (libtpu): run scripts/setup_libtpu.sh (pip installs libtpu=={LIBTPU_VERSION} into {}), or \
+         `pip install libtpu`, or set the config key pjrt_plugin_path (or env PJRT_PLUGIN_PATH or \
+         TPU_LIBRARY_PATH) to libtpu.so ({})",
+        cached.map(|p| p.display().to_string()).unwrap_or_else(|_| "the cache directory".into()),
+        site_list()
+    )))
 }
 
 fn locate_gpu() -> Result<PathBuf> {
@@ -133,6 +147,11 @@ fn locate_cpu() -> Result<PathBuf> {
 /// The directory the CPU plugin is fetched into: `$MAXTEXT_CACHE_DIR/xla-cpu-pjrt-0.0.1`, else
 /// `$XDG_CACHE_HOME/maxtext-rs/xla-cpu-pjrt-0.0.1`, else `~/.cache/maxtext-rs/xla-cpu-pjrt-0.0.1`.
 pub fn cpu_plugin_cache_dir() -> Result<PathBuf> {
+    Ok(cache_root()?.join(format!("{CPU_PLUGIN_PACKAGE}-{CPU_PLUGIN_VERSION}")))
+}
+
+/// `$MAXTEXT_CACHE_DIR`, else `$XDG_CACHE_HOME/maxtext-rs`, else `~/.cache/maxtext-rs`.
+fn cache_root() -> Result<PathBuf> {
     let root = if let Some(d) = env_path("MAXTEXT_CACHE_DIR") {
         d
     } else if let Some(d) = env_path("XDG_CACHE_HOME") {
@@ -141,10 +160,10 @@ pub fn cpu_plugin_cache_dir() -> Result<PathBuf> {
         h.join(".cache").join("maxtext-rs")
     } else {
         return Err(Error::PluginNotFound(
-            "no cache directory for the CPU plugin: set MAXTEXT_CACHE_DIR, XDG_CACHE_HOME or HOME".into(),
+            "no cache directory for the PJRT plugins: set MAXTEXT_CACHE_DIR, XDG_CACHE_HOME or HOME".into(),
         ));
     };
-    Ok(root.join(format!("{CPU_PLUGIN_PACKAGE}-{CPU_PLUGIN_VERSION}")))
+    Ok(root)
 }
 
 /// Installs the CPU plugin into `dir` with pip, once: concurrent processes serialise on a lock file,

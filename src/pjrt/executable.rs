@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 
-use super::buffer::{dtype_from_raw, Buffer};
+use super::buffer::Buffer;
+use super::compiled::Executable;
 use super::client::{Client, ClientInner};
 use super::device::Device;
 use super::error::{Error, Result};
 use super::event::Event;
 use super::hlo_text::{self, ParamSig};
 use super::options::CompileOptions;
-use super::plugin::{named_values, str_from_raw};
+use super::plugin::str_from_raw;
 use super::proto;
 use super::sys::{self, Args};
 use crate::ir::DType;
@@ -53,22 +54,6 @@ impl Drop for LoadedExecutable {
         args.executable = self.raw;
         if let Err(e) = call!(&self.client.plugin, PJRT_LoadedExecutable_Destroy, &mut args) {
             tracing::warn!("destroying a PJRT executable: {e}");
-        }
-    }
-}
-
-/// The `PJRT_Executable` behind a loaded one, destroyed on drop. Data it returns is owned by it.
-struct RawExecutable<'a> {
-    client: &'a ClientInner,
-    raw: *mut sys::PJRT_Executable,
-}
-
-impl Drop for RawExecutable<'_> {
-    fn drop(&mut self) {
-        let mut args = sys::PJRT_Executable_Destroy_Args::new();
-        args.executable = self.raw;
-        if let Err(e) = call!(&self.client.plugin, PJRT_Executable_Destroy, &mut args) {
-            tracing::warn!("destroying a PJRT_Executable: {e}");
         }
     }
 }
@@ -151,11 +136,12 @@ impl Client {
 }
 
 impl LoadedExecutable {
-    fn executable(&self) -> Result<RawExecutable<'_>> {
+    /// The compiled `PJRT_Executable` behind this loaded one.
+    pub fn executable(&self) -> Result<Executable> {
         let mut args = sys::PJRT_LoadedExecutable_GetExecutable_Args::new();
         args.loaded_executable = self.raw;
         call!(&self.client.plugin, PJRT_LoadedExecutable_GetExecutable, &mut args)?;
-        Ok(RawExecutable { client: &self.client, raw: args.executable })
+        Ok(Executable::from_raw(&self.client.plugin, args.executable))
     }
 
     /// Number of outputs per device (results are never tupled).
@@ -167,54 +153,6 @@ impl LoadedExecutable {
     /// must hold buffers on `addressable_devices()[p]`.
     pub fn addressable_devices(&self) -> &[Device] {
         &self.devices
-    }
-
-    /// The executable's name (the module name).
-    pub fn name(&self) -> Result<String> {
-        let e = self.executable()?;
-        let mut args = sys::PJRT_Executable_Name_Args::new();
-        args.executable = e.raw;
-        call!(&self.client.plugin, PJRT_Executable_Name, &mut args)?;
-        // SAFETY: owned by `e`, copied before it is destroyed.
-        Ok(unsafe { str_from_raw(args.executable_name, args.executable_name_size) })
-    }
-
-    /// Per-device (shard) shapes of the outputs.
-    pub fn output_dims(&self) -> Result<Vec<Vec<i64>>> {
-        let e = self.executable()?;
-        let mut args = sys::PJRT_Executable_OutputDimensions_Args::new();
-        args.executable = e.raw;
-        call!(&self.client.plugin, PJRT_Executable_OutputDimensions, &mut args)?;
-        if args.num_outputs == 0 || args.dim_sizes.is_null() {
-            return Ok(vec![Vec::new(); args.num_outputs]);
-        }
-        // SAFETY: owned by `e` and copied before it is destroyed.
-        let sizes = unsafe { std::slice::from_raw_parts(args.dim_sizes, args.num_outputs) };
-        let total: usize = sizes.iter().sum();
-        let flat = if total == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(args.dims, total) } };
-        let mut out = Vec::with_capacity(sizes.len());
-        let mut at = 0;
-        for &n in sizes {
-            out.push(flat[at..at + n].to_vec());
-            at += n;
-        }
-        Ok(out)
-    }
-
-    /// Element types of the outputs.
-    pub fn output_dtypes(&self) -> Result<Vec<DType>> {
-        let e = self.executable()?;
-        let mut args = sys::PJRT_Executable_OutputElementTypes_Args::new();
-        args.executable = e.raw;
-        call!(&self.client.plugin, PJRT_Executable_OutputElementTypes, &mut args)?;
-        if args.output_types.is_null() {
-            return Ok(Vec::new());
-        }
-        // SAFETY: owned by `e` and copied before it is destroyed.
-        unsafe { std::slice::from_raw_parts(args.output_types, args.num_output_types) }
-            .iter()
-            .map(|&t| dtype_from_raw(t))
-            .collect()
     }
 
     /// Runs on every addressable device. `args[p]` are the arguments for partition `p` (on
@@ -334,89 +272,54 @@ impl LoadedExecutable {
         Ok(num_args)
     }
 
-    /// The serialized optimized program and its format (`"hlo_with_config"` on the CPU plugin).
-    pub fn optimized_program(&self) -> Result<(String, Vec<u8>)> {
-        let e = self.executable()?;
-        let plugin = &self.client.plugin;
-        // The plugin overwrites `format` with its own (static) string.
-        let wanted = "hlo_with_config";
-        let mut program = sys::PJRT_Program::new();
-        program.format = wanted.as_ptr() as *const _;
-        program.format_size = wanted.len();
-        let mut args = sys::PJRT_Executable_OptimizedProgram_Args::new();
-        args.executable = e.raw;
-        args.program = &mut program;
-        call!(plugin, PJRT_Executable_OptimizedProgram, &mut args)?;
-        let mut code = vec![0u8; program.code_size];
-        program.code = code.as_mut_ptr() as *mut _;
-        call!(plugin, PJRT_Executable_OptimizedProgram, &mut args)?;
-        code.truncate(program.code_size);
-        // SAFETY: the plugin points `format` at a string it owns (or leaves ours).
-        let format = unsafe { str_from_raw(program.format, program.format_size) };
-        Ok((format, code))
-    }
-
-    /// The optimized (and, under SPMD, partitioned) HLO module.
-    pub fn optimized_hlo(&self) -> Result<proto::HloModuleProto> {
-        let (format, code) = self.optimized_program()?;
-        hlo_text::decode_module(&format, &code)
-    }
-
-    /// The optimized HLO as readable text (computations, instructions, shapes, operands).
-    pub fn optimized_hlo_text(&self) -> Result<String> {
-        Ok(hlo_text::render_module(&self.optimized_hlo()?))
-    }
-
     fn parameter_signature(&self) -> Option<Vec<ParamSig>> {
         let (format, code) = self.optimized_program().ok()?;
         hlo_text::entry_signature(&format, &code)
     }
 
-    /// The plugin's serialized form of the compiled executable (for the persistent compile cache).
+    /// See [`Executable::name`].
+    pub fn name(&self) -> Result<String> {
+        self.executable()?.name()
+    }
+
+    /// See [`Executable::output_dims`].
+    pub fn output_dims(&self) -> Result<Vec<Vec<i64>>> {
+        self.executable()?.output_dims()
+    }
+
+    /// See [`Executable::output_dtypes`].
+    pub fn output_dtypes(&self) -> Result<Vec<DType>> {
+        self.executable()?.output_dtypes()
+    }
+
+    /// See [`Executable::optimized_program`].
+    pub fn optimized_program(&self) -> Result<(String, Vec<u8>)> {
+        self.executable()?.optimized_program()
+    }
+
+    /// See [`Executable::optimized_hlo`].
+    pub fn optimized_hlo(&self) -> Result<proto::HloModuleProto> {
+        self.executable()?.optimized_hlo()
+    }
+
+    /// See [`Executable::optimized_hlo_text`].
+    pub fn optimized_hlo_text(&self) -> Result<String> {
+        self.executable()?.optimized_hlo_text()
+    }
+
+    /// See [`Executable::serialize`].
     pub fn serialize(&self) -> Result<Vec<u8>> {
-        let e = self.executable()?;
-        let mut a = sys::PJRT_Executable_Serialize_Args::new();
-        a.executable = e.raw;
-        call!(&self.client.plugin, PJRT_Executable_Serialize, &mut a)?;
-        // SAFETY: `serialized_bytes` stays valid until the deleter runs on `serialized_executable`.
-        let bytes = unsafe { std::slice::from_raw_parts(a.serialized_bytes as *const u8, a.serialized_bytes_size) }.to_vec();
-        if let Some(deleter) = a.serialized_executable_deleter {
-            // SAFETY: the plugin's own deleter for the object it returned, called once.
-            unsafe { deleter(a.serialized_executable) };
-        }
-        Ok(bytes)
+        self.executable()?.serialize()
     }
 
-    /// Compiled memory statistics (per device).
+    /// See [`Executable::memory_stats`].
     pub fn memory_stats(&self) -> Result<MemoryStats> {
-        let e = self.executable()?;
-        let mut a = sys::PJRT_Executable_GetCompiledMemoryStats_Args::new();
-        a.executable = e.raw;
-        call!(&self.client.plugin, PJRT_Executable_GetCompiledMemoryStats, &mut a)?;
-        Ok(MemoryStats {
-            generated_code_size_in_bytes: a.generated_code_size_in_bytes,
-            argument_size_in_bytes: a.argument_size_in_bytes,
-            output_size_in_bytes: a.output_size_in_bytes,
-            alias_size_in_bytes: a.alias_size_in_bytes,
-            temp_size_in_bytes: a.temp_size_in_bytes,
-            peak_memory_in_bytes: a.peak_memory_in_bytes,
-            host_generated_code_size_in_bytes: a.host_generated_code_size_in_bytes,
-            host_argument_size_in_bytes: a.host_argument_size_in_bytes,
-            host_output_size_in_bytes: a.host_output_size_in_bytes,
-            host_alias_size_in_bytes: a.host_alias_size_in_bytes,
-            host_temp_size_in_bytes: a.host_temp_size_in_bytes,
-        })
+        self.executable()?.memory_stats()
     }
 
-    /// XLA's cost analysis (`flops`, `transcendentals`, `bytes accessed`, ...), as numbers.
+    /// See [`Executable::cost_analysis`].
     pub fn cost_analysis(&self) -> Result<BTreeMap<String, f64>> {
-        let e = self.executable()?;
-        let mut a = sys::PJRT_Executable_GetCostAnalysis_Args::new();
-        a.executable = e.raw;
-        call!(&self.client.plugin, PJRT_Executable_GetCostAnalysis, &mut a)?;
-        // SAFETY: owned by `e`, copied before it is destroyed.
-        let values = unsafe { named_values(a.properties, a.num_properties) };
-        Ok(values.into_iter().filter_map(|(k, v)| v.as_f64().map(|x| (k, x))).collect())
+        self.executable()?.cost_analysis()
     }
 
     /// The plugin's fingerprint of the compiled executable.

@@ -16,6 +16,7 @@ pub mod sys;
 
 mod buffer;
 mod client;
+mod compiled;
 mod device;
 mod discovery;
 mod error;
@@ -24,16 +25,19 @@ mod executable;
 mod hlo_text;
 mod options;
 pub mod proto;
+mod topology;
 
 pub use buffer::{Buffer, HostElement};
 pub use client::{open_client, Client, ClientOptions};
+pub use compiled::Executable;
 pub use device::Device;
-pub use discovery::{cpu_plugin_cache_dir, locate_plugin, python_site_dirs, Hardware, CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION};
+pub use discovery::{cpu_plugin_cache_dir, locate_plugin, python_site_dirs, Hardware, CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION, LIBTPU_VERSION};
 pub use error::{Error, ErrorCode, Result};
 pub use event::Event;
 pub use executable::{LoadedExecutable, MemoryStats};
 pub use options::{parse_xla_flags, CompileOptions};
-pub use plugin::{ApiVersion, Plugin, Value};
+pub use plugin::{tpu_chips_attached, ApiVersion, Plugin, Value};
+pub use topology::{slice_options, DeviceInfo, Topology, TopologyOption};
 
 #[cfg(test)]
 mod tests {

@@ -117,6 +117,15 @@ fn set_env_default(key: &str, value: &str) {
     }
 }
 
+/// Whether this host has TPU chips (`/dev/accel*` on v4/v5p VMs, `/dev/vfio/<n>` on v5e/v6e), as JAX's
+/// `cloud_tpu_init` decides whether it runs on a TPU VM.
+pub fn tpu_chips_attached() -> bool {
+    let any = |dir: &str, f: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(dir).map(|d| d.flatten().any(|e| f(&e.file_name().to_string_lossy()))).unwrap_or(false)
+    };
+    any("/dev", &|n| n.starts_with("accel")) || any("/dev/vfio", &|n| n.chars().all(|c| c.is_ascii_digit()))
+}
+
 impl Plugin {
     /// Loads the plugin at `path` (once per canonical path per process) and initialises it.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>> {
@@ -134,9 +143,15 @@ impl Plugin {
         // Quiet absl INFO/WARNING logs (errors still show).
         set_env_default("TF_CPP_MIN_LOG_LEVEL", "2");
         let file_name = canonical.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        if file_name.contains("libtpu") {
-            // Without it libtpu retries the GCE metadata server for minutes on non-TPU hosts.
+        if file_name.contains("libtpu") && !tpu_chips_attached() {
+            // Off a TPU VM (AOT compiles): without it libtpu retries the GCE metadata server for minutes.
+            // On a TPU VM libtpu needs that server to learn its slice, so it is left alone there.
             set_env_default("TPU_SKIP_MDS_QUERY", "1");
+            // Who this host is in a slice, which libtpu would otherwise warn about and guess; and several
+            // compile-only processes may load libtpu at once (nothing is attached to contend for).
+            set_env_default("TPU_WORKER_ID", "0");
+            set_env_default("TPU_WORKER_HOSTNAMES", "localhost");
+            set_env_default("ALLOW_MULTIPLE_LIBTPU_LOAD", "1");
         }
         let plugin = Arc::new(Self::open(&canonical)?);
         tracing::debug!(path = %canonical.display(), version = %plugin.version, "loaded PJRT plugin");
