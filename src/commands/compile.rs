@@ -35,7 +35,13 @@ impl ChipMemory {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let cfg = load_config(args)?;
+    // The target is a TPU: kernels chosen by hardware (`attention=autoselected` -> flash) follow it, as
+    // MaxText's own default `hardware: tpu` makes them in train_compile.
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a.starts_with("hardware=")) {
+        args.push("hardware=tpu".into());
+    }
+    let cfg = load_config(&args)?;
     let Some(topo) = cfg.compile_topology()? else {
         bail!("set compile_topology=<slice> (v5p-8, v5p-64, v5p-128, …): `maxtext compile` compiles for a TPU slice with no TPU attached");
     };
