@@ -5,7 +5,7 @@
 #
 #   tpu/aot_table.sh                 (several minutes per command on 2 cores)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-.cache/aot/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 scripts/setup_libtpu.sh >/dev/null || exit 1

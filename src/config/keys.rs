@@ -61,7 +61,7 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("gcs_metrics", DefaultOnly, "metrics upload to GCS is not built"),
     rule("base_output_directory", Honoured, "root of `<run_name>/checkpoints|metrics|tensorboard`; a local path or gs://bucket/prefix"),
     rule("steps", Honoured, "train steps"),
-    rule("program", Honoured, "export-hlo's program: train, forward, prefill, decode"),
+    rule("program", Honoured, "export-hlo's and compile's program: train, forward, prefill, decode"),
     rule("out_dir", Honoured, "export-hlo's and compile's output directory"),
     rule("compiled_trainstep_file", Honoured, "compile: the serialized executable is written here"),
     // Model architecture (Qwen3-Next).
