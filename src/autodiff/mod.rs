@@ -80,16 +80,19 @@ fn replay(g: &Graph, f: &Func, params: &[Tensor], captures: &[Tensor], record_lo
                 saved.push(v.clone());
                 vec![v]
             }
-            Op::While { cond, body, num_carries, trip } => {
+            Op::While { cond, body, num_carries, trip, region } => {
                 let recorded = record_loops && loops::records(*trip);
-                let stacks = match (recorded, given.as_mut()) {
+                let stacks = match (recorded && *region, given.as_mut()) {
                     // Its record as the enclosing loop kept it: carry stacks, final carries, saved stacks.
                     (true, Some(it)) => Some(it.by_ref().take(2 * num_carries + loops::saved_types(body, remat).len()).cloned().collect()),
                     _ => None,
                 };
                 let (outs, rec) = replay_loop(g, cond, body, *num_carries, *trip, &ins, record_loops, remat, stacks);
                 if let Some(r) = rec {
-                    saved.extend(r.saved_values().cloned());
+                    // Only a region's record is kept by an enclosing loop (see `loops::saved_types`).
+                    if *region {
+                        saved.extend(r.saved_values().cloned());
+                    }
                     loops.insert(i, r);
                 }
                 outs

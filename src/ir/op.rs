@@ -175,7 +175,9 @@ pub enum Op {
     TopK { k: i64 },
     /// inputs: initial carries then the captures of cond then of body; outputs: final carries.
     /// `trip`: for a counted loop (`fori_loop`), carry 0 counts from `lower` to `upper` (what autodiff needs).
-    While { cond: Box<Func>, body: Box<Func>, num_carries: usize, trip: Option<(i64, i64)> },
+    /// `region`: a remat region (a layer, or the layer scan: `remat_loop`); an enclosing region keeps its
+    /// record for the backward pass, where any other loop inside a region is run again in the recomputation.
+    While { cond: Box<Func>, body: Box<Func>, num_carries: usize, trip: Option<(i64, i64)>, region: bool },
     /// inputs: state (u64[2]); outputs: new state, random bits of type `out`
     RngBitGenerator { algorithm: RngAlgorithm },
     ShardingConstraint(Sharding),

@@ -192,7 +192,7 @@ impl Graph {
         inputs.extend(captured(&body_func));
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let tys = init.iter().map(|t| t.ty.clone()).collect();
-        let op = Op::While { cond: Box::new(cond_func), body: Box::new(body_func), num_carries: init.len(), trip: None };
+        let op = Op::While { cond: Box::new(cond_func), body: Box::new(body_func), num_carries: init.len(), trip: None, region: false };
         self.push(op, &refs, tys)
     }
 
@@ -203,6 +203,21 @@ impl Graph {
         if let Op::While { trip, .. } = &mut b.func.nodes[node].op {
             *trip = Some((lower, upper));
         }
+    }
+
+    /// [`fori_loop`](Self::fori_loop) as a remat region (MaxText's `nn.remat` around a layer or a scanned
+    /// block): differentiated, it keeps what the remat policy saves of each iteration and its input carries;
+    /// loops inside that are not regions themselves (a layer's chunk or key-block loops) are run again when
+    /// the iteration is recomputed, as JAX reruns everything inside a rematerialised function.
+    pub fn remat_loop(&self, lower: i64, upper: i64, init: &[Tensor], body: impl FnOnce(&Graph, &Tensor, &[Tensor]) -> Vec<Tensor>) -> Vec<Tensor> {
+        let out = self.fori_loop(lower, upper, init, body);
+        let node = out.first().map(|t| t.v.node as usize);
+        if let Some(node) = node {
+            if let Op::While { region, .. } = &mut self.f.borrow_mut().func.nodes[node].op {
+                *region = true;
+            }
+        }
+        out
     }
 
     /// `for i in lower..upper` with an i32 counter; `body(g, i, carries)` returns the new carries.

@@ -160,7 +160,7 @@ fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &
             *slot += 1;
             if remat_regions {
                 assert!(st.is_none(), "remat regions are for stateless passes");
-                let out = g.fori_loop(0, 1, &[x, aux], |_, _, c| {
+                let out = g.remat_loop(0, 1, &[x, aux], |_, _, c| {
                     let (x, aux) = run_layer(&layer, inputs, pass, full, &idx, &c[0], &c[1], &mut None);
                     vec![x, aux]
                 });
@@ -189,7 +189,7 @@ fn decoder_layers(cfg: &ModelConfig, pb: &mut ParamBuilder, x: Tensor, inputs: &
         if unroll {
             (0..n).fold(init, |c, i| body(g, &index_const(g, i), &c))
         } else {
-            g.fori_loop(0, n, &init, |bg, i, c| body(bg, i, c))
+            g.remat_loop(0, n, &init, |bg, i, c| body(bg, i, c))
         }
     };
     let out = pb.scope("layers", |pb| {
