@@ -26,6 +26,7 @@ run() {
   printf '%s\trc=%s\t%ss\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" "$flops" "$mem" | tee -a "$OUT/table.tsv"
 }
 run v5p128-fsdp-dense compile_topology=v5p-128 per_device_batch_size=1 max_target_length=4096 ici_fsdp_parallelism=-1 sparse_matmul=false
+run v5p128-fsdp-dense-dot compile_topology=v5p-128 per_device_batch_size=1 max_target_length=4096 ici_fsdp_parallelism=-1 sparse_matmul=false attention=dot_product
 run v5p128-fsdp-dropless compile_topology=v5p-128 per_device_batch_size=1 max_target_length=4096 ici_fsdp_parallelism=-1
 run v5p128-ep8-dense compile_topology=v5p-128 per_device_batch_size=1 max_target_length=4096 ici_fsdp_parallelism=-1 ici_expert_parallelism=8 sparse_matmul=false
 run v5p64-seed-train compile_topology=v5p-64 "${SEED_TRAIN[@]}"
