@@ -47,11 +47,13 @@ fn tiny_train_step_for_v5p_8_reports_the_executables_own_memory() {
     let keys = tiny(&[&format!("out_dir={}", dir.path().display()), &format!("compiled_trainstep_file={}", exe_file.display())]);
     let (ok, out, err) = compile(&so, &keys);
     assert!(ok, "compile failed:\n{out}\n{err}");
-    assert!(out.contains("target v5p-8 (v5:2x2x1, 1 slice(s)): 4 TPU v5 devices"), "{out}");
+    assert!(out.contains("target v5p-8 (v5:2x2x1, 1 slice(s)): 4 TPU v5 devices on 1 host(s)"), "{out}");
 
     // The same program compiled here for the same slice: its stats are what the command must report.
     let mut cfg_keys = keys.clone();
     cfg_keys.retain(|k| !k.starts_with("out_dir=") && !k.starts_with("compiled_trainstep_file="));
+    // As the command does: the target is a TPU (attention=autoselected is flash there).
+    cfg_keys.push("hardware=tpu".into());
     let cfg = Config::load(&Path::new(ROOT).join("configs/base.yml"), &cfg_keys).unwrap();
     let tp = train_program(&cfg, cfg.batch.global_batch_size_to_train_on as i64, 256).unwrap();
     let plugin = Plugin::load(&so).unwrap();
@@ -87,6 +89,24 @@ fn tiny_train_step_for_v5p_8_reports_the_executables_own_memory() {
     assert!(hlo.contains("all-gather") || hlo.contains("reduce-scatter") || hlo.contains("all-reduce"), "no collectives in the partitioned HLO");
     let bytes = std::fs::metadata(&exe_file).unwrap().len();
     assert!(bytes > 1 << 20, "serialized executable of {bytes} bytes");
+}
+
+/// The CPU plugin cannot form a client across processes (xla-cpu-pjrt 0.0.1 ignores `num_nodes` /
+/// `node_id` and never calls the key-value callbacks), so the cross-host program is covered by compiling
+/// for multi-host slices: v5p-16 is 8 chips on 2 hosts, the train step one SPMD program over both.
+#[test]
+fn tiny_train_step_compiles_for_a_two_host_slice() {
+    let so = libtpu();
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = tiny(&[&format!("out_dir={}", dir.path().display())]);
+    keys.retain(|k| !k.starts_with("compile_topology="));
+    keys.push("compile_topology=v5p-16".into());
+    let (ok, out, err) = compile(&so, &keys);
+    assert!(ok, "compile failed:\n{out}\n{err}");
+    assert!(out.contains("target v5p-16 (v5:2x2x2, 1 slice(s)): 8 TPU v5 devices on 2 host(s)"), "{out}");
+    assert!(out.contains("devices=8 mesh fsdp=8"), "{out}");
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("train.v5p-16.stats.json")).unwrap()).unwrap();
+    assert!(stats["memory_per_chip"]["total_bytes"].as_i64().unwrap() > 0, "{stats}");
 }
 
 #[test]

@@ -70,8 +70,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let hbm = topology.device_memory_bytes();
     let kind_name = devices.first().map(|d| d.kind.clone()).unwrap_or_default();
+    // Hosts of the slice: the program is one SPMD program over all of them (each host runs it on its chips).
+    let hosts = devices.iter().map(|d| d.process_index).collect::<std::collections::BTreeSet<_>>().len();
     println!(
-        "target {} ({topology_name}, {slices} slice(s)): {} {kind_name} devices, {} per chip; libtpu {}",
+        "target {} ({topology_name}, {slices} slice(s)): {} {kind_name} devices on {hosts} host(s), {} per chip; libtpu {}",
         topo.name,
         devices.len(),
         hbm.map(|b| format!("{:.2} GiB HBM", b as f64 / GIB)).unwrap_or_else(|| "unknown HBM".into()),
