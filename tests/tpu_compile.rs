@@ -93,9 +93,10 @@ fn tiny_train_step_for_v5p_8_reports_the_executables_own_memory() {
 
 /// The CPU plugin cannot form a client across processes (xla-cpu-pjrt 0.0.1 ignores `num_nodes` /
 /// `node_id` and never calls the key-value callbacks), so the cross-host program is covered by compiling
-/// for multi-host slices: v5p-16 is 8 chips on 2 hosts, the train step one SPMD program over both.
+/// for multi-host slices: v5p-16 is 8 chips on 2 hosts, the train step one SPMD program over both; and
+/// for two v5p-8 slices.
 #[test]
-fn tiny_train_step_compiles_for_a_two_host_slice() {
+fn tiny_train_step_compiles_for_a_two_host_slice_and_two_slices() {
     let so = libtpu();
     let dir = tempfile::tempdir().unwrap();
     let mut keys = tiny(&[&format!("out_dir={}", dir.path().display())]);
@@ -107,6 +108,14 @@ fn tiny_train_step_compiles_for_a_two_host_slice() {
     assert!(out.contains("devices=8 mesh fsdp=8"), "{out}");
     let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("train.v5p-16.stats.json")).unwrap()).unwrap();
     assert!(stats["memory_per_chip"]["total_bytes"].as_i64().unwrap() > 0, "{stats}");
+
+    // Two slices (MegaScale over DCN): MaxText's dcn_data_parallelism=-1 puts the slices on `data`.
+    let mut keys = tiny(&[&format!("out_dir={}", dir.path().display()), "compile_topology_num_slices=2"]);
+    keys.retain(|k| !k.is_empty());
+    let (ok, out, err) = compile(&so, &keys);
+    assert!(ok, "two-slice compile failed:\n{out}\n{err}");
+    assert!(out.contains("target v5p-8 (v5:2x2x1, 2 slice(s)): 8 TPU v5 devices"), "{out}");
+    assert!(out.contains("devices=8 mesh data=2 fsdp=4"), "{out}");
 }
 
 #[test]
