@@ -11,27 +11,16 @@ use super::setup::{describe_mesh, load_config};
 use anyhow::{bail, Context, Result};
 use maxtext::config::{Config, TpuTopology};
 use maxtext::emit::emit_program;
-use maxtext::pjrt::{locate_plugin, parse_xla_flags, slice_options, tpu_chips_attached, Error as PjrtError, ErrorCode, Executable, Hardware, Plugin, Topology};
+use maxtext::pjrt::{locate_plugin, parse_xla_flags, slice_options, tpu_chips_attached, Error as PjrtError, ErrorCode, Executable, Hardware, MemoryStats, Plugin, Topology};
 use maxtext::runtime::Runtime;
 use std::time::Instant;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// What one chip needs, from libtpu's compiled memory statistics.
-struct ChipMemory {
-    arguments: i64,
-    outputs: i64,
-    aliased: i64,
-    temporaries: i64,
-    generated_code: i64,
-}
-
-impl ChipMemory {
-    /// MaxText's total (`print_compiled_memory_stats`): arguments + outputs + temporaries − aliased (the
-    /// generated code, a few hundred MB at most, is said apart as MaxText leaves it out).
-    fn total(&self) -> i64 {
-        self.arguments + self.outputs + self.temporaries - self.aliased
-    }
+/// MaxText's total per chip (`print_compiled_memory_stats`): arguments + outputs + temporaries − aliased
+/// (the generated code, a few hundred MB at most, is said apart as MaxText leaves it out).
+fn maxtext_total(s: &MemoryStats) -> i64 {
+    s.argument_size_in_bytes + s.output_size_in_bytes + s.temp_size_in_bytes - s.alias_size_in_bytes
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -120,14 +109,8 @@ fn default_out_dir(cfg: &Config) -> std::path::PathBuf {
 }
 
 fn report(cfg: &Config, exe: &Executable, name: &str, topo: &TpuTopology, hbm: Option<i64>, compile_s: f64, out_dir: &std::path::Path) -> Result<()> {
-    let s = exe.memory_stats()?;
-    let mem = ChipMemory {
-        arguments: s.argument_size_in_bytes,
-        outputs: s.output_size_in_bytes,
-        aliased: s.alias_size_in_bytes,
-        temporaries: s.temp_size_in_bytes,
-        generated_code: s.generated_code_size_in_bytes,
-    };
+    let mem = exe.memory_stats()?;
+    let total = maxtext_total(&mem);
     let cost = exe.cost_analysis()?;
     let flops = cost.get("flops").copied().unwrap_or(f64::NAN);
     let bytes = cost.get("bytes accessed").copied().unwrap_or(f64::NAN);
@@ -135,13 +118,13 @@ fn report(cfg: &Config, exe: &Executable, name: &str, topo: &TpuTopology, hbm: O
     println!("compiled {name} for {} in {compile_s:.1} s", topo.name);
     println!(
         "memory per chip: arguments {:.2} GiB, outputs {:.2} GiB, aliased {:.2} GiB, temporaries {:.2} GiB, generated code {:.3} GiB; total {:.2} GiB{}",
-        g(mem.arguments),
-        g(mem.outputs),
-        g(mem.aliased),
-        g(mem.temporaries),
-        g(mem.generated_code),
-        g(mem.total()),
-        hbm.map(|h| format!(" of {:.2} GiB HBM ({:.0}%)", g(h), 100.0 * mem.total() as f64 / h as f64)).unwrap_or_default()
+        g(mem.argument_size_in_bytes),
+        g(mem.output_size_in_bytes),
+        g(mem.alias_size_in_bytes),
+        g(mem.temp_size_in_bytes),
+        g(mem.generated_code_size_in_bytes),
+        g(total),
+        hbm.map(|h| format!(" of {:.2} GiB HBM ({:.0}%)", g(h), 100.0 * total as f64 / h as f64)).unwrap_or_default()
     );
     println!("cost analysis per chip: {:.4e} FLOPs, {:.4e} bytes accessed", flops, bytes);
     let hlo_path = out_dir.join(format!("{name}.{}.optimized.hlo.txt", topo.name));
@@ -156,12 +139,12 @@ fn report(cfg: &Config, exe: &Executable, name: &str, topo: &TpuTopology, hbm: O
         "mesh": cfg.mesh_shape,
         "compile_seconds": compile_s,
         "memory_per_chip": {
-            "argument_bytes": mem.arguments,
-            "output_bytes": mem.outputs,
-            "alias_bytes": mem.aliased,
-            "temp_bytes": mem.temporaries,
-            "generated_code_bytes": mem.generated_code,
-            "total_bytes": mem.total(),
+            "argument_bytes": mem.argument_size_in_bytes,
+            "output_bytes": mem.output_size_in_bytes,
+            "alias_bytes": mem.alias_size_in_bytes,
+            "temp_bytes": mem.temp_size_in_bytes,
+            "generated_code_bytes": mem.generated_code_size_in_bytes,
+            "total_bytes": total,
             "hbm_bytes": hbm,
         },
         "cost_analysis": cost,
@@ -175,8 +158,8 @@ fn report(cfg: &Config, exe: &Executable, name: &str, topo: &TpuTopology, hbm: O
         println!("serialized executable ({:.1} MB) -> {}", bytes.len() as f64 / 1e6, path.display());
     }
     if let Some(h) = hbm {
-        if mem.total() > h {
-            bail!("{name} needs {:.2} GiB per chip, more than the {:.2} GiB of HBM", g(mem.total()), g(h));
+        if total > h {
+            bail!("{name} needs {:.2} GiB per chip, more than the {:.2} GiB of HBM", g(total), g(h));
         }
     }
     Ok(())

@@ -15,4 +15,4 @@ pub use attention::GatedAttention;
 pub use gated_delta::GatedDeltaNet;
 pub use moe::SparseMoe;
 pub use norm::{RmsNormGated, RmsNormOffset};
-pub use params::{arg_decls, args_are_decls, F32Casts, Init, ParamArg, ParamBuilder, ParamDecl};
+pub use params::{F32Casts, Init, ParamArg, ParamBuilder, ParamDecl};

@@ -250,21 +250,12 @@ impl ParamBuilder {
 
     /// Per `params` argument, its declaration: a layer's slice as [`ParamDecl::layer_decl`].
     pub fn arg_decls(&self) -> Vec<ParamDecl> {
-        arg_decls(&self.decls, &self.args)
+        let decl = |a: &ParamArg| if a.layer.is_empty() { self.decls[a.decl].clone() } else { self.decls[a.decl].layer_decl(&a.layer) };
+        self.args.iter().map(decl).collect()
     }
 
     /// Total parameter count of everything declared so far.
     pub fn num_params(&self) -> i64 {
         self.decls.iter().map(|d| d.num_elements()).sum()
     }
-}
-
-/// Per argument of `args`, its declaration: a layer's slice as [`ParamDecl::layer_decl`].
-pub fn arg_decls(decls: &[ParamDecl], args: &[ParamArg]) -> Vec<ParamDecl> {
-    args.iter().map(|a| if a.layer.is_empty() { decls[a.decl].clone() } else { decls[a.decl].layer_decl(&a.layer) }).collect()
-}
-
-/// Whether `args` are `decls` whole, in order (no layer split).
-pub fn args_are_decls(decls: &[ParamDecl], args: &[ParamArg]) -> bool {
-    args.len() == decls.len() && args.iter().enumerate().all(|(i, a)| a.decl == i && a.layer.is_empty())
 }

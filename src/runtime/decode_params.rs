@@ -30,9 +30,6 @@ pub fn upload_decode_params<E: From<RunError> + From<GenerateError>>(
         Ok(bufs)
     };
     let dargs: Vec<usize> = dp.program.args("params").collect();
-    if dargs.len() != dp.args.len() {
-        return Err(RunError::Arity { program: format!("{} params", dp.program.name), expected: dp.args.len(), got: dargs.len() }.into());
-    }
     let mut params: Vec<Option<DeviceArray>> = (0..dargs.len()).map(|_| None).collect();
     for (k, a) in dp.args.iter().enumerate() {
         if a.layer.is_empty() {

@@ -111,7 +111,7 @@ impl Runtime {
 
     /// Uploads one host array as the per-device shards of argument `arg` of `program` (checked against the
     /// argument's type).
-    fn upload_arg(&self, program: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<DeviceArray> {
+    pub fn upload_arg(&self, program: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<DeviceArray> {
         let ty = &program.main.params[arg];
         if x.dtype != ty.dtype || x.dims != ty.dims {
             return Err(RunError::Input {

@@ -68,12 +68,7 @@ pub fn prefill_bucket(n: usize, cap: usize) -> usize {
 impl<'r> Generator<'r> {
     /// Compiles the decode step and uploads `params` (in declaration order) once.
     pub fn new(rt: &'r Runtime, cfg: &Config, params: &[HostTensor]) -> Result<Generator<'r>> {
-        Self::from_uploads(rt, cfg, params.len(), |p, exe, arg, i| -> Result<Vec<Buffer>> {
-            let x = &params[i];
-            Ok(rt.upload_arg_sharded(p, exe, arg, |o: &[i64], d: &[i64]| -> std::result::Result<Vec<u8>, RunError> {
-                Ok(crate::sharding::extract_region(&x.data, &x.dims, o, d, x.dtype.size_bytes()))
-            })?)
-        })
+        Self::from_uploads(rt, cfg, params.len(), |p, exe, arg, i| -> Result<Vec<Buffer>> { Ok(rt.upload_arg(p, exe, arg, &params[i])?) })
     }
 
     /// Compiles the decode step and uploads the parameters shard by shard: `read(i, offsets, dims)` gives

@@ -146,10 +146,7 @@ impl Engine {
 
     /// [`Engine::start`] with whole host parameters (declaration order), split over the devices here.
     pub fn start_with_params(rt: Runtime, cfg: &Config, queue_capacity: usize, params: &[HostTensor]) -> Result<Engine, EngineError> {
-        Self::start(rt, cfg, queue_capacity, |rt, program, exe, arg, i| rt.upload_arg_sharded(program, exe, arg, |o: &[i64], d: &[i64]| -> Result<Vec<u8>, RunError> {
-            let p = &params[i];
-            Ok(crate::sharding::extract_region(&p.data, &p.dims, o, d, p.dtype.size_bytes()))
-        }))
+        Self::start(rt, cfg, queue_capacity, |rt, program, exe, arg, i| rt.upload_arg(program, exe, arg, &params[i]))
     }
 
     /// Queues all of `reqs`, or none of them when the queue cannot take them all.
