@@ -18,6 +18,7 @@ pub mod pjrt;
 pub mod compile;
 pub mod runtime;
 pub mod storage;
+pub mod distributed;
 pub mod data;
 pub mod checkpoint;
 pub mod metrics;

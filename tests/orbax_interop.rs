@@ -8,7 +8,10 @@
 //!
 //! Without python3 the test prints SKIP. With python3 it needs PyPI once, to build the venv.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::orbax::{orbax_dump, orbax_python};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -22,29 +25,6 @@ use serde_json::{json, Value};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The venv's python, built once per test binary; `None` (after printing SKIP) without python3.
-fn orbax_python() -> Option<&'static PathBuf> {
-    static PY: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PY.get_or_init(|| {
-        if Command::new("python3").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("SKIP: python3 is not installed, so the real orbax-checkpoint cannot be run");
-            return None;
-        }
-        let t = std::time::Instant::now();
-        let out = Command::new("bash").arg(repo().join("scripts/setup_orbax_venv.sh")).output().expect("run bash");
-        assert!(
-            out.status.success(),
-            "scripts/setup_orbax_venv.sh failed (it needs PyPI to install orbax-checkpoint 0.12.8 once):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let py = PathBuf::from(stdout.lines().last().expect("the script prints the venv python").trim());
-        eprintln!("orbax venv ready in {:.1} s: {}", t.elapsed().as_secs_f64(), py.display());
-        Some(py)
-    })
-    .as_ref()
 }
 
 fn run_script(py: &Path, args: &[&str]) -> String {
@@ -178,17 +158,7 @@ fn orbax_restores_our_sharded_save() {
     }
     let step = w.finish().unwrap();
     let out = tmp.path().join("dump");
-    std::fs::create_dir_all(&out).unwrap();
-    let t = std::time::Instant::now();
-    let o = Command::new(py)
-        .arg(repo().join("scripts/orbax_interop.py"))
-        .args(["dump", &step.join("items").to_string(), out.to_str().unwrap()])
-        .env("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "orbax_interop.py dump failed:\n{stdout}\n{stderr}");
-    eprintln!("orbax_interop.py dump ({:.1} s): {stdout}", t.elapsed().as_secs_f64());
+    orbax_dump(py, step.join("items").as_local().unwrap(), &out, 4);
     let index: Value = serde_json::from_slice(&std::fs::read(out.join("restored.json")).unwrap()).unwrap();
     let index = index.as_array().unwrap();
     assert_eq!(index.len(), leaves.len());

@@ -9,7 +9,8 @@
 use super::setup::{config_args, is_explicit, load_config, restore_path};
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::hf::{self, HfCheckpoint, ParamLoader};
-use maxtext::checkpoint::orbax::CheckpointWriter;
+use super::processes::join_processes;
+use maxtext::checkpoint::orbax::{parse_dotted, CheckpointWriter};
 use maxtext::checkpoint::params::{leaf_name, leaf_source, write_options, ModelCheckpoint};
 use maxtext::config::Config;
 use maxtext::nn::ParamDecl;
@@ -72,6 +73,22 @@ impl Progress {
     }
 }
 
+/// Process `index`'s share of an array of `dims` among `count` processes: the shard shape (the first
+/// dimension that `count` divides, cut `count` ways; the whole array when none does) and, if this process
+/// writes a shard, its offsets (process 0 writes an array that is not cut).
+fn process_share(dims: &[i64], index: usize, count: usize) -> (Vec<i64>, Option<Vec<i64>>) {
+    let mut shard = dims.to_vec();
+    let mut offsets = vec![0; dims.len()];
+    match dims.iter().position(|d| *d >= count as i64 && d % count as i64 == 0) {
+        Some(axis) => {
+            shard[axis] /= count as i64;
+            offsets[axis] = shard[axis] * index as i64;
+            (shard, Some(offsets))
+        }
+        None => (shard, (index == 0).then_some(offsets)),
+    }
+}
+
 fn decl_bytes(d: &ParamDecl) -> u64 {
     d.num_elements() as u64 * d.dtype.size_bytes() as u64
 }
@@ -114,14 +131,34 @@ fn to_maxtext(args: &[String]) -> Result<()> {
         largest.dims,
         decl_bytes(largest) as f64 / 1e6
     );
-    let mut writer = CheckpointWriter::create(&root, 0, write_options(scan_layers))?;
+    let group = join_processes(&cfg)?;
     let mut progress = Progress::new(decls.len(), total);
-    for (i, decl) in decls.iter().enumerate() {
-        let t = loader.load(i)?;
-        writer.add(&leaf_name(&decl.path), &t)?;
-        progress.done(&decl.path, t.data.len() as u64);
-    }
-    let dir = writer.finish()?;
+    let dir = if group.count() == 1 {
+        let mut writer = CheckpointWriter::create(&root, 0, write_options(scan_layers))?;
+        for (i, decl) in decls.iter().enumerate() {
+            let t = loader.load(i)?;
+            writer.add(&leaf_name(&decl.path), &t)?;
+            progress.done(&decl.path, t.data.len() as u64);
+        }
+        writer.finish()?
+    } else {
+        // Each process reads and writes its share of every parameter; process 0 merges and commits.
+        let (index, count) = (group.index(), group.count());
+        let mut writer = CheckpointWriter::create_shared(&root, 0, write_options(scan_layers), group)?;
+        for (i, decl) in decls.iter().enumerate() {
+            let (shard_dims, mine) = process_share(&decl.dims, index, count);
+            let array = writer.begin_array(parse_dotted(&leaf_name(&decl.path))?, decl.dtype, &decl.dims, &shard_dims, None)?;
+            let mut bytes = 0;
+            if let Some(offsets) = mine {
+                let data = loader.load_region(i, &offsets, &shard_dims)?;
+                bytes = data.len() as u64;
+                writer.put_shard(&array, &offsets, &data)?;
+            }
+            writer.end_array(array)?;
+            progress.done(&decl.path, bytes);
+        }
+        writer.finish()?
+    };
     println!(
         "wrote {}: {} arrays, {:.1} MB ({}, scan_layers={scan_layers}) in {:.1} s, {:.1} MB/s{}",
         dir.join("items"),

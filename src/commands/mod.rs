@@ -6,6 +6,7 @@ pub mod convert;
 pub mod decode;
 pub mod eval;
 pub mod export_hlo;
+pub mod processes;
 pub mod serve;
 pub mod setup;
 pub mod train;

@@ -7,14 +7,17 @@
 //! (`abort_on_inf_loss`) loss that exits nonzero without saving that state, keeping the last good checkpoint.
 
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
+use super::processes::join_processes;
 use super::train_eval::Evaluator;
 use anyhow::{bail, Context, Result};
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use maxtext::checkpoint::train_state::{latest_step, remove_old_steps, save_train_state_sharded, save_trainer_state, trainer_layouts, TrainStateReader};
+use maxtext::config::Config;
 use maxtext::data::DataIterator;
+use maxtext::distributed::ProcessGroup;
 use maxtext::metrics::{MetricsWriter, StepMetrics};
 use maxtext::program::{train_program, BATCH_KEYS};
-use maxtext::runtime::{state_args, state_entries, HostTensor, Trainer};
+use maxtext::runtime::{state_args, state_entries, HostTensor, Runtime, Trainer};
 use maxtext::storage::Location;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -51,6 +54,10 @@ impl Saves {
 
 pub fn run(args: &[String]) -> Result<()> {
     let (rt, cfg) = open_runtime(load_config(args)?)?;
+    let group = join_processes(&cfg)?;
+    if group.count() > 1 {
+        return run_processes(&rt, cfg, &group);
+    }
     if cfg.data.dataset_type == maxtext::config::DatasetType::Synthetic {
         // A bad JAX_DEFAULT_PRNG_IMPL fails before the train step compiles, not after.
         maxtext::data::prng::PrngImpl::from_env()?;
@@ -231,3 +238,50 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+
+/// A run over several processes (a multi-host slice). Each process reads its own share of every global
+/// batch (MaxText's per-host split: process `i` of `n` takes rows `i*r..(i+1)*r`), which it reports with
+/// the first batch's opening tokens. The train step then spans every process's devices; that needs a
+/// plugin whose client sees the other processes' devices and runs collectives across them.
+fn run_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<()> {
+    let (index, count) = (group.index(), group.count());
+    let local = rt.client().addressable_devices().len();
+    let known = rt.client().devices().len();
+    // The mesh and the global batch span every process's devices, as `jax.devices()` does.
+    let cfg = cfg.with_num_devices(local * count)?;
+    let mut data = DataIterator::new(&cfg, index, count)?;
+    let batch = data.next_batch()?;
+    let (rows, global) = (batch.rows, cfg.batch.global_batch_size_to_load);
+    eprintln!("data: process {index} of {count} reads rows {}..{} of each global batch of {global} rows", index * rows, (index + 1) * rows);
+    for r in 0..rows {
+        let head = &batch.inputs[r * batch.len..r * batch.len + batch.len.min(8)];
+        eprintln!("data: row {} begins {head:?}", index * rows + r);
+    }
+    let timeout = std::time::Duration::from_secs(cfg.run.jax_distributed_initialization_timeout);
+    group.barrier("train/first_batch", timeout)?;
+    // The train step over every process's devices, compiled through this process's client (the runtime's
+    // own device check is bypassed on purpose: this is where a plugin without cross-process support stops).
+    let tp = train_program(&cfg, cfg.batch.global_batch_size_to_train_on as i64, cfg.data.max_target_length as i64)?;
+    let mlir = maxtext::emit::emit_program(&tp.program);
+    let compiled = rt.cache().get_or_compile(rt.client(), &mlir, &Runtime::compile_options(&tp.program));
+    if known < local * count {
+        let why = match compiled {
+            Err(e) => format!("compiling it for {} devices fails: {e}", local * count),
+            Ok(_) => "it compiles, but no process can run it".to_string(),
+        };
+        bail!(
+            "the train step spans {count} processes x {local} devices, but this plugin's client sees only its own {known} \
+             device(s) and {why}. The XLA CPU plugin runs programs on one process's devices only (it ignores \
+             PJRT_Client_Create's node_id/num_nodes and never calls the key-value callbacks). Run multi-process on \
+             TPU (libtpu); on one machine use one process with cpu_device_count={} instead. The cross-host program \
+             itself is checked by `maxtext compile compile_topology=v5p-16` (2 hosts)",
+            local * count
+        );
+    }
+    compiled?;
+    bail!(
+        "this plugin sees {known} devices over {count} processes, but the multi-host train loop (placing each \
+         process's shards of the state on its devices) is not built yet; `maxtext compile` checks the program \
+         for such a slice"
+    )
+}

@@ -38,6 +38,14 @@ pub struct RunConfig {
     pub out_dir: Option<PathBuf>,
     /// `maxtext compile`: where the serialized executable goes.
     pub compiled_trainstep_file: Option<PathBuf>,
+    pub skip_jax_distributed_system: bool,
+    /// Seconds to wait for the coordinator and every process to join.
+    pub jax_distributed_initialization_timeout: u64,
+    /// `num_processes` (0: from the environment), `process_id` (-1: from the environment) and
+    /// `coordinator_address` ("": from the environment); resolved by `crate::config::processes`.
+    pub num_processes: usize,
+    pub process_id: i64,
+    pub coordinator_address: Option<String>,
 }
 
 /// Dtypes, precision, layer scanning, rematerialisation and kernel choices.
@@ -356,6 +364,11 @@ impl RunConfig {
             program: raw.enumeration("program")?,
             out_dir: opt_path(raw, "out_dir")?,
             compiled_trainstep_file: opt_path(raw, "compiled_trainstep_file")?,
+            skip_jax_distributed_system: raw.bool("skip_jax_distributed_system")?,
+            jax_distributed_initialization_timeout: raw.int_at_least("jax_distributed_initialization_timeout", 1)? as u64,
+            num_processes: raw.int_at_least("num_processes", 0)? as usize,
+            process_id: raw.int_at_least("process_id", -1)?,
+            coordinator_address: raw.opt_string("coordinator_address")?,
         })
     }
 }

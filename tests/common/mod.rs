@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 pub mod gcs;
 pub mod gcs_faults;
+pub mod orbax;
 mod references;
 #[allow(unused_imports)]
 pub use references::*;

@@ -1,14 +1,14 @@
-//! The OCDBT side of the checkpoint writer: the process database (data files `d/<hex>`, B+tree, manifest)
-//! and the merged top-level root, plus the small file helpers the writer shares. Split from `writer.rs`.
+//! The OCDBT side of the checkpoint writer: each process's database (data files `d/<hex>`, B+tree,
+//! manifest) and the merged top-level root over all of them, plus the small file helpers the writer
+//! shares. Split from `writer.rs`.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::storage::{Location, ObjectWriter};
 
-use super::writer::PROCESS_DIR;
 use super::zarr3::encode_orbax_shard;
-use super::ocdbt::{OcdbtConfig, MANIFEST_FILE};
+use super::ocdbt::{OcdbtConfig, OcdbtDatabase, ValueRef, MANIFEST_FILE};
 use super::ocdbt_write::{encode_manifest, write_tree, EntryValue, FileName, NodeSink, LEAF_ENTRIES};
 use super::{write_err, OrbaxError, Result};
 
@@ -105,20 +105,11 @@ impl DbWriter {
         Ok(())
     }
 
-    /// Writes the process database's tree and manifest, then the merged root in `items/d/` and
-    /// `items/manifest.ocdbt` whose out-of-line values point into the process files through base path
-    /// `ocdbt.process_0/`.
-    pub(super) fn finish(mut self, items: &Location) -> Result<()> {
+    /// Writes the process database's tree (after the values in its last data file) and its manifest, and
+    /// returns what the merged root needs of it.
+    pub(super) fn finish(mut self) -> Result<ProcessDb> {
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let config = OcdbtConfig {
-            uuid: random_bytes::<16>(),
-            max_inline_value_bytes: 1024,
-            max_decoded_node_bytes: 100_000_000,
-            version_tree_arity_log2: 4,
-            zstd_level: Some(0),
-        };
-        let commit_ns = now_ns();
-        // Process database: nodes go after the values in its last data file.
+        let config = db_config();
         if self.current.is_none() {
             self.open_file()?;
         }
@@ -129,26 +120,91 @@ impl DbWriter {
             .map_err(|e| io_write_err(&self.dir, e))?;
         let node_file = proc_files.last().unwrap().clone();
         self.close_file()?;
-        let manifest = encode_manifest(&config, &node_file, root.as_ref(), 1, commit_ns);
+        let manifest = encode_manifest(&config, &node_file, root.as_ref(), 1, now_ns());
         write_file(&self.dir.join(MANIFEST_FILE), &manifest)?;
-
-        // Merged root: the same entries; the process files seen through base path "ocdbt.process_0/".
-        let mut top_files: Vec<FileName> = self
-            .files
-            .iter()
-            .map(|f| FileName { base: format!("{PROCESS_DIR}/").into_bytes(), rel: f.clone().into_bytes() })
-            .collect();
-        let top_rel = format!("d/{}", hex(&random_bytes::<16>()));
-        top_files.push(FileName { base: vec![], rel: top_rel.clone().into_bytes() });
-        let mut node_bytes = Vec::new();
-        let mut sink = super::ocdbt_write::VecSink { file: top_files.len() - 1, buf: &mut node_bytes };
-        let top_config = OcdbtConfig { uuid: random_bytes::<16>(), ..config };
-        let root = write_tree(&entries, &top_files, &mut sink, top_config.zstd_level, LEAF_ENTRIES)
-            .map_err(|e| io_write_err(items, e))?;
-        write_file(&items.join(&top_rel), &node_bytes)?;
-        let manifest = encode_manifest(&top_config, top_files.last().unwrap(), root.as_ref(), 1, commit_ns);
-        write_file(&items.join(MANIFEST_FILE), &manifest)
+        Ok(ProcessDb { files: std::mem::take(&mut self.files), entries })
     }
+}
+
+/// The settings of every database the writer makes (tensorstore's defaults as orbax opens them).
+fn db_config() -> OcdbtConfig {
+    OcdbtConfig {
+        uuid: random_bytes::<16>(),
+        max_inline_value_bytes: 1024,
+        max_decoded_node_bytes: 100_000_000,
+        version_tree_arity_log2: 4,
+        zstd_level: Some(0),
+    }
+}
+
+/// One process's finished database: its data files (relative to its directory) and every key's value,
+/// `Indirect` values indexing `files`.
+pub(super) struct ProcessDb {
+    files: Vec<String>,
+    entries: Vec<(Vec<u8>, EntryValue)>,
+}
+
+impl ProcessDb {
+    /// Reads back the database another process wrote in `dir` (`ocdbt.process_<p>`), as orbax's primary
+    /// process does before merging.
+    pub(super) fn read(dir: &Location) -> Result<ProcessDb> {
+        let db = OcdbtDatabase::open(dir.clone())?;
+        let mut files: Vec<String> = Vec::new();
+        let mut entries = Vec::with_capacity(db.len());
+        for key in db.keys() {
+            let v = match db.location(key).expect("listed key") {
+                ValueRef::Inline(bytes) => EntryValue::Inline(bytes.clone()),
+                ValueRef::Indirect { file, offset, length } => {
+                    let i = files.iter().position(|f| f == file).unwrap_or_else(|| {
+                        files.push(file.clone());
+                        files.len() - 1
+                    });
+                    EntryValue::Indirect { file: i, offset: *offset, length: *length }
+                }
+            };
+            entries.push((key.to_vec(), v));
+        }
+        Ok(ProcessDb { files, entries })
+    }
+}
+
+/// The directory of process `p`'s database inside an item (orbax's name).
+pub(super) fn process_dir_name(p: usize) -> String {
+    format!("ocdbt.process_{p}")
+}
+
+/// Writes the merged top-level root of an item: `items/manifest.ocdbt` and one tree in `items/d/`, holding
+/// every process's keys; out-of-line values point into the process files through base paths
+/// `ocdbt.process_<p>/`. `dbs` are (process index, database); a key in two databases is an error.
+pub(super) fn write_merged_root(items: &Location, dbs: &[(usize, ProcessDb)]) -> Result<()> {
+    let mut top_files: Vec<FileName> = Vec::new();
+    let mut entries: Vec<(Vec<u8>, EntryValue)> = Vec::new();
+    for (p, db) in dbs {
+        let first = top_files.len();
+        let base = format!("{}/", process_dir_name(*p)).into_bytes();
+        top_files.extend(db.files.iter().map(|f| FileName { base: base.clone(), rel: f.clone().into_bytes() }));
+        entries.extend(db.entries.iter().map(|(k, v)| {
+            let v = match v {
+                EntryValue::Indirect { file, offset, length } => EntryValue::Indirect { file: first + file, offset: *offset, length: *length },
+                inline => inline.clone(),
+            };
+            (k.clone(), v)
+        }));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        let reason = format!("key {} was written by two processes", String::from_utf8_lossy(&w[0].0));
+        return Err(OrbaxError::Ocdbt { path: items.clone(), reason });
+    }
+    let top_rel = format!("d/{}", hex(&random_bytes::<16>()));
+    top_files.push(FileName { base: vec![], rel: top_rel.clone().into_bytes() });
+    let mut node_bytes = Vec::new();
+    let mut sink = super::ocdbt_write::VecSink { file: top_files.len() - 1, buf: &mut node_bytes };
+    let config = db_config();
+    let root = write_tree(&entries, &top_files, &mut sink, config.zstd_level, LEAF_ENTRIES).map_err(|e| io_write_err(items, e))?;
+    write_file(&items.join(&top_rel), &node_bytes)?;
+    let manifest = encode_manifest(&config, top_files.last().unwrap(), root.as_ref(), 1, now_ns());
+    write_file(&items.join(MANIFEST_FILE), &manifest)
 }
 
 impl NodeSink for DbWriter {

@@ -37,7 +37,7 @@ pub use dtype::ZarrDType;
 pub use metadata::{LeafKind, PathKey};
 pub use reader::{list_steps, ArrayData, LeafInfo, OrbaxCheckpoint};
 pub use writer::{
-    named_sharding_record, write_checkpoint, write_checkpoint_with, ArrayInProgress, CheckpointWriter, ShardingRecord, WriteLeaf,
+    named_sharding_record, parse_dotted, write_checkpoint, write_checkpoint_with, ArrayInProgress, CheckpointWriter, ShardingRecord, WriteLeaf,
     WriteOptions,
 };
 pub use metadata::PyJson;
@@ -99,6 +99,9 @@ pub enum OrbaxError {
 
     #[error("cannot save leaf {name:?}: {reason}")]
     BadLeaf { name: String, reason: String },
+
+    #[error("saving {path} together with the other processes: {reason}; nothing was committed")]
+    Processes { path: Location, reason: String },
 }
 
 pub type Result<T, E = OrbaxError> = std::result::Result<T, E>;

@@ -1,5 +1,5 @@
 //! Writing a checkpoint in MaxText's layout, as orbax 0.12.8 writes a `CheckpointManager` save with
-//! `PyTreeCheckpointHandler(use_ocdbt=True, use_zarr3=True)` on one host and one device:
+//! `PyTreeCheckpointHandler(use_ocdbt=True, use_zarr3=True)` (shown for one process):
 //!
 //! ```text
 //! <root>/<step>/_CHECKPOINT_METADATA, commit_success.txt
@@ -15,12 +15,22 @@
 //! the objects go straight under `<root>/<step>/` and `commit_success.txt` is written last: a step without
 //! it is never listed or restored, and a later save of the same step first deletes such leftovers. Object
 //! names and bytes are those of the local layout. An existing (committed) step is never replaced.
+//!
+//! **Several processes** ([`CheckpointWriter::create_shared`]) save one checkpoint together, as orbax does
+//! on a multi-host slice: process 0 picks the temporary directory and tells the others through the
+//! coordinator; each process writes the shards it owns into its own `ocdbt.process_<i>/` database and its
+//! own `array_metadatas/process_<i>`; after a barrier, process 0 reads every process database back, writes
+//! the merged root and the metadata, commits (rename / `commit_success.txt`) and tells the others, who
+//! return only then. A failure anywhere leaves nothing committed.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::db_writer::{hex, now_ns, random_bytes, sync_dir, write_file, DbWriter};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::db_writer::{hex, now_ns, process_dir_name, random_bytes, sync_dir, write_file, write_merged_root, DbWriter, ProcessDb};
 use super::dtype::ZarrDType;
 use super::metadata::{
     leaf_name, render_sharding, render_tree_metadata, PathKey, PyJson, ARRAY_METADATAS_DIR, CHECKPOINT_METADATA_FILE,
@@ -29,10 +39,13 @@ use super::metadata::{
 use super::zarr::for_each_index;
 use super::zarr3::orbax_codecs_json;
 use super::{write_err, OrbaxError, Result, TMP_MARKER};
+use crate::distributed::ProcessGroup;
 use crate::storage::Location;
 use crate::runtime::HostTensor;
 
-pub(super) const PROCESS_DIR: &str = "ocdbt.process_0";
+/// How long a process waits for the others at a save's barriers (orbax's default async timeout): the
+/// slowest process may still be writing its shards.
+const SAVE_BARRIER_TIMEOUT: Duration = Duration::from_secs(600);
 const HANDLER: &str = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler";
 
 /// What `_sharding` records for every array.
@@ -96,7 +109,8 @@ pub fn write_checkpoint(
     write_checkpoint_with(root, step, &leaves, &WriteOptions { custom_metadata, ..WriteOptions::default() })
 }
 
-fn parse_dotted(name: &str) -> Result<Vec<PathKey>> {
+/// The key path of a dotted leaf name (see [`write_checkpoint`]).
+pub fn parse_dotted(name: &str) -> Result<Vec<PathKey>> {
     if name.is_empty() || name.split('.').any(str::is_empty) {
         return Err(OrbaxError::BadLeaf {
             name: name.into(),
@@ -247,6 +261,8 @@ pub struct CheckpointWriter {
     opts: WriteOptions,
     init_ns: u64,
     db: Option<DbWriter>,
+    /// The processes saving together (`None`: this process alone).
+    group: Option<Arc<ProcessGroup>>,
     /// In the order added.
     leaves: Vec<LeafRecord>,
     names: std::collections::HashSet<String>,
@@ -257,6 +273,43 @@ impl CheckpointWriter {
     /// Starts step `step` under `root`: fails at once if `<root>/<step>` exists.
     pub fn create(root: impl Into<Location>, step: u64, opts: WriteOptions) -> Result<CheckpointWriter> {
         let root: Location = root.into();
+        let (step_dir, tmp) = Self::start_dir(&root, step)?;
+        Self::open(root, step_dir, tmp, opts, None)
+    }
+
+    /// Starts step `step` under `root`, saved together by every process of `group` (see the module docs):
+    /// every process calls this, adds the same leaves (each putting only the shards it owns) and calls
+    /// [`CheckpointWriter::finish`].
+    pub fn create_shared(root: impl Into<Location>, step: u64, opts: WriteOptions, group: Arc<ProcessGroup>) -> Result<CheckpointWriter> {
+        let root: Location = root.into();
+        let step_dir = root.join(step.to_string());
+        let key = save_key(&step_dir, "dir");
+        let fail = |reason: String| OrbaxError::Processes { path: step_dir.clone(), reason };
+        let tmp = if group.is_primary() {
+            match Self::start_dir(&root, step) {
+                Ok((_, tmp)) => {
+                    group.put(&key, format!("ok:{tmp}").as_bytes()).map_err(|e| fail(e.to_string()))?;
+                    tmp
+                }
+                Err(e) => {
+                    // The others are waiting for the directory: they stop with this reason.
+                    let _ = group.put(&key, format!("error:{e}").as_bytes());
+                    return Err(e);
+                }
+            }
+        } else {
+            let said = group.get(&key, SAVE_BARRIER_TIMEOUT).map_err(|e| fail(e.to_string()))?;
+            let said = String::from_utf8_lossy(&said).into_owned();
+            match said.split_once(':') {
+                Some(("ok", dir)) => Location::parse(dir).map_err(|e| fail(format!("process 0 named {dir}: {e}")))?,
+                _ => return Err(fail(format!("process 0 could not start the save: {}", said.trim_start_matches("error:")))),
+            }
+        };
+        Self::open(root, step_dir, tmp, opts, Some(group))
+    }
+
+    /// The step directory and where its files go while being written.
+    fn start_dir(root: &Location, step: u64) -> Result<(Location, Location)> {
         let step_dir = root.join(step.to_string());
         let tmp = if root.is_remote() {
             if step_dir.join(COMMIT_FILE).is_file().map_err(super::io_err(&step_dir))? {
@@ -272,17 +325,22 @@ impl CheckpointWriter {
             if step_dir.as_local().is_some_and(|p| p.exists()) {
                 return Err(OrbaxError::StepExists { path: step_dir });
             }
-            root.create_dir_all().map_err(write_err(&root))?;
+            root.create_dir_all().map_err(write_err(root))?;
             root.join(format!("{step}{TMP_MARKER}-{}", hex(&random_bytes::<8>())))
         };
+        Ok((step_dir, tmp))
+    }
+
+    fn open(root: Location, step_dir: Location, tmp: Location, opts: WriteOptions, group: Option<Arc<ProcessGroup>>) -> Result<CheckpointWriter> {
         let items = tmp.join("items");
-        let proc_dir = items.join(PROCESS_DIR);
+        let proc_dir = items.join(process_dir_name(group.as_ref().map_or(0, |g| g.index())));
         let mut w = CheckpointWriter {
             root,
             step_dir,
             tmp,
             done: false,
             db: None,
+            group,
             init_ns: now_ns(),
             leaves: Vec::new(),
             names: Default::default(),
@@ -294,6 +352,16 @@ impl CheckpointWriter {
         }
         w.db = Some(DbWriter::new(&proc_dir, w.opts.target_data_file_size));
         Ok(w)
+    }
+
+    /// This process's index among the processes saving (0 alone).
+    fn index(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.index())
+    }
+
+    /// Whether this process writes what is written once (array metadata, the merged root, the commit).
+    fn is_primary(&self) -> bool {
+        self.index() == 0
     }
 
     /// The directory being written (renamed to `<root>/<step>` by [`CheckpointWriter::finish`] locally;
@@ -349,8 +417,12 @@ impl CheckpointWriter {
         let shape: Vec<u64> = dims.iter().map(|d| *d as u64).collect();
         let write_shape: Vec<u64> = shard_dims.iter().map(|d| *d as u64).collect();
         let chunks = choose_chunk_shape(&write_shape, zdtype.size() as u64, self.opts.chunk_byte_size);
-        let db = self.db.as_mut().expect("the database is open until finish");
-        db.put(format!("{name}/zarr.json"), zarr_json(&shape, &chunks, zdtype, self.opts.zstd_level).into_bytes())?;
+        if self.is_primary() {
+            // One process writes each array's metadata (as orbax's primary host does); the chunks come from
+            // whichever process owns them.
+            let db = self.db.as_mut().expect("the database is open until finish");
+            db.put(format!("{name}/zarr.json"), zarr_json(&shape, &chunks, zdtype, self.opts.zstd_level).into_bytes())?;
+        }
         Ok(ArrayInProgress { path, name, dtype, shape, write_shape, chunks, sharding, ext_metadata: PyJson::Null })
     }
 
@@ -413,7 +485,8 @@ impl CheckpointWriter {
     }
 
     /// Writes the databases' trees and the metadata files, syncs everything and renames the temporary
-    /// directory to `<root>/<step>`; returns that step directory.
+    /// directory to `<root>/<step>`; returns that step directory. Saving with other processes, this waits
+    /// for all of them, and process 0 merges and commits for all (see the module docs).
     pub fn finish(mut self) -> Result<Location> {
         let _span = tracing::info_span!("checkpoint", root = %self.root).entered();
         self.leaves.sort_by(|a, b| a.path.cmp(&b.path));
@@ -423,8 +496,50 @@ impl CheckpointWriter {
                 return Err(OrbaxError::BadLeaf { name: a, reason: format!("it is both a leaf and the parent of {b}") });
             }
         }
-        let db = self.db.take().expect("finish runs once");
-        self.write_metadata(db)?;
+        let db = self.db.take().expect("finish runs once").finish()?;
+        self.write_array_metadatas()?;
+        let Some(group) = self.group.clone() else {
+            self.write_metadata(&[(0, db)])?;
+            return self.commit();
+        };
+        let step_dir = self.step_dir.clone();
+        let key = |what: &str| save_key(&step_dir, what);
+        let fail = |reason: String| OrbaxError::Processes { path: step_dir.clone(), reason };
+        group.barrier(&key("written"), SAVE_BARRIER_TIMEOUT).map_err(|e| fail(e.to_string()))?;
+        if !group.is_primary() {
+            let said = group.get(&key("committed"), SAVE_BARRIER_TIMEOUT).map_err(|e| fail(e.to_string()))?;
+            // Process 0 owns the directory from here: committed, or removed by it.
+            self.done = true;
+            return match String::from_utf8_lossy(&said).split_once(':') {
+                Some(("ok", _)) => Ok(step_dir.clone()),
+                other => Err(fail(format!("process 0 could not commit: {}", other.map_or("", |o| o.1)))),
+            };
+        }
+        let merged = (|| -> Result<Location> {
+            let items = self.tmp.join("items");
+            let mut dbs = vec![(0, db)];
+            for p in 1..group.count() {
+                dbs.push((p, ProcessDb::read(&items.join(process_dir_name(p)))?));
+            }
+            self.write_metadata(&dbs)?;
+            self.commit_dir()
+        })();
+        let said = match &merged {
+            Ok(dir) => format!("ok:{dir}"),
+            Err(e) => format!("error:{e}"),
+        };
+        group.put(&key("committed"), said.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        merged
+    }
+
+    /// Renames the finished temporary directory into place (locally) and marks the writer done.
+    fn commit(mut self) -> Result<Location> {
+        let dir = self.commit_dir()?;
+        self.done = true;
+        Ok(dir)
+    }
+
+    fn commit_dir(&mut self) -> Result<Location> {
         if let (Some(tmp), Some(step)) = (self.tmp.as_local(), self.step_dir.as_local()) {
             if step.exists() {
                 return Err(OrbaxError::StepExists { path: self.step_dir.clone() });
@@ -440,11 +555,26 @@ impl CheckpointWriter {
         Ok(self.step_dir.clone())
     }
 
-    fn write_metadata(&self, db: DbWriter) -> Result<()> {
+    /// This process's `array_metadatas/process_<i>` and its database's directories, synced.
+    fn write_array_metadatas(&self) -> Result<()> {
+        let items = self.tmp.join("items");
+        let array_metadatas = self.leaves.iter().filter_map(|l| l.array_metadata.clone()).collect();
+        let am = PyJson::obj([("array_metadatas", PyJson::Arr(array_metadatas))]).render();
+        let dir = items.join(ARRAY_METADATAS_DIR);
+        write_file(&dir.join(format!("process_{}", self.index())), am.as_bytes())?;
+        let proc_dir = items.join(process_dir_name(self.index()));
+        for d in [proc_dir.join("d"), proc_dir, dir] {
+            sync_dir(&d)?;
+        }
+        Ok(())
+    }
+
+    /// The merged root over `dbs` and the files written once: `_METADATA`, `_sharding`, the step's
+    /// `_CHECKPOINT_METADATA` and the commit markers (the step's last).
+    fn write_metadata(&self, dbs: &[(usize, ProcessDb)]) -> Result<()> {
         let (tmp, opts) = (&self.tmp, &self.opts);
         let items = tmp.join("items");
-        let proc_dir = items.join(PROCESS_DIR);
-        db.finish(&items)?;
+        write_merged_root(&items, dbs)?;
         let tree: Vec<(Vec<PathKey>, &str, Vec<u64>)> =
             self.leaves.iter().map(|l| (l.path.clone(), l.value_type, l.write_shape.clone())).collect();
         write_file(&items.join(METADATA_FILE), render_tree_metadata(&tree, true, &Value::Null).as_bytes())?;
@@ -471,9 +601,6 @@ impl CheckpointWriter {
         if !records.is_empty() {
             write_file(&items.join(SHARDING_FILE), render_sharding(&records).as_bytes())?;
         }
-        let array_metadatas = self.leaves.iter().filter_map(|l| l.array_metadata.clone()).collect();
-        let am = PyJson::obj([("array_metadatas", PyJson::Arr(array_metadatas))]).render();
-        write_file(&items.join(ARRAY_METADATAS_DIR).join("process_0"), am.as_bytes())?;
         let commit = |dir: &Location| format!("Checkpoint commit was successful to {dir}");
         write_file(&items.join(COMMIT_FILE), commit(&self.step_dir.join("items")).as_bytes())?;
         let ckpt_md = PyJson::obj([
@@ -487,7 +614,7 @@ impl CheckpointWriter {
         write_file(&tmp.join(CHECKPOINT_METADATA_FILE), ckpt_md.render().as_bytes())?;
         // Last: on GCS this object is what makes the step exist.
         write_file(&tmp.join(COMMIT_FILE), commit(&self.step_dir).as_bytes())?;
-        for d in [items.join("d"), proc_dir.join("d"), proc_dir, items.join(ARRAY_METADATAS_DIR), items, tmp.clone()] {
+        for d in [items.join("d"), items, tmp.clone()] {
             sync_dir(&d)?;
         }
         Ok(())
@@ -498,13 +625,22 @@ impl Drop for CheckpointWriter {
     /// An unfinished (failed or abandoned) save removes what it wrote (the temporary directory locally, the
     /// uncommitted objects on GCS).
     fn drop(&mut self) {
-        if !self.done {
+        // Saving with other processes, the directory is process 0's to remove (the others' files in it
+        // go with it).
+        if !self.done && self.is_primary() {
             self.db = None; // aborts an upload in flight before its prefix is cleared
             if let Err(e) = self.tmp.remove_all() {
                 tracing::warn!("could not remove the unfinished save {}: {e}", self.tmp);
             }
         }
     }
+}
+
+/// The coordinator key of one save's `what` (the step directory hashed: keys are plain names).
+fn save_key(step_dir: &Location, what: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(step_dir.to_string().as_bytes());
+    format!("checkpoint/{}/{what}", hex(&digest[..8]))
 }
 
 /// tensorstore's `zarr.json` for orbax's codecs: compact, keys sorted.
