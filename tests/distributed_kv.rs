@@ -78,16 +78,16 @@ fn three_processes_join_gather_barrier_and_put() {
 #[test]
 fn same_index_twice_is_index_taken() {
     let addr = address();
-    // Process 0, and two processes both started as process 1.
+    // Process 0, and two processes both started as process 1. The group stays until the duplicate has its
+    // answer (one that came after the group left would find no coordinator).
+    let answered = Arc::new(Barrier::new(3));
     let results = processes(3, move |t| {
         let index = t.min(1);
-        match ProcessGroup::join(&addr, 2, index, T) {
-            Ok(g) => {
-                g.barrier("work", T).unwrap();
-                Ok(index)
-            }
-            Err(e) => Err(e),
-        }
+        let joined = ProcessGroup::join(&addr, 2, index, T);
+        answered.wait();
+        let g = joined?;
+        g.barrier("work", T).unwrap();
+        Ok::<_, DistributedError>(index)
     });
     assert!(matches!(results[0], Ok(0)));
     let (ok, taken): (Vec<_>, Vec<_>) = results[1..].iter().partition(|r| r.is_ok());
@@ -230,4 +230,57 @@ fn leaving_is_quick_and_frees_the_port() {
     assert!(t0.elapsed() < Duration::from_secs(2), "join and leave took {:?}", t0.elapsed());
     // The coordinator stopped: the same address serves a new group.
     processes(2, move |i| drop(ProcessGroup::join(&addr, 2, i, T).unwrap()));
+}
+
+/// What `two_os_processes` passes its children: "address,index".
+const CHILD_ENV: &str = "MAXTEXT_DISTRIBUTED_KV_CHILD";
+
+/// Two real OS processes (this test binary, run again for `os_process_child`) join and gather their pids.
+#[test]
+fn two_os_processes() {
+    let addr = address();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "os_process_child", "--nocapture", "--test-threads", "1"])
+                .env(CHILD_ENV, format!("{addr},{i}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let gathered: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+            stdout
+                .lines()
+                .find_map(|l| l.split_once("GATHERED ").map(|(_, r)| r.trim()))
+                .unwrap_or_else(|| panic!("no result in:\n{stdout}"))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(gathered[0], gathered[1]);
+    let pids: Vec<&str> = gathered[0].split(',').collect();
+    assert_eq!(pids.len(), 2);
+    assert_ne!(pids[0], pids[1]);
+}
+
+/// One process of `two_os_processes`; does nothing when run as a test of its own.
+#[test]
+fn os_process_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let (addr, index) = spec.rsplit_once(',').unwrap();
+    let index: usize = index.parse().unwrap();
+    let g = ProcessGroup::join(addr, 2, index, T).unwrap();
+    let pid = std::process::id().to_string();
+    let all = g.all_gather("pids", pid.as_bytes(), T).unwrap();
+    assert_eq!(all[index], pid.as_bytes());
+    g.barrier("done", T).unwrap();
+    let all: Vec<String> = all.into_iter().map(|v| String::from_utf8(v).unwrap()).collect();
+    println!("GATHERED {}", all.join(","));
 }

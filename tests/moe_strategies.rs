@@ -1,5 +1,6 @@
 //! The three MoE strategies (reference §5): token dropping keeps exactly the copies MaxText's rule keeps
-//! (a hand-built routing); with a capacity that drops nothing it equals dense, and dropless equals dense,
+//! (a hand-built routing); with a capacity that drops nothing it equals dense, and dropless (blocked, and
+//! by ragged dots as `megablox=false` / TPU run it) equals dense,
 //! in the loss and every gradient, on a 64-expert top-8 model; the compiled forward of a 64-expert top-2
 //! model does at most 0.35× the dense FLOPs with dropless and with `capacity_factor=1`; dropless equals
 //! each copy through its own expert for even, crowded and sparse routings.
@@ -86,7 +87,8 @@ fn dropless_and_roomy_dropping_equal_dense_with_64_experts_top_8() {
     let params = rt().run(&init_program(&dense, &decls, 7).unwrap(), &[]).unwrap();
     let (b, s) = (2, 24);
     let (want_loss, want) = loss_and_grads(&dense, &params, b, s);
-    for strategy in [&["sparse_matmul=true"][..], &["sparse_matmul=false", "capacity_factor=8"][..]] {
+    let strategies = [&["sparse_matmul=true"][..], &["sparse_matmul=true", "megablox=false"][..], &["sparse_matmul=false", "capacity_factor=8"][..]];
+    for strategy in strategies {
         let (loss, grads) = loss_and_grads(&with(strategy), &params, b, s);
         assert!(((loss - want_loss) / want_loss).abs() < 1e-6, "{strategy:?}: loss {loss} vs dense {want_loss}");
         for ((d, g), w) in decls.iter().zip(&grads).zip(&want) {
@@ -172,12 +174,14 @@ fn train_reports_the_dropped_fraction() {
 
 /// The dropless layout against each copy multiplied by its own expert's weights, for routings that fill
 /// the home blocks evenly, crowd every copy onto one expert (the overflow region at its bound), and
-/// leave most experts empty; and for a single token (the per-copy path of decode steps).
+/// leave most experts empty; and for a single token (the per-copy path of decode steps). The same for the
+/// ragged-dot path (`megablox=false`; its dense formulation here, `chlo.ragged_dot` on TPU).
 #[test]
 fn dropless_equals_per_copy_experts_for_any_routing() {
+    use maxtext::config::GroupedMatmul;
     use maxtext::nn::moe_dispatch::{dropless, ExpertWeights};
     let (e, m, f, k) = (8i64, 16i64, 8i64, 2i64);
-    let check = |b: i64, s: i64, idx: Vec<i32>| {
+    let check = |b: i64, s: i64, idx: Vec<i32>, kernel: GroupedMatmul| {
         let n = b * s * k;
         let g = Graph::new();
         let x = g.param(TensorType::new(DType::F32, &[b, s, m])).named(&["batch", "seq", "embed"]);
@@ -187,7 +191,7 @@ fn dropless_equals_per_copy_experts_for_any_routing() {
         let wi_1 = g.param(TensorType::new(DType::F32, &[e, m, f])).named(&["exp", "embed", "mlp_moe"]);
         let wo = g.param(TensorType::new(DType::F32, &[e, f, m])).named(&["exp", "mlp_moe", "embed"]);
         let ew = ExpertWeights { wi_0: &wi_0, wi_1: &wi_1, wo: &wo, activations_in_float32: false };
-        let got = dropless(&x, &ids, &w, &ew).reshape(&[b * s * m]);
+        let got = dropless(&x, &ids, &w, &ew, kernel).reshape(&[b * s * m]);
         let pseudo = |len: i64, seed: i64| -> Vec<f32> { (0..len).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0 - 1.0) * 0.5).collect() };
         let args = [
             HostTensor::from_f32(&pseudo(b * s * m, 1), &[b, s, m]),
@@ -218,14 +222,16 @@ fn dropless_equals_per_copy_experts_for_any_routing() {
                     want += ws[t * k as usize + c] as f64 * acc;
                 }
                 let got = out[t * m as usize + j] as f64;
-                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "token {t}, column {j}: {got} vs {want} (routing {idx:?})");
+                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{kernel:?}, token {t}, column {j}: {got} vs {want} (routing {idx:?})");
             }
         }
     };
     let (b, s) = (2, 16); // 64 copies over 8 experts: blocks of 8 rows
-    check(b, s, (0..b * s * k).map(|i| (i % e) as i32).collect());
-    check(b, s, (0..b * s * k).map(|i| if i % 2 == 0 { 5 } else { 2 }).collect());
-    check(b, s, (0..b * s * k).map(|i| [3, 7][(i / 5 % 2) as usize]).collect());
-    check(b, s, vec![4; (b * s * k) as usize]);
-    check(1, 1, vec![6, 1]);
+    for kernel in [GroupedMatmul::Blocks, GroupedMatmul::RaggedDot { native: false }] {
+        check(b, s, (0..b * s * k).map(|i| (i % e) as i32).collect(), kernel);
+        check(b, s, (0..b * s * k).map(|i| if i % 2 == 0 { 5 } else { 2 }).collect(), kernel);
+        check(b, s, (0..b * s * k).map(|i| [3, 7][(i / 5 % 2) as usize]).collect(), kernel);
+        check(b, s, vec![4; (b * s * k) as usize], kernel);
+        check(1, 1, vec![6, 1], kernel);
+    }
 }

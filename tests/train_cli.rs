@@ -102,6 +102,25 @@ fn four_devices_fsdp_give_the_losses_of_one() {
     }
 }
 
+/// The dropless MoE by ragged dots (`megablox=false`, what TPU compiles natively), each of 4 devices
+/// sorting and multiplying only its own tokens inside a manual computation, trains as the blocked path
+/// does on one device.
+#[test]
+fn ragged_dot_per_shard_on_four_devices_trains_as_blocks_on_one() {
+    let one = scratch("blocks_one");
+    let four = scratch("ragged_four");
+    let (ok, log) = maxtext(&args(&one, &["steps=3", "enable_checkpointing=false", "per_device_batch_size=4", "cpu_device_count=1"]));
+    assert!(ok, "{log}");
+    let keys = ["steps=3", "enable_checkpointing=false", "per_device_batch_size=1", "cpu_device_count=4", "ici_fsdp_parallelism=-1", "megablox=false"];
+    let (ok, log) = maxtext(&args(&four, &keys));
+    assert!(ok, "{log}");
+    let (a, b) = (losses(&one), losses(&four));
+    assert_eq!(a.len(), 3);
+    for (s, l) in &a {
+        assert!(((l - b[s]) / l).abs() < 1e-5, "step {s}: blocks on 1 device {l} vs ragged dot on 4 devices {}", b[s]);
+    }
+}
+
 #[test]
 fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let out = scratch("nan");

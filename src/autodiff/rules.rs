@@ -3,7 +3,7 @@
 //! and random bits carry none. `while` is handled in `mod.rs` (it needs the recorded iterations).
 
 use crate::ir::{
-    BinaryOp, DType, DotDims, GatherDims, Op, Precision, ReduceKind, ScatterDims, ScatterMode,
+    BinaryOp, DType, DotDims, GatherDims, Op, Precision, RaggedKind, ReduceKind, ScatterDims, ScatterMode,
     Tensor, UnaryOp,
 };
 
@@ -386,6 +386,16 @@ pub fn vjp(op: &Op, ins: &[Tensor], outs: &[Tensor], cts: &[Option<Tensor>]) -> 
             };
             vec![Some(masked(&tri, &full)), Some(db)]
         }
+        Op::RaggedDot { kind: RaggedKind::Rows, shard_axes, native } => {
+            let (x, w, sizes) = (&ins[0], &ins[1], &ins[2]);
+            // y = x w[g]:  dx = ct w[g]ᵀ (the same grouped matmul on the transposed weights);  dw[g] = the
+            // sum over shards of each group's xᵀ ct (its per-shard sums leave the manual computation and
+            // add up outside it, a reduction over the sharded dim).
+            let dx = ct.ragged_dot(&w.transpose(&[0, 2, 1]), sizes, shard_axes, *native);
+            let dw = x.ragged_dot_weight_grad(&ct, sizes, shard_axes, *native).sum(&[0]);
+            vec![Some(dx), Some(dw), None]
+        }
+        Op::RaggedDot { kind: RaggedKind::WeightGrad, .. } => panic!("autodiff: the ragged weight gradient is not differentiated again"),
         Op::While { .. } => unreachable!("while is differentiated in autodiff::mod"),
     }
 }

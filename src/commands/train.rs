@@ -202,7 +202,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     ("learning/lm_loss".into(), out.loss - out.moe_lb_loss),
                     ("learning/moe_max_expert_load".into(), out.moe_max_expert_load),
                 ];
-                if matches!(cfg.compute.moe_strategy(), maxtext::config::MoeStrategy::Dropping { .. }) {
+                if matches!(cfg.compute.moe_strategy(cfg.run.hardware), maxtext::config::MoeStrategy::Dropping { .. }) {
                     extra.push(("learning/moe_dropped_fraction".into(), out.moe_dropped_fraction));
                 }
                 extra

@@ -35,7 +35,8 @@ pub use parallelism::{
 };
 pub use raw::{value_to_inline, ConfigEnum, RawConfig};
 pub use sections::{
-    hf_id, AttentionKernel, CheckpointConfig, ComputeConfig, DataConfig, DecodeConfig, MoeStrategy, RunConfig, ToolConfig, TrainConfig,
+    hf_id, AttentionKernel, CheckpointConfig, ComputeConfig, DataConfig, DecodeConfig, GroupedMatmul, MoeStrategy, RunConfig, ToolConfig,
+    TrainConfig,
 };
 pub use topology::TpuTopology;
 pub use types::*;

@@ -92,7 +92,20 @@ pub enum MoeStrategy {
     Dropping { capacity_factor: f64 },
     /// `sparse_matmul=true` (MaxText's default; `megablox` / `use_tokamax_gmm` pick its kernel): sorted copies,
     /// a grouped matmul over the experts' groups, nothing dropped.
-    Dropless,
+    Dropless { kernel: GroupedMatmul },
+}
+
+/// The grouped matmul of the dropless MoE.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GroupedMatmul {
+    /// Each expert's copies padded to blocks, one batched matmul with each block's expert weights: the
+    /// fast formulation on plugins without a ragged dot (CPU, GPU), standing in for MaxText's megablox /
+    /// tokamax kernels there.
+    Blocks,
+    /// XLA's ragged dot per shard of the tokens (MaxText's `megablox=false`: `jax.lax.ragged_dot`).
+    /// `native` on TPU, which compiles it (and stands in for the Pallas megablox kernel there); elsewhere
+    /// an exact dense formulation (every expert on every copy), as slow as `sparse_matmul=false`.
+    RaggedDot { native: bool },
 }
 
 /// The full-attention kernel of whole-sequence passes (training, forward, prefill). A decode step of one
@@ -120,9 +133,15 @@ impl ComputeConfig {
         }
     }
 
-    pub fn moe_strategy(&self) -> MoeStrategy {
+    /// The MoE strategy on `hardware`.
+    pub fn moe_strategy(&self, hardware: Hardware) -> MoeStrategy {
+        let kernel = match hardware {
+            Hardware::Tpu => GroupedMatmul::RaggedDot { native: true },
+            _ if !self.megablox && !self.use_tokamax_gmm => GroupedMatmul::RaggedDot { native: false },
+            _ => GroupedMatmul::Blocks,
+        };
         match (self.sparse_matmul, self.capacity_factor > 0.0) {
-            (true, _) => MoeStrategy::Dropless,
+            (true, _) => MoeStrategy::Dropless { kernel },
             (false, true) => MoeStrategy::Dropping { capacity_factor: self.capacity_factor },
             (false, false) => MoeStrategy::Dense,
         }

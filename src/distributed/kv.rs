@@ -120,9 +120,7 @@ impl KvServer {
         listener.set_nonblocking(true)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("coordinator".into())
-            .spawn(move || rt.block_on(serve(listener, stopped)))?;
+        let thread = std::thread::Builder::new().name("coordinator".into()).spawn(move || rt.block_on(serve(listener, stopped)))?;
         tracing::info!("coordinator listening on 0.0.0.0:{port}");
         Ok(KvServer { stop: Some(stop), thread: Some(thread) })
     }
@@ -206,8 +204,7 @@ pub(super) struct KvClient {
 impl KvClient {
     pub(super) fn new(address: &str) -> Result<KvClient, DistributedError> {
         let base = format!("http://{address}/kv/");
-        reqwest::Url::parse(&base)
-            .map_err(|e| DistributedError::BadAddress { address: address.into(), reason: e.to_string() })?;
+        reqwest::Url::parse(&base).map_err(|e| DistributedError::BadAddress { address: address.into(), reason: e.to_string() })?;
         let http = reqwest::blocking::Client::builder()
             // The coordinator is on the cluster's own network: an HTTP_PROXY meant for the internet must not apply.
             .no_proxy()
@@ -307,7 +304,10 @@ impl KvClient {
         let body = answer.text().unwrap_or_default();
         DistributedError::Protocol {
             address: self.address.clone(),
-            detail: format!("{method} of key '{key}' answered {status}: {}; is something other than process 0's coordinator listening there?", body.trim()),
+            detail: format!(
+                "{method} of key '{key}' answered {status}: {}; is something other than process 0's coordinator listening there?",
+                body.trim()
+            ),
         }
     }
 }

@@ -72,8 +72,8 @@ pub enum DistributedError {
 
 /// A duration as a user reads it in a message: "30 s", "2.5 s".
 fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
+    if d.subsec_millis() == 0 || d.as_secs() >= 10 {
+        format!("{:.0} s", d.as_secs_f64())
     } else {
         format!("{:.1} s", d.as_secs_f64())
     }
@@ -190,7 +190,8 @@ impl ProcessGroup {
     }
 
     /// All processes reach barrier `name` (unique per use: include e.g. the step number) before any
-    /// returns. `Timeout` lists the processes that did not arrive.
+    /// returns. `Timeout` lists the processes that did not arrive; the name stays spent (this process's
+    /// arrival is recorded), so a retry needs a new name.
     pub fn barrier(&self, name: &str, timeout: Duration) -> Result<(), DistributedError> {
         match &self.backend {
             Backend::Local(_) => Ok(()),
@@ -231,10 +232,8 @@ impl ProcessGroup {
         let found = match &self.backend {
             Backend::Local(store) => {
                 let values = store.values.lock().unwrap_or_else(|p| p.into_inner());
-                let (values, _) = store
-                    .changed
-                    .wait_timeout_while(values, timeout, |v| !v.contains_key(key))
-                    .unwrap_or_else(|p| p.into_inner());
+                let (values, _) =
+                    store.changed.wait_timeout_while(values, timeout, |v| !v.contains_key(key)).unwrap_or_else(|p| p.into_inner());
                 values.get(key).cloned()
             }
             Backend::Remote(c) => c.get(key, timeout)?,
@@ -343,7 +342,15 @@ fn register(client: &KvClient, count: usize, index: usize, timeout: Duration, st
 }
 
 /// Writes `value` under `<prefix>/<index>` and collects every process's value in index order.
-fn gather(client: &KvClient, prefix: &str, name: &str, index: usize, count: usize, value: &[u8], timeout: Duration) -> Result<Vec<Vec<u8>>, DistributedError> {
+fn gather(
+    client: &KvClient,
+    prefix: &str,
+    name: &str,
+    index: usize,
+    count: usize,
+    value: &[u8],
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>, DistributedError> {
     let start = Instant::now();
     let mine = format!("{prefix}/{index}");
     if let Put::Exists(_) = client.put(&mine, value, timeout)? {

@@ -9,6 +9,7 @@
 mod attrs;
 mod control;
 mod ops;
+mod ragged;
 
 use crate::ir::{Func, Mesh, Op, Program, Sharding, TensorType, ValueRef};
 use std::fmt::Write;

@@ -207,6 +207,7 @@ impl Emitter {
             }
             Op::TopK { k } => simple("chlo.top_k", format!("k = {k} : i64")),
             Op::While { cond, body, num_carries, .. } => return self.emit_while(&name, node, ins, in_tys, cond, body, *num_carries, ind),
+            Op::RaggedDot { kind, shard_axes, native } => return self.emit_ragged_dot(&name, node, ins, in_tys, *kind, shard_axes, *native, ind),
             Op::RngBitGenerator { algorithm } => {
                 let a = match algorithm {
                     RngAlgorithm::ThreeFry => "THREE_FRY",

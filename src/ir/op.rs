@@ -188,6 +188,20 @@ pub enum Op {
     CheckpointName(&'static str),
     /// inputs: a (batched square matrices), b; solves `op(a) x = b` (left side) or `x op(a) = b`
     TriangularSolve { left_side: bool, lower: bool, unit_diagonal: bool, transpose_a: bool },
+    /// A grouped matmul per shard (`ops_ragged.rs`): rows sorted by group, `group_sizes` [P, G] rows each.
+    /// `Rows`: inputs x [P, N, K], w [G, K, F], sizes -> [P, N, F], row i of shard p times `w[group(p, i)]`
+    /// (rows past the groups give zeros). `WeightGrad`: inputs x [P, N, K], dy [P, N, F], sizes ->
+    /// [P, G, K, F], shard p's `sum_{i in group g} x[p,i]^T dy[p,i]`. Dim 0 is split over `shard_axes`
+    /// (each device holds one shard: a manual computation); `native` emits `chlo.ragged_dot` (TPU),
+    /// otherwise an exact dense formulation over all groups.
+    RaggedDot { kind: RaggedKind, shard_axes: Vec<String>, native: bool },
+}
+
+/// What a [`Op::RaggedDot`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RaggedKind {
+    Rows,
+    WeightGrad,
 }
 
 impl Op {
@@ -227,6 +241,7 @@ impl Op {
             Op::OptimizationBarrier => "optimization_barrier",
             Op::CheckpointName(_) => "checkpoint_name",
             Op::TriangularSolve { .. } => "triangular_solve",
+            Op::RaggedDot { .. } => "ragged_dot",
         }
     }
 }

@@ -157,7 +157,7 @@ impl SparseMoe {
         let (routed, dropped) = match self.strategy {
             MoeStrategy::Dense => (self.dense(x, &combine), none_dropped()),
             MoeStrategy::Dropping { capacity_factor } => dropping(x, &idx, &w, &ew, capacity_factor),
-            MoeStrategy::Dropless => (dropless(x, &idx, &w, &ew), none_dropped()),
+            MoeStrategy::Dropless { kernel } => (dropless(x, &idx, &w, &ew, kernel), none_dropped()),
         };
         // The busiest expert's share of the copies against a balanced share (1 = balanced).
         let balanced = counts.sum_over(&["batch", "seq", "exp"]).mul_scalar(1.0 / logits.dim("exp") as f64);

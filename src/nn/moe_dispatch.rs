@@ -12,9 +12,14 @@
 //!   gathering only for the overflow was measured slower inside the layer scan: a scanned layer's expert
 //!   weights are a strided slice of the stack, so "in place" is a copy too, and the gather fuses it.)
 //!   With fewer than two copies per expert (decode steps) each copy takes its expert's weights.
+//!   With a ragged dot (`GroupedMatmul::RaggedDot`: TPU, or MaxText's `megablox=false`) the copies are
+//!   sorted per shard of the batch instead and multiplied in place by XLA's ragged dot, each device taking
+//!   only its own tokens (MaxText's `shard_map` around its grouped matmul): no padding, no weight gathers,
+//!   and no global sort, which on a pod would gather every token to every chip.
 
 use super::norm::silu;
-use crate::ir::{BinaryOp, DType, ReduceKind, ScatterDims, ScatterMode, Tensor};
+use crate::config::GroupedMatmul;
+use crate::ir::{BinaryOp, DType, GatherDims, ReduceKind, ScatterDims, ScatterMode, Sharding, Tensor};
 
 /// The expert MLP weights: wi_0, wi_1 [exp, embed, mlp_moe], wo [exp, mlp_moe, embed].
 pub struct ExpertWeights<'a> {
@@ -37,6 +42,17 @@ impl ExpertWeights<'_> {
         let h1 = if dropless { h1 } else { h1.checkpoint_name("mlpwi_1") }.checkpoint_name("moe_mlpwi_1");
         let h = (&silu(&h0) * &h1).convert(x.dtype());
         h.dot(wo, &["mlp_moe"]).checkpoint_name("mlpwo").checkpoint_name("moe_mlpwo")
+    }
+
+    /// SwiGLU over sorted copies `rows` [P, N, embed] with `sizes` [P, exp] copies per expert, by ragged
+    /// dots (names as [`ExpertWeights::mlp`]'s dropless ones).
+    fn ragged_mlp(&self, rows: &Tensor, sizes: &Tensor, shards: &[String], native: bool) -> Tensor {
+        let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
+        let w = |t: &Tensor| if t.dtype() == rows.dtype() { t.clone() } else { t.convert(rows.dtype()) };
+        let h0 = act(rows.ragged_dot(&w(self.wi_0), sizes, shards, native)).checkpoint_name("mlpwi_0").checkpoint_name("moe_mlpwi_0");
+        let h1 = act(rows.ragged_dot(&w(self.wi_1), sizes, shards, native)).checkpoint_name("moe_mlpwi_1");
+        let h = (&silu(&h0) * &h1).convert(rows.dtype());
+        h.ragged_dot(&w(self.wo), sizes, shards, native).checkpoint_name("mlpwo").checkpoint_name("moe_mlpwo")
     }
 }
 
@@ -129,7 +145,7 @@ fn scatter_1d(into: &Tensor, indices: &Tensor, updates: &Tensor, mode: ScatterMo
 
 /// Dropless: x [batch, seq, embed], top-k ids `idx` and combine weights `w` [batch, seq, k] ->
 /// [batch, seq, embed].
-pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Tensor {
+pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights, kernel: GroupedMatmul) -> Tensor {
     let g = x.graph();
     let (b, s, k, m) = (idx.dims()[0], idx.dims()[1], idx.dims()[2], x.dims()[2]);
     let e = ew.wi_0.dims()[0];
@@ -137,6 +153,11 @@ pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Ten
     let block = dropless_block(n, e);
     if block == 1 {
         return per_copy(x, idx, w, ew);
+    }
+    if let GroupedMatmul::RaggedDot { native } = kernel {
+        if let Some(shards) = token_shards(x, e) {
+            return ragged(x, idx, w, ew, &shards, native);
+        }
     }
     let blocks = (n + block - 1) / block + e;
     let padded = blocks * block;
@@ -176,6 +197,71 @@ pub fn dropless(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights) -> Ten
     let y = ew.mlp(&rows, &w0, &w1, &wo, true).constrain(&blocks_logical).reshape(&[padded, m]); // [blk, row, embed] -> rows
     // Back to the copies, weighted and summed over each token's k.
     let per_copy = y.take_rows(&dest).reshape(&[b, s, k, m]).named(&["batch", "seq", "k", "embed"]);
+    let wk = w.convert(per_copy.dtype()).named(&["batch", "seq", "k"]);
+    per_copy.zip_named(&wk, |y, w| y * w).sum_over(&["k"])
+}
+
+/// The mesh axes the batch is split over for the ragged path, or `None` when the experts are split
+/// (expert parallelism: each device then holds only some experts' weights, which the blocked path
+/// handles). No mesh: no axes.
+fn token_shards(x: &Tensor, experts: i64) -> Option<Vec<String>> {
+    let Some(ctx) = x.graph().sharding_context() else { return Some(Vec::new()) };
+    if !ctx.resolve(&["activation_exp"], &[experts]).dims[0].is_empty() {
+        return None;
+    }
+    let batch = ctx.resolve(&["activation_batch_moe", "activation_length_moe", "activation_embed"], x.dims());
+    Some(batch.dims[0].clone())
+}
+
+/// `x[p, idx[p, i]]` for x [P, T, M] and idx [P, N] (s32) -> [P, N, M]: batched over P, so each shard
+/// gathers from its own rows only.
+fn take_per_shard(x: &Tensor, idx: &Tensor) -> Tensor {
+    let (p, n, m) = (x.dims()[0], idx.dims()[1], x.dims()[2]);
+    let dims = GatherDims {
+        offset_dims: vec![2],
+        collapsed_slice_dims: vec![1],
+        operand_batching_dims: vec![0],
+        start_indices_batching_dims: vec![0],
+        start_index_map: vec![1],
+        index_vector_dim: 2,
+        slice_sizes: vec![1, 1, m],
+    };
+    x.gather(&idx.reshape(&[p, n, 1]), dims)
+}
+
+/// Dropless by ragged dots: the tokens cut into one group of rows per shard of the batch (`shards`), each
+/// group's copies sorted by expert, multiplied, and put back.
+fn ragged(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights, shards: &[String], native: bool) -> Tensor {
+    let g = x.graph();
+    let (b, s, k, m) = (idx.dims()[0], idx.dims()[1], idx.dims()[2], x.dims()[2]);
+    let e = ew.wi_0.dims()[0];
+    let p: i64 = g.sharding_context().map_or(1, |c| shards.iter().filter_map(|a| c.mesh.axis_size(a)).product());
+    let (t, n) = (b * s / p, b * s * k / p);
+    let split = |t: Tensor| -> Tensor {
+        let mut sharding = Sharding::replicated(t.rank());
+        sharding.dims[0] = shards.to_vec();
+        if shards.is_empty() { t } else { t.with_sharding(sharding) }
+    };
+    let i32s = |v: f64, dims: &[i64]| g.full(v, DType::S32, dims);
+    // Each shard's copies (token-major, then top-k rank) sorted by expert, stably.
+    let expert = split(idx.reshape(&[p, n]));
+    let sorted = g.sort(&[expert.clone(), g.iota(DType::S32, &[p, n], 1)], 1, false, true);
+    let copy_of_sorted = &sorted[1];
+    // Copies per expert and shard: a scatter-add batched over the shards.
+    let count = ScatterDims {
+        update_window_dims: vec![],
+        inserted_window_dims: vec![1],
+        input_batching_dims: vec![0],
+        scatter_indices_batching_dims: vec![0],
+        scatter_dims_to_operand_dims: vec![1],
+        index_vector_dim: 2,
+    };
+    let sizes = i32s(0.0, &[p, e]).scatter(&expert.reshape(&[p, n, 1]), &i32s(1.0, &[p, n]), count, ScatterMode::Add);
+    let rows = take_per_shard(&split(x.reshape(&[p, t, m])), &(copy_of_sorted / &i32s(k as f64, &[p, n])));
+    let y = ew.ragged_mlp(&rows, &sizes, shards, native); // [P, N, embed], sorted order
+    // Where each copy went in its shard's sorted order: the inverse permutation.
+    let dest = g.sort(&[copy_of_sorted.clone(), g.iota(DType::S32, &[p, n], 1)], 1, false, true).pop().unwrap();
+    let per_copy = take_per_shard(&y, &dest).reshape(&[b, s, k, m]).named(&["batch", "seq", "k", "embed"]);
     let wk = w.convert(per_copy.dtype()).named(&["batch", "seq", "k"]);
     per_copy.zip_named(&wk, |y, w| y * w).sum_over(&["k"])
 }

@@ -25,7 +25,7 @@ impl ForwardProgram {
 pub fn model_params(g: &Graph, cfg: &Config) -> ParamBuilder {
     let mut pb = ParamBuilder::new(g, cfg.compute.weight_dtype, cfg.compute.dtype);
     pb.activations_in_float32 = cfg.compute.activations_in_float32;
-    pb.moe_strategy = cfg.compute.moe_strategy();
+    pb.moe_strategy = cfg.compute.moe_strategy(cfg.run.hardware);
     pb.attention = cfg.compute.attention_kernel(cfg.run.hardware);
     pb.precision = F32Casts {
         qk_product: cfg.compute.float32_qk_product,
