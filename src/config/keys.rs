@@ -151,9 +151,9 @@ pub const KEY_TABLE: &[KeyRule] = &[
     rule("attention", Only(&["autoselected", "dot_product", "flash"]), "dot-product or blockwise flash attention; the cuDNN and paged kernels are not built"),
     rule("sa_block_q", Honoured, "attention=flash: query block"),
     rule("sa_block_kv", Honoured, "attention=flash: key/value block"),
-    rule("megablox", Honoured, "with sparse_matmul: the grouped matmul kernel choice (one XLA path here)"),
+    rule("megablox", Honoured, "with sparse_matmul: false = XLA's ragged dot per token shard (native on TPU, dense formulation elsewhere); true = blocks off TPU, ragged dot on TPU (no Pallas kernel)"),
     rule("sparse_matmul", Honoured, "dropless sorted grouped matmul (true) or dense / dropping (false)"),
-    rule("use_tokamax_gmm", Honoured, "with sparse_matmul: the grouped matmul kernel choice (one XLA path here)"),
+    rule("use_tokamax_gmm", Honoured, "with sparse_matmul: as megablox=true (blocks off TPU, ragged dot on TPU)"),
     rule("capacity_factor", Honoured, "> 0 with sparse_matmul=false: token dropping"),
     // Sharding.
     rule("mesh_axes", Honoured, ""),
