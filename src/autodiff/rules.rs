@@ -386,16 +386,14 @@ pub fn vjp(op: &Op, ins: &[Tensor], outs: &[Tensor], cts: &[Option<Tensor>]) -> 
             };
             vec![Some(masked(&tri, &full)), Some(db)]
         }
-        Op::RaggedDot { kind: RaggedKind::Rows, shard_axes, native } => {
+        Op::RaggedDot { kind: RaggedKind::Rows, spec } => {
             let (x, w, sizes) = (&ins[0], &ins[1], &ins[2]);
-            // y = x w[g]:  dx = ct w[g]ᵀ (the same grouped matmul on the transposed weights);  dw[g] = the
-            // sum over shards of each group's xᵀ ct (its per-shard sums leave the manual computation and
-            // add up outside it, a reduction over the sharded dim).
-            let dx = ct.ragged_dot(&w.transpose(&[0, 2, 1]), sizes, shard_axes, *native);
-            let dw = x.ragged_dot_weight_grad(&ct, sizes, shard_axes, *native).sum(&[0]);
+            // y = x w[g]:  dx = ct w[g]ᵀ;  dw[g] = Σ over the group's rows of every shard of xᵀ ct.
+            let dx = ct.ragged_dot_transposed(w, sizes, spec);
+            let dw = x.ragged_dot_weight_grad(&ct, sizes, spec);
             vec![Some(dx), Some(dw), None]
         }
-        Op::RaggedDot { kind: RaggedKind::WeightGrad, .. } => panic!("autodiff: the ragged weight gradient is not differentiated again"),
+        Op::RaggedDot { kind, .. } => panic!("autodiff: ragged_dot {kind:?} (a gradient itself) is not differentiated again"),
         Op::While { .. } => unreachable!("while is differentiated in autodiff::mod"),
     }
 }

@@ -17,7 +17,7 @@ use std::fmt::Write;
 /// Prints `program` as an MLIR module whose entry function is `@main`.
 pub fn emit_program(program: &Program) -> String {
     let mesh = program.mesh.as_ref().filter(|m| m.num_devices() > 1).map(nontrivial_axes);
-    let mut e = Emitter { out: String::new(), next_id: 0, mesh: mesh.clone(), matmul_precision: program.matmul_precision };
+    let mut e = Emitter { out: String::new(), next_id: 0, next_channel: 1, mesh: mesh.clone(), matmul_precision: program.matmul_precision };
     let f = &program.main;
     let parts = program.num_partitions();
     let _ = writeln!(
@@ -92,6 +92,8 @@ impl Names {
 pub(crate) struct Emitter {
     pub(crate) out: String,
     next_id: usize,
+    /// The next collective's channel handle (each collective in a module has its own).
+    next_channel: i64,
     mesh: Option<Mesh>,
     /// Replaces `Precision::Default` on every dot (the program's `matmul_precision`).
     pub(crate) matmul_precision: crate::ir::Precision,

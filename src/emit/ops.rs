@@ -207,7 +207,7 @@ impl Emitter {
             }
             Op::TopK { k } => simple("chlo.top_k", format!("k = {k} : i64")),
             Op::While { cond, body, num_carries, .. } => return self.emit_while(&name, node, ins, in_tys, cond, body, *num_carries, ind),
-            Op::RaggedDot { kind, shard_axes, native } => return self.emit_ragged_dot(&name, node, ins, in_tys, *kind, shard_axes, *native, ind),
+            Op::RaggedDot { kind, spec } => return self.emit_ragged_dot(&name, node, ins, in_tys, *kind, spec, ind),
             Op::RngBitGenerator { algorithm } => {
                 let a = match algorithm {
                     RngAlgorithm::ThreeFry => "THREE_FRY",
@@ -251,7 +251,7 @@ impl Emitter {
     }
 
     /// `({ ^bb0(%a, %b): %r = op(%a, %b); return %r })`; with no op, returns `%b` (scatter's replace).
-    fn binary_region(&mut self, dt: DType, op: Option<&str>, ind: &str) -> String {
+    pub(crate) fn binary_region(&mut self, dt: DType, op: Option<&str>, ind: &str) -> String {
         let s = format!("tensor<{}>", dt.mlir());
         let mut r = format!("{{\n{ind}^bb0(%a: {s}, %b: {s}):\n");
         match op {

@@ -188,20 +188,36 @@ pub enum Op {
     CheckpointName(&'static str),
     /// inputs: a (batched square matrices), b; solves `op(a) x = b` (left side) or `x op(a) = b`
     TriangularSolve { left_side: bool, lower: bool, unit_diagonal: bool, transpose_a: bool },
-    /// A grouped matmul per shard (`ops_ragged.rs`): rows sorted by group, `group_sizes` [P, G] rows each.
-    /// `Rows`: inputs x [P, N, K], w [G, K, F], sizes -> [P, N, F], row i of shard p times `w[group(p, i)]`
-    /// (rows past the groups give zeros). `WeightGrad`: inputs x [P, N, K], dy [P, N, F], sizes ->
-    /// [P, G, K, F], shard p's `sum_{i in group g} x[p,i]^T dy[p,i]`. Dim 0 is split over `shard_axes`
-    /// (each device holds one shard: a manual computation); `native` emits `chlo.ragged_dot` (TPU),
-    /// otherwise an exact dense formulation over all groups.
-    RaggedDot { kind: RaggedKind, shard_axes: Vec<String>, native: bool },
+    /// A grouped matmul per shard of rows sorted by group (`ops_ragged.rs`; inputs and shapes per
+    /// [`RaggedKind`]); the last input is `group_sizes` [P, G] (s32).
+    RaggedDot { kind: RaggedKind, spec: RaggedSpec },
 }
 
-/// What a [`Op::RaggedDot`] computes.
+/// What a [`Op::RaggedDot`] computes, for rows sorted by group within each of P shards (dim 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RaggedKind {
+    /// x [P, N, K], w [G, K, F] -> [P, N, F]: row i of shard p times `w[group(p, i)]` (rows past the
+    /// groups give zeros).
     Rows,
+    /// x [P, N, F], w [G, K, F] -> [P, N, K]: times `w[group]ᵀ` (the input gradient of `Rows`).
+    RowsTransposed,
+    /// x [P, N, K], dy [P, N, F] -> [P, G, K, F]: per shard and group, the sum of the group's `xᵀ dy`.
     WeightGrad,
+    /// As `WeightGrad`, summed over the shards -> [G, K, F], laid out as `RaggedSpec::weight_sharding`
+    /// (a reduce-scatter over the shard axes).
+    WeightGradReduced,
+}
+
+/// Where a [`Op::RaggedDot`] runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RaggedSpec {
+    /// The mesh axes dim 0 (the shards) is split over: one shard per device, in a manual computation.
+    pub shard_axes: Vec<String>,
+    /// `chlo.ragged_dot` (TPU); otherwise an exact dense formulation over every group.
+    pub native: bool,
+    /// The weights' own sharding, into which a weight gradient is reduced when its mesh axes are all
+    /// shard axes.
+    pub weight_sharding: Option<Sharding>,
 }
 
 impl Op {

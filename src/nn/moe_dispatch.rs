@@ -19,7 +19,7 @@
 
 use super::norm::silu;
 use crate::config::GroupedMatmul;
-use crate::ir::{BinaryOp, DType, GatherDims, ReduceKind, ScatterDims, ScatterMode, Sharding, Tensor};
+use crate::ir::{BinaryOp, DType, GatherDims, RaggedSpec, ReduceKind, ScatterDims, ScatterMode, Sharding, Tensor};
 
 /// The expert MLP weights: wi_0, wi_1 [exp, embed, mlp_moe], wo [exp, mlp_moe, embed].
 pub struct ExpertWeights<'a> {
@@ -45,14 +45,22 @@ impl ExpertWeights<'_> {
     }
 
     /// SwiGLU over sorted copies `rows` [P, N, embed] with `sizes` [P, exp] copies per expert, by ragged
-    /// dots (names as [`ExpertWeights::mlp`]'s dropless ones).
+    /// dots split over `shards` (names as [`ExpertWeights::mlp`]'s dropless ones). Each weight's gradient
+    /// is reduced into the weight's own sharding (its logical axes as declared in `moe.rs`).
     fn ragged_mlp(&self, rows: &Tensor, sizes: &Tensor, shards: &[String], native: bool) -> Tensor {
         let act = |t: Tensor| if self.activations_in_float32 { t.convert(DType::F32) } else { t };
         let w = |t: &Tensor| if t.dtype() == rows.dtype() { t.clone() } else { t.convert(rows.dtype()) };
-        let h0 = act(rows.ragged_dot(&w(self.wi_0), sizes, shards, native)).checkpoint_name("mlpwi_0").checkpoint_name("moe_mlpwi_0");
-        let h1 = act(rows.ragged_dot(&w(self.wi_1), sizes, shards, native)).checkpoint_name("moe_mlpwi_1");
+        let ctx = rows.graph().sharding_context();
+        let spec = |t: &Tensor, logical: [&str; 3]| RaggedSpec {
+            shard_axes: shards.to_vec(),
+            native,
+            weight_sharding: ctx.as_ref().map(|c| c.resolve(&logical, t.dims())),
+        };
+        let (s_in, s_out) = (spec(self.wi_0, ["exp", "embed_moe", "mlp_moe"]), spec(self.wo, ["exp", "mlp_moe", "embed_moe"]));
+        let h0 = act(rows.ragged_dot(&w(self.wi_0), sizes, &s_in)).checkpoint_name("mlpwi_0").checkpoint_name("moe_mlpwi_0");
+        let h1 = act(rows.ragged_dot(&w(self.wi_1), sizes, &s_in)).checkpoint_name("moe_mlpwi_1");
         let h = (&silu(&h0) * &h1).convert(rows.dtype());
-        h.ragged_dot(&w(self.wo), sizes, shards, native).checkpoint_name("mlpwo").checkpoint_name("moe_mlpwo")
+        h.ragged_dot(&w(self.wo), sizes, &s_out).checkpoint_name("mlpwo").checkpoint_name("moe_mlpwo")
     }
 }
 
