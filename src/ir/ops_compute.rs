@@ -118,7 +118,16 @@ impl Tensor {
         let bn = if left_side { b.dims()[r - 2] } else { b.dims()[r - 1] };
         assert!(bn == n && b.dims()[..r - 2] == self.dims()[..r - 2], "triangular_solve: a {:?} b {:?}", self.ty, b.ty);
         let op = Op::TriangularSolve { left_side, lower, unit_diagonal, transpose_a };
-        Graph::innermost(&[self, b]).push(op, &[self, b], vec![b.ty.clone()]).remove(0)
+        if r <= 3 {
+            return Graph::innermost(&[self, b]).push(op, &[self, b], vec![b.ty.clone()]).remove(0);
+        }
+        // Several batch dims are solved as one: libtpu lays a batched solve out with batch dim 0 minor-most
+        // in (8, 128) tiles, so a leading batch dim of 1 would be padded 128-fold.
+        let batch: i64 = self.dims()[..r - 2].iter().product();
+        let a3 = self.reshape(&[batch, n, n]);
+        let b3 = b.reshape(&[batch, b.dims()[r - 2], b.dims()[r - 1]]);
+        let x = Graph::innermost(&[&a3, &b3]).push(op, &[&a3, &b3], vec![b3.ty.clone()]).remove(0);
+        x.reshape(b.dims()).with_axes(&b.ty.axes)
     }
 
     /// MaxText's `nn.with_logical_constraint`: constrains the tensor to the sharding its logical dim names
