@@ -265,21 +265,11 @@ fn ragged(x: &Tensor, idx: &Tensor, w: &Tensor, ew: &ExpertWeights, shards: &[St
         index_vector_dim: 2,
     };
     let sizes = i32s(0.0, &[p, e]).scatter(&expert.reshape(&[p, n, 1]), &i32s(1.0, &[p, n]), count, ScatterMode::Add);
-    let token_of_sorted = copy_of_sorted / &i32s(k as f64, &[p, n]);
-    let rows = take_per_shard(&split(x.reshape(&[p, t, m])), &token_of_sorted);
+    let rows = take_per_shard(&split(x.reshape(&[p, t, m])), &(copy_of_sorted / &i32s(k as f64, &[p, n])));
     let y = ew.ragged_mlp(&rows, &sizes, shards, native); // [P, N, embed], sorted order
-    // Back to the tokens: each sorted copy, times its combine weight, added into its token's row (a
-    // scatter-add batched over the shards; no [.., k, embed] layout, whose k would be tile-padded on TPU).
-    let w_sorted = take_per_shard(&w.convert(y.dtype()).reshape(&[p, n, 1]), copy_of_sorted).reshape(&[p, n]);
-    let weighted = &y * &w_sorted.broadcast_in_dim(&[p, n, m], &[0, 1]);
-    let back = ScatterDims {
-        update_window_dims: vec![2],
-        inserted_window_dims: vec![1],
-        input_batching_dims: vec![0],
-        scatter_indices_batching_dims: vec![0],
-        scatter_dims_to_operand_dims: vec![1],
-        index_vector_dim: 2,
-    };
-    let out = g.zeros(y.dtype(), &[p, t, m]).scatter(&token_of_sorted.reshape(&[p, n, 1]), &weighted, back, ScatterMode::Add);
-    out.reshape(&[b, s, m]).named(&["batch", "seq", "embed"])
+    // Where each copy went in its shard's sorted order: the inverse permutation.
+    let dest = g.sort(&[copy_of_sorted.clone(), g.iota(DType::S32, &[p, n], 1)], 1, false, true).pop().unwrap();
+    let per_copy = take_per_shard(&y, &dest).reshape(&[b, s, k, m]).named(&["batch", "seq", "k", "embed"]);
+    let wk = w.convert(per_copy.dtype()).named(&["batch", "seq", "k"]);
+    per_copy.zip_named(&wk, |y, w| y * w).sum_over(&["k"])
 }
