@@ -87,6 +87,8 @@ fn tiny_train_step_for_v5p_8_reports_the_executables_own_memory() {
     // Real TPU code, partitioned over the 4 chips, and the serialized executable a v5p host would load.
     let hlo = std::fs::read_to_string(dir.path().join("train.v5p-8.optimized.hlo.txt")).unwrap();
     assert!(hlo.contains("all-gather") || hlo.contains("reduce-scatter") || hlo.contains("all-reduce"), "no collectives in the partitioned HLO");
+    // The dropless MoE (the default) as libtpu's own ragged dots, one per chip's tokens.
+    assert!(hlo.contains("ragged-dot"), "no ragged dot in the TPU program of the dropless MoE");
     let bytes = std::fs::metadata(&exe_file).unwrap().len();
     assert!(bytes > 1 << 20, "serialized executable of {bytes} bytes");
 }
