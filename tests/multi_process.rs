@@ -199,3 +199,38 @@ fn bad_process_setups_say_what_to_do() {
     assert!(outs.iter().all(|o| !o.status.success()));
     assert!(outs.iter().any(|o| text(o).contains("taken") || text(o).contains("already")), "{}\n{}", text(&outs[0]), text(&outs[1]));
 }
+
+/// A process that stops before finishing its part of a save tells the others: process 0 does not commit,
+/// says which process failed, and leaves nothing behind (two processes as threads, real coordinator).
+#[test]
+fn a_process_that_abandons_a_save_fails_it_for_all_and_leaves_nothing() {
+    use maxtext::checkpoint::orbax::{CheckpointWriter, PathKey, WriteOptions};
+    use maxtext::distributed::ProcessGroup;
+    use maxtext::ir::DType;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ckpt");
+    let address = format!("127.0.0.1:{}", free_port());
+    let run = |index: usize| {
+        let (root, address) = (root.clone(), address.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let group = Arc::new(ProcessGroup::join(&address, 2, index, Duration::from_secs(30)).map_err(|e| e.to_string())?);
+            let mut w = CheckpointWriter::create_shared(&root, 3, WriteOptions::default(), group).map_err(|e| e.to_string())?;
+            let array = w.begin_array(vec![PathKey::Key("w".into())], DType::F32, &[4], &[2], None).map_err(|e| e.to_string())?;
+            if index == 1 {
+                return Err("process 1 stops here".into()); // drops its writer unfinished
+            }
+            w.put_shard(&array, &[0], &[0u8; 8]).map_err(|e| e.to_string())?;
+            w.end_array(array).map_err(|e| e.to_string())?;
+            w.finish().map(|_| ()).map_err(|e| e.to_string())
+        })
+    };
+    let (p0, p1) = (run(0), run(1));
+    let (r0, r1) = (p0.join().unwrap(), p1.join().unwrap());
+    assert_eq!(r1, Err("process 1 stops here".into()));
+    let e = r0.expect_err("process 0 must not commit without process 1's shards");
+    assert!(e.contains("process 1 could not write its shards") && e.contains("nothing was committed"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the failed save left {left:?}");
+}

@@ -13,7 +13,6 @@ mod common;
 use common::orbax::{orbax_dump, orbax_python};
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use maxtext::checkpoint::orbax::{
     write_checkpoint, write_checkpoint_with, LeafKind, OrbaxCheckpoint, PathKey, ShardingRecord, WriteLeaf,

@@ -237,23 +237,12 @@ mod train_state {
         orbax_restores_whole(&step4.as_local().unwrap().join("items"), &decls, &state);
     }
 
-    /// The real orbax (the venv `tests/orbax_interop.rs` builds with `scripts/setup_orbax_venv.sh`)
+    /// The real orbax (the venv `scripts/setup_orbax_venv.sh` builds, through `common::orbax`)
     /// restores the 4-device checkpoint targetless on 4 host devices, every leaf bit-exact.
     fn orbax_restores_whole(items: &Path, decls: &[maxtext::nn::ParamDecl], state: &[HostTensor]) {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let py = repo.join(".cache/orbax-venv/bin/python");
-        if !py.is_file() {
-            eprintln!("SKIP orbax check: no venv at {} (scripts/setup_orbax_venv.sh builds it)", py.display());
-            return;
-        }
+        let Some(py) = super::common::orbax::orbax_python() else { return };
         let out = tempfile::tempdir().unwrap();
-        let o = std::process::Command::new(&py)
-            .arg(repo.join("scripts/orbax_interop.py"))
-            .args(["dump", items.to_str().unwrap(), out.path().to_str().unwrap()])
-            .env("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "orbax dump failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        super::common::orbax::orbax_dump(py, items, out.path(), 4);
         let mut names = maxtext::checkpoint::train_state::state_leaf_names(decls, maxtext::config::OptType::AdamW);
         names.push("opt_state.2.count".into());
         for (k, name) in names.iter().enumerate() {

@@ -263,6 +263,8 @@ pub struct CheckpointWriter {
     db: Option<DbWriter>,
     /// The processes saving together (`None`: this process alone).
     group: Option<Arc<ProcessGroup>>,
+    /// Whether this process has told the others how its part ended (see `Drop`).
+    signalled: bool,
     /// In the order added.
     leaves: Vec<LeafRecord>,
     names: std::collections::HashSet<String>,
@@ -341,6 +343,7 @@ impl CheckpointWriter {
             done: false,
             db: None,
             group,
+            signalled: false,
             init_ns: now_ns(),
             leaves: Vec::new(),
             names: Default::default(),
@@ -502,23 +505,44 @@ impl CheckpointWriter {
             self.write_metadata(&[(0, db)])?;
             return self.commit();
         };
-        let step_dir = self.step_dir.clone();
-        let key = |what: &str| save_key(&step_dir, what);
-        let fail = |reason: String| OrbaxError::Processes { path: step_dir.clone(), reason };
-        group.barrier(&key("written"), SAVE_BARRIER_TIMEOUT).map_err(|e| fail(e.to_string()))?;
-        if !group.is_primary() {
-            let said = group.get(&key("committed"), SAVE_BARRIER_TIMEOUT).map_err(|e| fail(e.to_string()))?;
-            // Process 0 owns the directory from here: committed, or removed by it.
-            self.done = true;
-            return match String::from_utf8_lossy(&said).split_once(':') {
-                Some(("ok", _)) => Ok(step_dir.clone()),
-                other => Err(fail(format!("process 0 could not commit: {}", other.map_or("", |o| o.1)))),
-            };
+        if group.is_primary() {
+            self.finish_primary(&group, db)
+        } else {
+            self.finish_secondary(&group)
         }
+    }
+
+    /// The error of a multi-process save of this step.
+    fn processes_err(&self, reason: String) -> OrbaxError {
+        OrbaxError::Processes { path: self.step_dir.clone(), reason }
+    }
+
+    /// Another process: says its shards are written, then waits for process 0's commit.
+    fn finish_secondary(mut self, group: &ProcessGroup) -> Result<Location> {
+        let written = save_key(&self.step_dir, &format!("written/{}", group.index()));
+        self.signalled = true;
+        group.put(&written, b"ok").map_err(|e| self.processes_err(e.to_string()))?;
+        let said = group.get(&save_key(&self.step_dir, "committed"), SAVE_BARRIER_TIMEOUT).map_err(|e| self.processes_err(e.to_string()))?;
+        // Process 0 owns the directory from here: committed, or removed by it.
+        self.done = true;
+        match String::from_utf8_lossy(&said).split_once(':') {
+            Some(("ok", _)) => Ok(self.step_dir.clone()),
+            other => Err(self.processes_err(format!("process 0 did not commit: {}", other.map_or("", |o| o.1)))),
+        }
+    }
+
+    /// Process 0: waits for every process's shards, merges their databases, writes the metadata, commits,
+    /// and tells the others how it went.
+    fn finish_primary(mut self, group: &ProcessGroup, db: ProcessDb) -> Result<Location> {
         let merged = (|| -> Result<Location> {
             let items = self.tmp.join("items");
             let mut dbs = vec![(0, db)];
             for p in 1..group.count() {
+                let written = save_key(&self.step_dir, &format!("written/{p}"));
+                let said = group.get(&written, SAVE_BARRIER_TIMEOUT).map_err(|e| self.processes_err(e.to_string()))?;
+                if let Some(why) = String::from_utf8_lossy(&said).strip_prefix("error:") {
+                    return Err(self.processes_err(format!("process {p} could not write its shards: {why}")));
+                }
                 dbs.push((p, ProcessDb::read(&items.join(process_dir_name(p)))?));
             }
             self.write_metadata(&dbs)?;
@@ -528,7 +552,8 @@ impl CheckpointWriter {
             Ok(dir) => format!("ok:{dir}"),
             Err(e) => format!("error:{e}"),
         };
-        group.put(&key("committed"), said.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        self.signalled = true;
+        group.put(&save_key(&self.step_dir, "committed"), said.as_bytes()).map_err(|e| self.processes_err(e.to_string()))?;
         merged
     }
 
@@ -623,11 +648,18 @@ impl CheckpointWriter {
 
 impl Drop for CheckpointWriter {
     /// An unfinished (failed or abandoned) save removes what it wrote (the temporary directory locally, the
-    /// uncommitted objects on GCS).
+    /// uncommitted objects on GCS). Saving with other processes, the directory is process 0's to remove
+    /// (the others' files in it go with it), and a process that stops early tells the others, who would
+    /// otherwise wait for it until the save's timeout.
     fn drop(&mut self) {
-        // Saving with other processes, the directory is process 0's to remove (the others' files in it
-        // go with it).
-        if !self.done && self.is_primary() {
+        if self.done {
+            return;
+        }
+        if let (Some(g), false) = (&self.group, self.signalled) {
+            let what = if self.is_primary() { "committed".to_string() } else { format!("written/{}", g.index()) };
+            let _ = g.put(&save_key(&self.step_dir, &what), b"error:the save stopped before it finished (see that process's log)");
+        }
+        if self.is_primary() {
             self.db = None; // aborts an upload in flight before its prefix is cleared
             if let Err(e) = self.tmp.remove_all() {
                 tracing::warn!("could not remove the unfinished save {}: {e}", self.tmp);
