@@ -1,5 +1,5 @@
 //! Orbax checkpoints on `gs://` against the real GCS emulator (fake-gcs-server) on loopback, through the
-//! `maxtext` binary: convert to a bucket and check logits from it, train with `base_output_directory` in a
+//! `maxtext` binary: convert to a bucket (by one process and by two together) and check logits from it, train with `base_output_directory` in a
 //! bucket and resume from it exactly, the same objects as a local checkpoint, and unfinished saves never
 //! restorable.
 
@@ -95,6 +95,49 @@ fn convert_to_a_bucket_then_check_logits_from_it() {
     println!("check-logits max KL: from gs:// {kl_bucket:e}, from the local copy {kl_disk:e}");
     assert!(kl_bucket < 2e-4);
     assert_eq!(kl_bucket, kl_disk, "the same checkpoint read from the bucket and from disk must give the same logits");
+}
+
+/// Two processes convert into one bucket checkpoint (each its own `ocdbt.process_<i>` objects, process 0
+/// merging and writing `commit_success.txt` last): every array equals a one-process local conversion.
+#[test]
+fn two_processes_convert_into_one_bucket_checkpoint() {
+    let emu = emulator("multi");
+    let local = work("multi_local");
+    let (ok, out) = convert(&local.display().to_string());
+    assert!(ok, "{out}");
+    let port = common::gcs::free_port();
+    let mut a = strings(&["convert", "configs/base.yml", "scan_layers=true", "weight_dtype=float32", "num_processes=2", "jax_distributed_initialization_timeout=60"]);
+    a.push(format!("hf_model_path={}", common::shipped("hf/qwen3-next-tiny").display()));
+    a.push("base_output_directory=gs://multi/80b".into());
+    a.push(format!("coordinator_address=127.0.0.1:{port}"));
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_maxtext"))
+                .args(&a)
+                .arg(format!("process_id={i}"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{}", emu.port))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "process {i}:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    let names: Vec<String> = emu.objects("multi", "80b/0/").into_iter().map(|(n, _)| n).collect();
+    for want in ["commit_success.txt", "items/manifest.ocdbt", "items/ocdbt.process_0/manifest.ocdbt", "items/ocdbt.process_1/manifest.ocdbt", "items/array_metadatas/process_1"] {
+        assert!(names.iter().any(|n| n == want), "no {want} in {names:?}");
+    }
+    let remote = OrbaxCheckpoint::open(Location::parse("gs://multi/80b/0/items").unwrap()).unwrap();
+    let disk = OrbaxCheckpoint::open(local.join("0/items")).unwrap();
+    let arrays: Vec<String> = disk.leaves().iter().filter(|l| l.is_array()).map(|l| l.name.clone()).collect();
+    assert_eq!(arrays.len(), 36);
+    for n in &arrays {
+        assert!(remote.read(n).unwrap().data == disk.read(n).unwrap().data, "{n} differs from the local one-process conversion");
+    }
 }
 
 /// A tiny synthetic-data training run (run name `r`) under `base`, plus `extra` keys.
