@@ -1,7 +1,7 @@
 //! Orbax checkpoints on `gs://` against the real GCS emulator (fake-gcs-server) on loopback, through the
-//! `maxtext` binary: convert to a bucket (by one process and by two together) and check logits from it, train with `base_output_directory` in a
-//! bucket and resume from it exactly, the same objects as a local checkpoint, and unfinished saves never
-//! restorable.
+//! `maxtext` binary: convert to a bucket (by one process, and by two together) and check logits from it,
+//! train with `base_output_directory` in a bucket and resume from it exactly, the same objects as a local
+//! checkpoint, and unfinished saves never restorable.
 
 mod common;
 
