@@ -151,9 +151,12 @@ dry launch.sh "${ARGS[@]}"
 check "launch: exit 0 (rc=$RC: $ERR)" test "$RC" = 0
 lines 8 '^\+ gcloud compute tpus tpu-vm ssh t --project=p --zone=us-east5-a --worker=[0-7] --command=' "$OUT" "launch v5p-64: 8 ssh lines"
 for w in 0 1 2 3 4 5 6 7; do lines 1 "--worker=$w " "$OUT" "launch: --worker=$w"; done
-lines 8 '--command=cd\\ ~/maxtext-rs\\ \\&\\&\\ exec\\ \./maxtext\\ train\\ ' "$OUT" "launch: cd REMOTE_DIR && exec ./maxtext"
+lines 8 '--command=cd\\ ~/maxtext-rs\\ \\&\\&\\ (export\\ .*\\&\\&\\ )?exec\\ \./maxtext\\ train\\ ' "$OUT" "launch: cd REMOTE_DIR && [export ... &&] exec ./maxtext"
 lines 8 'hardware=tpu$' "$OUT" "launch: hardware=tpu appended"
 lines 0 'MEGASCALE' "$OUT" "launch: no MEGASCALE variables on one slice"
+lines 1 "^\+ gcloud compute tpus tpu-vm describe t --project=p --zone=us-east5-a " "$OUT" "launch v5p-64: coordinator IP from worker 0"
+lines 8 'NNODES=8\\ NODE_RANK=[0-7]\\ JAX_COORDINATOR_ADDRESS=10\.0\.0\.2:8476\\ ' "$OUT" "launch v5p-64: process variables on every worker"
+for w in 0 3 7; do lines 1 "--worker=$w .*NODE_RANK=$w\\\\ " "$OUT" "launch: worker $w is process $w"; done
 first=$(grep -m1 -- '--worker=0 ' <<<"$OUT" || true)
 got=$(remote_argv "$first" || true)
 want=$(printf '%s\n' "${ARGS[@]}" hardware=tpu)
@@ -165,6 +168,9 @@ for t in v5p-8:1 v4-32:4 v5p-128:16 v5litepod-8:1 v5litepod-16:4 v6e-8:1 v6e-64:
   dry launch.sh train
   lines "${t#*:}" '--worker=' "$OUT" "launch ${t%:*}: workers"
 done
+EXTRA=(ACCELERATOR_TYPE=v5p-8)
+dry launch.sh train
+lines 0 'NNODES|describe' "$OUT" "launch v5p-8: one worker, no process variables"
 EXTRA=(NUM_WORKERS=3)
 dry launch.sh train
 lines 3 '--worker=' "$OUT" "launch: NUM_WORKERS overrides"
@@ -189,6 +195,7 @@ lines 1 "^\+ gcloud compute tpus tpu-vm describe t-0 --project=p --zone=us-east5
 lines 16 '^\+ gcloud compute tpus tpu-vm ssh t-[01] ' "$OUT" "launch multislice: 16 ssh lines"
 lines 8 '^\+ gcloud compute tpus tpu-vm ssh t-0 .*MEGASCALE_COORDINATOR_ADDRESS=10\.0\.0\.2:8080\\ MEGASCALE_NUM_SLICES=2\\ MEGASCALE_SLICE_ID=0\\ MEGASCALE_PORT=8080\\ ' "$OUT" "launch multislice: slice 0 env"
 lines 8 '^\+ gcloud compute tpus tpu-vm ssh t-1 .*MEGASCALE_COORDINATOR_ADDRESS=10\.0\.0\.2:8080\\ MEGASCALE_NUM_SLICES=2\\ MEGASCALE_SLICE_ID=1\\ MEGASCALE_PORT=8080\\ ' "$OUT" "launch multislice: slice 1 env"
+lines 1 '^\+ gcloud compute tpus tpu-vm ssh t-1 .*--worker=0 .*NNODES=16\\ NODE_RANK=8\\ ' "$OUT" "launch multislice: slice 1 worker 0 is process 8 of 16"
 dry launch.sh
 check "launch: no subcommand is an error" test "$RC" != 0
 lines 1 'usage:' "$ERR" "launch: usage message"

@@ -8,10 +8,14 @@
 # non-zero if any failed. `hardware=tpu` is appended unless the arguments hold a hardware= key. Run
 # tpu/setup_workers.sh first. Ctrl-C stops the local ssh sessions; the remote processes may outlive them.
 #
-# With NUM_SLICES>1 it runs on every node TPU_NAME-0..N-1 and exports the megascale variables:
-#   MEGASCALE_COORDINATOR_ADDRESS=<internal IP of worker 0 of TPU_NAME-0>:MEGASCALE_PORT,
+# With more than one worker in all, each worker's process learns its place in the run from the variables
+# maxtext reads when num_processes / process_id / coordinator_address are not given:
+#   NNODES=<workers in all>, NODE_RANK=<slice * workers per slice + worker>,
+#   JAX_COORDINATOR_ADDRESS=<internal IP of worker 0 of the first node>:COORDINATOR_PORT (default 8476)
+# With NUM_SLICES>1 it runs on every node TPU_NAME-0..N-1 and also exports the megascale variables:
+#   MEGASCALE_COORDINATOR_ADDRESS=<the same IP>:MEGASCALE_PORT,
 #   MEGASCALE_NUM_SLICES, MEGASCALE_SLICE_ID, MEGASCALE_PORT (default 8080)
-# The IP comes from `gcloud compute tpus tpu-vm describe TPU_NAME-0 --format='value(networkEndpoints[0].ipAddress)'`
+# The IP comes from `gcloud compute tpus tpu-vm describe NODE --format='value(networkEndpoints[0].ipAddress)'`
 # (10.0.0.2 under DRY_RUN).
 #
 # Arguments: SUBCOMMAND ARGS... as for ./maxtext (paths relative to REMOTE_DIR on the workers).
@@ -22,6 +26,7 @@
 #   NUM_WORKERS              workers per slice, overrides the count from ACCELERATOR_TYPE
 #   NUM_SLICES               default 1
 #   MEGASCALE_PORT           default 8080
+#   COORDINATOR_PORT         default 8476 (the maxtext coordinator on worker 0)
 #   REMOTE_DIR               default ~/maxtext-rs
 #   FORWARD_ENV              names of local variables to export on the workers, e.g. "RUST_LOG LIBTPU_INIT_ARGS"
 #   LOG_DIR                  default logs/TPU_NAME/<UTC time> (relative to the repository root)
@@ -47,6 +52,9 @@ fi
 is_count "$NUM_WORKERS" || die "NUM_WORKERS must be a positive integer, not '$NUM_WORKERS'."
 MEGASCALE_PORT=${MEGASCALE_PORT:-8080}
 is_count "$MEGASCALE_PORT" || die "MEGASCALE_PORT must be a port number, not '$MEGASCALE_PORT'."
+COORDINATOR_PORT=${COORDINATOR_PORT:-8476}
+is_count "$COORDINATOR_PORT" || die "COORDINATOR_PORT must be a port number, not '$COORDINATOR_PORT'."
+TOTAL_WORKERS=$((NUM_SLICES * NUM_WORKERS))
 require_gcloud
 
 args=("$@")
@@ -65,7 +73,7 @@ for name in "${forward_names[@]}"; do
 done
 
 coordinator=
-if ((NUM_SLICES > 1)); then
+if ((TOTAL_WORKERS > 1)); then
   describe=("$GCLOUD" compute tpus tpu-vm describe "${NODES[0]}" "${LOC[@]}"
     --format='value(networkEndpoints[0].ipAddress)')
   if [ "$DRY_RUN" = 1 ]; then
@@ -78,9 +86,12 @@ if ((NUM_SLICES > 1)); then
   fi
 fi
 
-# remote_command SLICE: the shell command line a worker of slice SLICE runs.
+# remote_command SLICE WORKER: the shell command line that worker of that slice runs.
 remote_command() {
   local env=("${forward[@]}")
+  if ((TOTAL_WORKERS > 1)); then
+    env+=("NNODES=$TOTAL_WORKERS" "NODE_RANK=$(($1 * NUM_WORKERS + $2))" "JAX_COORDINATOR_ADDRESS=$coordinator:$COORDINATOR_PORT")
+  fi
   if ((NUM_SLICES > 1)); then
     env+=("MEGASCALE_COORDINATOR_ADDRESS=$coordinator:$MEGASCALE_PORT" "MEGASCALE_NUM_SLICES=$NUM_SLICES"
       "MEGASCALE_SLICE_ID=$1" "MEGASCALE_PORT=$MEGASCALE_PORT")
@@ -112,8 +123,8 @@ trap stop INT TERM
 
 for ((s = 0; s < ${#NODES[@]}; s++)); do
   node=${NODES[s]}
-  remote=$(remote_command "$s")
   for ((w = 0; w < NUM_WORKERS; w++)); do
+    remote=$(remote_command "$s" "$w")
     cmd=("$GCLOUD" compute tpus tpu-vm ssh "$node" "${LOC[@]}" --worker="$w" "${SSH_FLAGS[@]}" --command="$remote")
     if [ "$DRY_RUN" = 1 ]; then
       show_cmd "${cmd[@]}"

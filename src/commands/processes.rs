@@ -18,13 +18,18 @@ fn env_number(key: &str) -> Result<Option<usize>> {
     env(key).map(|v| v.trim().parse::<usize>().with_context(|| format!("${key}={v} is not a non-negative integer"))).transpose()
 }
 
+/// How many processes the config (or the launcher's environment) says the run has.
+pub fn configured_count(cfg: &Config) -> Result<usize> {
+    Ok(match cfg.run.num_processes {
+        0 => env_number("NNODES")?.unwrap_or(1),
+        n => n,
+    })
+}
+
 /// Joins the run's processes through process 0's coordinator (or returns the one process).
 pub fn join_processes(cfg: &Config) -> Result<Arc<ProcessGroup>> {
     let r = &cfg.run;
-    let count = match r.num_processes {
-        0 => env_number("NNODES")?.unwrap_or(1),
-        n => n,
-    };
+    let count = configured_count(cfg)?;
     if r.skip_jax_distributed_system || count <= 1 {
         if r.skip_jax_distributed_system && r.num_processes > 1 {
             bail!("num_processes={} with skip_jax_distributed_system=true: drop one of them", r.num_processes);

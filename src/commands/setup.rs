@@ -115,6 +115,15 @@ fn sync_scan_layers(cfg: Config, base: &Path, mut overrides: Vec<String>) -> Res
 pub fn open_runtime(cfg: Config) -> Result<(Runtime, Config)> {
     let client = client(&cfg)?;
     let n = client.addressable_devices().len();
+    let all = client.devices().len();
+    if all > n && super::processes::configured_count(&cfg)? <= 1 {
+        // One host of a multi-host slice run as if alone would train on its own chips with the wrong data.
+        bail!(
+            "this host is one of a multi-host slice (the plugin sees {all} devices, {n} of them here): run the same command \
+             on every host with num_processes, process_id and coordinator_address (tpu/launch.sh does), or set \
+             skip_jax_distributed_system=true only on a single-host slice"
+        );
+    }
     let cfg = if cfg.devices.num_devices != n || cfg.devices.source == DeviceSource::Assumed {
         cfg.with_num_devices(n).context("fitting the mesh to the plugin's devices")?
     } else {
