@@ -120,8 +120,7 @@ pub fn open_runtime(cfg: Config) -> Result<(Runtime, Config)> {
         // One host of a multi-host slice run as if alone would train on its own chips with the wrong data.
         bail!(
             "this host is one of a multi-host slice (the plugin sees {all} devices, {n} of them here): run the same command \
-             on every host with num_processes, process_id and coordinator_address (tpu/launch.sh does), or set \
-             skip_jax_distributed_system=true only on a single-host slice"
+             on every host with num_processes, process_id and coordinator_address (tpu/launch.sh sets them)"
         );
     }
     let cfg = if cfg.devices.num_devices != n || cfg.devices.source == DeviceSource::Assumed {

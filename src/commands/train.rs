@@ -238,7 +238,6 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-
 /// A run over several processes (a multi-host slice). Each process reads its own share of every global
 /// batch (MaxText's per-host split: process `i` of `n` takes rows `i*r..(i+1)*r`), which it reports with
 /// the first batch's opening tokens. The train step then spans every process's devices; that needs a
@@ -259,29 +258,27 @@ fn run_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<()> 
     }
     let timeout = std::time::Duration::from_secs(cfg.run.jax_distributed_initialization_timeout);
     group.barrier("train/first_batch", timeout)?;
-    // The train step over every process's devices, compiled through this process's client (the runtime's
-    // own device check is bypassed on purpose: this is where a plugin without cross-process support stops).
-    let tp = train_program(&cfg, cfg.batch.global_batch_size_to_train_on as i64, cfg.data.max_target_length as i64)?;
-    let mlir = maxtext::emit::emit_program(&tp.program);
-    let compiled = rt.cache().get_or_compile(rt.client(), &mlir, &Runtime::compile_options(&tp.program));
-    if known < local * count {
-        let why = match compiled {
-            Err(e) => format!("compiling it for {} devices fails: {e}", local * count),
-            Ok(_) => "it compiles, but no process can run it".to_string(),
-        };
+    if known >= local * count {
         bail!(
-            "the train step spans {count} processes x {local} devices, but this plugin's client sees only its own {known} \
-             device(s) and {why}. The XLA CPU plugin runs programs on one process's devices only (it ignores \
-             PJRT_Client_Create's node_id/num_nodes and never calls the key-value callbacks). Run multi-process on \
-             TPU (libtpu); on one machine use one process with cpu_device_count={} instead. The cross-host program \
-             itself is checked by `maxtext compile compile_topology=v5p-16` (2 hosts)",
-            local * count
+            "this plugin sees {known} devices over {count} processes, but the multi-host train loop (placing each \
+             process's shards of the state on its devices) is not built yet; `maxtext compile` checks the program \
+             for such a slice"
         );
     }
-    compiled?;
+    // The train step over every process's devices, compiled through this process's client (the runtime's
+    // own device check is bypassed on purpose): this is where a plugin without cross-process support stops.
+    let tp = train_program(&cfg, cfg.batch.global_batch_size_to_train_on as i64, cfg.data.max_target_length as i64)?;
+    let mlir = maxtext::emit::emit_program(&tp.program);
+    let why = match rt.cache().get_or_compile(rt.client(), &mlir, &Runtime::compile_options(&tp.program)) {
+        Err(e) => format!("compiling it for {} devices fails: {e}", local * count),
+        Ok(_) => "it compiles, but no process can run it".to_string(),
+    };
     bail!(
-        "this plugin sees {known} devices over {count} processes, but the multi-host train loop (placing each \
-         process's shards of the state on its devices) is not built yet; `maxtext compile` checks the program \
-         for such a slice"
+        "the train step spans {count} processes x {local} devices, but this plugin's client sees only its own {known} \
+         device(s) and {why}. The XLA CPU plugin runs programs on one process's devices only (it ignores \
+         PJRT_Client_Create's node_id/num_nodes and never calls the key-value callbacks). Run multi-process on \
+         TPU (libtpu); on one machine use one process with cpu_device_count={} instead. The cross-host program \
+         itself is checked by `maxtext compile compile_topology=v5p-16` (2 hosts)",
+        local * count
     )
 }

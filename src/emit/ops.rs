@@ -57,7 +57,7 @@ fn binary_name(op: BinaryOp) -> &'static str {
     }
 }
 
-fn precision(p: Precision) -> &'static str {
+pub(crate) fn precision(p: Precision) -> &'static str {
     match p {
         Precision::Default => "DEFAULT",
         Precision::High => "HIGH",

@@ -8,6 +8,7 @@
 //! any function body).
 
 use super::attrs::combiner_op;
+use super::ops::precision;
 use super::Emitter;
 use crate::ir::{ragged_dot_dense, Graph, Mesh, Node, RaggedKind, RaggedSpec, ReduceKind, Sharding, TensorType};
 use std::fmt::Write;
@@ -61,10 +62,7 @@ impl Emitter {
         let inner = format!("{ind}  ");
         let r = if kind == RaggedKind::WeightGradReduced {
             // This device's sums [G, K, F], then reduced over the shards into the weights' sharding.
-            let mut partial_ty = out.clone();
-            partial_ty.dims.insert(0, 1);
-            let partial = self.emit_ragged_body(RaggedKind::WeightGrad, &args, &local_tys, &partial_ty, spec.native, &inner);
-            let mut v = self.reshape(&partial, &partial_ty, &out.dims, &inner);
+            let mut v = self.emit_ragged_body(kind, &args, &local_tys, out, spec.native, &inner);
             let mut ty = out.clone();
             let used: Vec<&String> = out_sh.dims.iter().flatten().collect();
             let rest: Vec<String> = axes.iter().filter(|a| !used.contains(a)).cloned().collect();
@@ -138,11 +136,7 @@ impl Emitter {
         let dims = format!(
             "lhs_batching_dimensions = [], rhs_batching_dimensions = [], lhs_contracting_dimensions = [{lhs_c}], rhs_contracting_dimensions = [{rhs_c}], lhs_ragged_dimensions = [0], rhs_group_dimensions = {group}"
         );
-        let p = match self.matmul_precision {
-            crate::ir::Precision::Default => "DEFAULT",
-            crate::ir::Precision::High => "HIGH",
-            crate::ir::Precision::Highest => "HIGHEST",
-        };
+        let p = precision(self.matmul_precision);
         let r = self.fresh();
         let _ = writeln!(
             self.out,

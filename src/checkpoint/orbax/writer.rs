@@ -19,9 +19,10 @@
 //! **Several processes** ([`CheckpointWriter::create_shared`]) save one checkpoint together, as orbax does
 //! on a multi-host slice: process 0 picks the temporary directory and tells the others through the
 //! coordinator; each process writes the shards it owns into its own `ocdbt.process_<i>/` database and its
-//! own `array_metadatas/process_<i>`; after a barrier, process 0 reads every process database back, writes
-//! the merged root and the metadata, commits (rename / `commit_success.txt`) and tells the others, who
-//! return only then. A failure anywhere leaves nothing committed.
+//! own `array_metadatas/process_<i>` and says so (`written/<i>`: done, or why not); once all have, process 0
+//! reads every process database back, writes the merged root and the metadata, commits (rename /
+//! `commit_success.txt`) and tells the others, who return only then. A failure anywhere leaves nothing
+//! committed.
 
 use std::borrow::Cow;
 
@@ -43,9 +44,9 @@ use crate::distributed::ProcessGroup;
 use crate::storage::Location;
 use crate::runtime::HostTensor;
 
-/// How long a process waits for the others at a save's barriers (orbax's default async timeout): the
-/// slowest process may still be writing its shards.
-const SAVE_BARRIER_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a process waits for the others during a save (orbax's default async timeout): the slowest
+/// process may still be writing its shards.
+const SAVE_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 const HANDLER: &str = "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler";
 
 /// What `_sharding` records for every array.
@@ -300,7 +301,7 @@ impl CheckpointWriter {
                 }
             }
         } else {
-            let said = group.get(&key, SAVE_BARRIER_TIMEOUT).map_err(|e| fail(e.to_string()))?;
+            let said = group.get(&key, SAVE_WAIT_TIMEOUT).map_err(|e| fail(e.to_string()))?;
             let said = String::from_utf8_lossy(&said).into_owned();
             match said.split_once(':') {
                 Some(("ok", dir)) => Location::parse(dir).map_err(|e| fail(format!("process 0 named {dir}: {e}")))?,
@@ -503,7 +504,7 @@ impl CheckpointWriter {
         self.write_array_metadatas()?;
         let Some(group) = self.group.clone() else {
             self.write_metadata(&[(0, db)])?;
-            return self.commit();
+            return self.commit_dir();
         };
         if group.is_primary() {
             self.finish_primary(&group, db)
@@ -522,7 +523,7 @@ impl CheckpointWriter {
         let written = save_key(&self.step_dir, &format!("written/{}", group.index()));
         self.signalled = true;
         group.put(&written, b"ok").map_err(|e| self.processes_err(e.to_string()))?;
-        let said = group.get(&save_key(&self.step_dir, "committed"), SAVE_BARRIER_TIMEOUT).map_err(|e| self.processes_err(e.to_string()))?;
+        let said = group.get(&save_key(&self.step_dir, "committed"), SAVE_WAIT_TIMEOUT).map_err(|e| self.processes_err(e.to_string()))?;
         // Process 0 owns the directory from here: committed, or removed by it.
         self.done = true;
         match String::from_utf8_lossy(&said).split_once(':') {
@@ -539,7 +540,7 @@ impl CheckpointWriter {
             let mut dbs = vec![(0, db)];
             for p in 1..group.count() {
                 let written = save_key(&self.step_dir, &format!("written/{p}"));
-                let said = group.get(&written, SAVE_BARRIER_TIMEOUT).map_err(|e| self.processes_err(e.to_string()))?;
+                let said = group.get(&written, SAVE_WAIT_TIMEOUT).map_err(|e| self.processes_err(e.to_string()))?;
                 if let Some(why) = String::from_utf8_lossy(&said).strip_prefix("error:") {
                     return Err(self.processes_err(format!("process {p} could not write its shards: {why}")));
                 }
@@ -558,12 +559,6 @@ impl CheckpointWriter {
     }
 
     /// Renames the finished temporary directory into place (locally) and marks the writer done.
-    fn commit(mut self) -> Result<Location> {
-        let dir = self.commit_dir()?;
-        self.done = true;
-        Ok(dir)
-    }
-
     fn commit_dir(&mut self) -> Result<Location> {
         if let (Some(tmp), Some(step)) = (self.tmp.as_local(), self.step_dir.as_local()) {
             if step.exists() {
