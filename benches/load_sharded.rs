@@ -23,7 +23,7 @@ use maxtext::checkpoint::params::ModelCheckpoint;
 use maxtext::config::Config;
 use maxtext::ir::DType;
 use maxtext::pjrt::{open_client, Buffer, Hardware};
-use maxtext::runtime::{device_bytes, shard_host, upload_sharded, RunError, ShardSpec};
+use maxtext::runtime::{device_bytes, shard_host, upload_sharded, LocalPartitions, RunError, ShardSpec};
 
 const CHILD_ENV: &str = "LOAD_SHARDED_BENCH_CHILD";
 
@@ -62,7 +62,7 @@ fn child(mode: &str, items: &Path) {
             let sources = ckpt.plan(&decls, &cfg.model).unwrap();
             for (i, d) in decls.iter().enumerate() {
                 let spec = ShardSpec { dtype: d.dtype, dims: &d.dims, sharding: Some(&shardings[i]), mesh: Some(&mesh) };
-                let bufs = upload_sharded(&client, devices, spec, |o, b| -> Result<Vec<u8>, RunError> {
+                let bufs = upload_sharded(&client, devices, &LocalPartitions::all(devices.len()), spec, |o, b| -> Result<Vec<u8>, RunError> {
                     Ok(ckpt.read_param_region(d, &sources[i], o, b).expect("read box"))
                 })
                 .unwrap();

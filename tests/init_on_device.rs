@@ -11,7 +11,7 @@ use maxtext::ir::{DType, Graph, Program, TensorType};
 use maxtext::nn::{Init, ParamDecl};
 use maxtext::pjrt::{open_client, Hardware};
 use maxtext::program::{erfinv, init_key, init_program, param_decls, splitmix};
-use maxtext::runtime::{for_each_shard, HostTensor, RunError, Runtime};
+use maxtext::runtime::{for_each_shard, HostTensor, LocalPartitions, RunError, Runtime};
 
 fn rt() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
@@ -37,7 +37,7 @@ fn init_whole(cfg: &Config, seed: u64) -> (Vec<ParamDecl>, Vec<HostTensor>) {
             let bufs: Vec<_> = outs.iter().map(|d| &d[r]).collect();
             let mut data = vec![0u8; spec.dims.iter().product::<i64>() as usize * spec.dtype.size_bytes()];
             let mut shards = 0;
-            for_each_shard(&bufs, spec, |o, d, bytes| -> Result<(), RunError> {
+            for_each_shard(&bufs, &LocalPartitions::all(bufs.len()), spec, |o, d, bytes| -> Result<(), RunError> {
                 maxtext::sharding::place_region(&mut data, spec.dims, &bytes, o, d, spec.dtype.size_bytes());
                 shards += 1;
                 Ok(())
@@ -119,6 +119,7 @@ fn hash_matches_its_host_mirror_and_erfinv_is_accurate() {
         dtype: DType::F32,
         init: Init::Uniform { lo: 0.0, hi: 1.0 },
         scan_axes: 0,
+        shard_move: None,
     };
     let c = cfg(1);
     let program = init_program(&c, std::slice::from_ref(&decl), 42).unwrap();

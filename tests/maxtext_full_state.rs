@@ -262,7 +262,7 @@ fn restore_and_resave(items: &Path, out: &Path) -> PathBuf {
     let (reader, _) = train_state::TrainStateReader::open(ck, &decls, opt, &want, true).unwrap();
     let step = reader.step().unwrap() as u64;
     let trainer = Trainer::from_regions(&rt, tp, |i, o, d| -> Result<Vec<u8>, RunError> { Ok(reader.read_region(i, o, d).unwrap()) }).unwrap();
-    let dir = train_state::save_trainer_state(&trainer, out, step, &aux, &Value::Null, true).unwrap();
+    let dir = train_state::save_trainer_state(&trainer, out, step, &aux, &Value::Null, true, None).unwrap();
     dir.as_local().unwrap().join("items")
 }
 

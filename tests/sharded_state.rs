@@ -196,7 +196,7 @@ mod train_state {
         })
         .unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let step4 = save_trainer_state(&t4, &tmp.path().join("four"), 3, &[], &serde_json::json!({"pos": 1}), true).unwrap();
+        let step4 = save_trainer_state(&t4, &tmp.path().join("four"), 3, &[], &serde_json::json!({"pos": 1}), true, None).unwrap();
 
         // On disk: the embedding is split over fsdp, so its chunks are its shards.
         let emb = "params.params.token_embedder.embedding";
@@ -224,7 +224,7 @@ mod train_state {
         for (i, t) in state.iter().enumerate() {
             assert!(downloaded(&t1, i) == vec![(vec![0; t.dims.len()], t.data.clone())], "entry {i} on 1 device");
         }
-        let step1 = save_trainer_state(&t1, &tmp.path().join("one"), 3, &[], &serde_json::Value::Null, true).unwrap();
+        let step1 = save_trainer_state(&t1, &tmp.path().join("one"), 3, &[], &serde_json::Value::Null, true, None).unwrap();
         let (reader1, _) = TrainStateReader::open(OrbaxCheckpoint::open(step1.join("items")).unwrap(), &decls, maxtext::config::OptType::AdamW, &want, true).unwrap();
         let tp4b = train_program(&cfg4, 4, 32).unwrap();
         let t4b = Trainer::from_regions(&rt, tp4b, |i, o, d| -> Result<Vec<u8>, RunError> { Ok(reader1.read_region(i, o, d).unwrap()) }).unwrap();
@@ -252,4 +252,65 @@ mod train_state {
         }
         eprintln!("orbax restored all {} leaves of the 4-device checkpoint bit-exactly", names.len());
     }
+}
+
+/// One process of a multi-host run holds some partitions of the mesh: it reads and uploads only their
+/// shards, owns (writes) only the shards whose first partition is its own, and its batch rows are one
+/// block. Emulated on 2 CPU devices standing for partitions 2 and 3 of a 4-device mesh.
+#[test]
+fn a_process_holding_partitions_2_and_3_of_4_touches_only_their_shards() {
+    use maxtext::ir::{DType, Mesh, Sharding};
+    use maxtext::pjrt::{open_client, Hardware};
+    use maxtext::runtime::{for_each_shard, local_rows, upload_sharded, LocalPartitions, RunError, ShardSpec};
+    let client = open_client(Hardware::Cpu, None, Some(2)).unwrap();
+    let devices = client.addressable_devices();
+    let mesh = Mesh::new(&[("fsdp", 4)]);
+    let rows = Sharding::new(&[&["fsdp"], &[]]);
+    let dims = [8i64, 4];
+    let whole: Vec<f32> = (0..32).map(|v| v as f32).collect();
+    let bytes: Vec<u8> = whole.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let spec = ShardSpec { dtype: DType::F32, dims: &dims, sharding: Some(&rows), mesh: Some(&mesh) };
+    let second = LocalPartitions { partitions: vec![2, 3], multi_process: true };
+    let mut read = Vec::new();
+    let bufs = upload_sharded(&client, devices, &second, spec, |o, d| -> Result<Vec<u8>, RunError> {
+        read.push(o.to_vec());
+        Ok(extract_region(&bytes, &dims, o, d, 4))
+    })
+    .unwrap();
+    assert_eq!(read, vec![vec![4, 0], vec![6, 0]], "only partitions 2 and 3's rows are read");
+    assert_eq!(bufs[0].to_bytes().unwrap(), bytes[4 * 16..6 * 16], "device 0 holds rows 4..6");
+    assert_eq!(bufs[1].to_bytes().unwrap(), bytes[6 * 16..8 * 16], "device 1 holds rows 6..8");
+    let refs: Vec<_> = bufs.iter().collect();
+    let mut owned = Vec::new();
+    for_each_shard(&refs, &second, spec, |o, _, b| -> Result<(), RunError> {
+        owned.push((o.to_vec(), b));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(owned, vec![(vec![4, 0], bytes[64..96].to_vec()), (vec![6, 0], bytes[96..128].to_vec())]);
+    assert_eq!(local_rows(spec, &second), Some((4, 8)));
+    assert_eq!(local_rows(spec, &LocalPartitions { partitions: vec![1, 3], multi_process: true }), None, "rows 2..4 and 6..8 are not one block");
+    // A replicated array: every process uploads it, only the holder of partition 0 writes it.
+    let everywhere = ShardSpec { sharding: None, ..spec };
+    let bufs = upload_sharded(&client, devices, &second, everywhere, |o, d| -> Result<Vec<u8>, RunError> { Ok(extract_region(&bytes, &dims, o, d, 4)) }).unwrap();
+    let refs: Vec<_> = bufs.iter().collect();
+    let mut n = 0;
+    for_each_shard(&refs, &second, everywhere, |_, _, _| -> Result<(), RunError> {
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 0, "partition 0's process writes the replicated array");
+    let first = LocalPartitions { partitions: vec![0, 1], multi_process: true };
+    for_each_shard(&refs, &first, everywhere, |o, d, _| -> Result<(), RunError> {
+        assert_eq!((o, d), (&[0i64, 0][..], &dims[..]));
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 1);
+    // Partitions outside the mesh are an error, not a silent skip.
+    let stray = LocalPartitions { partitions: vec![3, 4], multi_process: true };
+    let err = upload_sharded(&client, devices, &stray, spec, |o, d| -> Result<Vec<u8>, RunError> { Ok(extract_region(&bytes, &dims, o, d, 4)) });
+    assert!(matches!(err, Err(RunError::Devices { .. })), "{:?}", err.err());
 }

@@ -14,11 +14,13 @@
 use super::nnx_aux::AuxLeaf;
 use super::orbax::{list_steps, CheckpointWriter, OrbaxCheckpoint, OrbaxError, PathKey, PyJson, WriteOptions};
 use crate::config::OptType;
+use crate::distributed::ProcessGroup;
 use crate::ir::DType;
 use crate::nn::ParamDecl;
 use crate::runtime::HostTensor;
 use serde_json::{json, Value};
 use crate::storage::Location;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainStateError {
@@ -157,7 +159,9 @@ fn check_opt_type(ck: &OrbaxCheckpoint, decls: &[ParamDecl], opt: OptType) -> Re
 /// Saves the train state shard by shard: for state entry `i` (program order: step, count, params, then
 /// mu, nu for the Adam optimizers) `write(i, put)` hands each distinct shard to `put`; chunks are the
 /// shards, as orbax writes a sharded `jax.Array`. Only what `write` holds is on the host. With every
-/// layout unsharded every chunk is a whole array. `aux` is MaxText's `nnx_aux` subtree
+/// layout unsharded every chunk is a whole array. With `processes` (more than one) every process of the
+/// run calls this with the shards it owns, and they write one checkpoint together
+/// ([`CheckpointWriter::create_shared`]). `aux` is MaxText's `nnx_aux` subtree
 /// ([`super::nnx_aux`]), written from the host: with it the tree is leaf for leaf the one MaxText saves.
 #[allow(clippy::too_many_arguments)]
 pub fn save_train_state_sharded<E: From<TrainStateError>>(
@@ -169,6 +173,7 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     aux: &[AuxLeaf],
     data_state: &Value,
     scan_layers: bool,
+    processes: Option<&Arc<ProcessGroup>>,
     mut write: impl FnMut(usize, &mut PutShard) -> Result<(), E>,
 ) -> Result<Location, E> {
     let _span = tracing::info_span!("checkpoint", save = step).entered();
@@ -184,7 +189,14 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
     };
     names.sort_by_cached_key(|(n, _)| path_of(n));
     let meta = json!({"scan_layers": scan_layers, "data_iterator": data_state});
-    let mut w = CheckpointWriter::create(root, step, WriteOptions { custom_metadata: meta, ..WriteOptions::default() }).map_err(TrainStateError::from)?;
+    let opts = WriteOptions { custom_metadata: meta, ..WriteOptions::default() };
+    let shared = processes.filter(|g| g.count() > 1);
+    let primary = shared.is_none_or(|g| g.is_primary());
+    let mut w = match shared {
+        Some(g) => CheckpointWriter::create_shared(root.clone(), step, opts, g.clone()),
+        None => CheckpointWriter::create(root, step, opts),
+    }
+    .map_err(TrainStateError::from)?;
     // optax's `EmptyState()` in the chain, as MaxText saves it (None); without it orbax cannot rebuild the
     // `opt_state` list.
     if let Some(e) = leaves.empty {
@@ -195,7 +207,9 @@ pub fn save_train_state_sharded<E: From<TrainStateError>>(
         let v = &a.value;
         let array = w.begin_array(path_of(&a.name), v.dtype, &v.dims, &v.dims, None).map_err(TrainStateError::from)?;
         let array = if a.prng_key { array.prng_key(super::nnx_aux::KEY_IMPL) } else { array };
-        w.put_shard(&array, &vec![0; v.dims.len()], &v.data).map_err(TrainStateError::from)?;
+        if primary {
+            w.put_shard(&array, &vec![0; v.dims.len()], &v.data).map_err(TrainStateError::from)?;
+        }
         w.end_array(array).map_err(TrainStateError::from)?;
     }
     for (name, i) in names {
@@ -289,7 +303,8 @@ pub fn trainer_layouts(trainer: &crate::runtime::Trainer) -> Vec<LeafLayout> {
 }
 
 /// Saves `trainer`'s state and `aux` (MaxText's `nnx_aux`) as checkpoint `step` under `root`, leaf by
-/// leaf and shard by shard (one shard on the host at a time); returns the step directory.
+/// leaf and shard by shard (one shard on the host at a time; with `processes`, this process's shards of a
+/// checkpoint they write together); returns the step directory.
 pub fn save_trainer_state(
     trainer: &crate::runtime::Trainer,
     root: impl Into<Location>,
@@ -297,10 +312,12 @@ pub fn save_trainer_state(
     aux: &[AuxLeaf],
     data_state: &Value,
     scan_layers: bool,
+    processes: Option<&Arc<ProcessGroup>>,
 ) -> Result<Location, SaveError> {
     let layouts = trainer_layouts(trainer);
     let decls = trainer.program().decls.clone();
-    save_train_state_sharded(&root.into(), step, &decls, trainer.program().opt_type, &layouts, aux, data_state, scan_layers, |i, put| -> Result<(), SaveError> {
+    let opt = trainer.program().opt_type;
+    save_train_state_sharded(&root.into(), step, &decls, opt, &layouts, aux, data_state, scan_layers, processes, |i, put| -> Result<(), SaveError> {
         trainer.for_each_state_shard(i, |o, _, bytes| -> Result<(), SaveError> { Ok(put(o, &bytes)?) })
     })
 }

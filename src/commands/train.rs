@@ -15,7 +15,7 @@ use maxtext::checkpoint::train_state::{latest_step, remove_old_steps, save_train
 use maxtext::config::Config;
 use maxtext::data::DataIterator;
 use maxtext::distributed::ProcessGroup;
-use maxtext::metrics::{MetricsWriter, StepMetrics};
+use maxtext::metrics::{MetricsOptions, MetricsWriter, StepMetrics};
 use maxtext::program::{train_program, BATCH_KEYS};
 use maxtext::runtime::{state_args, state_entries, HostTensor, Runtime, Trainer};
 use maxtext::storage::Location;
@@ -27,6 +27,8 @@ struct Saves {
     root: Location,
     keep: Option<usize>,
     pending: Option<JoinHandle<Result<Location>>>,
+    /// Process 0 of the run (the one that removes old checkpoints).
+    primary: bool,
 }
 
 impl Saves {
@@ -42,7 +44,7 @@ impl Saves {
 
     /// A save has committed: older step directories beyond `max_num_checkpoints_to_keep` go.
     fn committed(&self) -> Result<()> {
-        if let Some(keep) = self.keep {
+        if let Some(keep) = self.keep.filter(|_| self.primary) {
             let removed = remove_old_steps(&self.root, keep)?;
             if !removed.is_empty() {
                 tracing::info!("max_num_checkpoints_to_keep={keep}: removed checkpoints {removed:?}");
@@ -55,9 +57,7 @@ impl Saves {
 pub fn run(args: &[String]) -> Result<()> {
     let (rt, cfg) = open_runtime(load_config(args)?)?;
     let group = join_processes(&cfg)?;
-    if group.count() > 1 {
-        return run_processes(&rt, cfg, &group);
-    }
+    let cfg = if group.count() > 1 { across_processes(&rt, cfg, &group)? } else { cfg };
     if cfg.data.dataset_type == maxtext::config::DatasetType::Synthetic {
         // A bad JAX_DEFAULT_PRNG_IMPL fails before the train step compiles, not after.
         maxtext::data::prng::PrngImpl::from_env()?;
@@ -144,16 +144,27 @@ pub fn run(args: &[String]) -> Result<()> {
         (trainer, serde_json::Value::Null, 0)
     };
     tracing::info!("compiled train_step and loaded the state in {:.1} s", t_compile.elapsed().as_secs_f64());
-    let mut data = if data_state.is_null() { DataIterator::new(&cfg, 0, 1)? } else { DataIterator::restore(&cfg, 0, 1, &data_state)? };
+    let share = DataShare::of(&trainer, &cfg, &group)?;
+    let data_state = share.own_state(data_state, group.index())?;
+    let mut data = if data_state.is_null() { DataIterator::new(&cfg, share.index, share.count)? } else { DataIterator::restore(&cfg, share.index, share.count, &data_state)? };
     let evaluator = if cfg.train.eval_interval > 0 { Some(Evaluator::new(&rt, &cfg)?) } else { None };
-    let mut metrics = MetricsWriter::new(&cfg)?;
-    let mut saves = Saves { root: root.clone(), keep: cfg.checkpoint.max_num_checkpoints_to_keep, pending: None };
+    let mut metrics = {
+        // Process 0 writes the metrics file and TensorBoard, as in MaxText.
+        let mut o = MetricsOptions::from_config(&cfg);
+        if !group.is_primary() {
+            (o.metrics_file, o.tensorboard_dir) = (None, None);
+        }
+        MetricsWriter::with_options(o)?
+    };
+    let mut saves = Saves { root: root.clone(), keep: cfg.checkpoint.max_num_checkpoints_to_keep, pending: None, primary: group.is_primary() };
+    let timeout = std::time::Duration::from_secs(cfg.run.jax_distributed_initialization_timeout);
     let decls = trainer.program().decls.clone();
     let opt_type = trainer.program().opt_type;
     let save = |trainer: &Trainer, data: &DataIterator, step: u64, saves: &mut Saves| -> Result<()> {
         saves.wait()?;
         let layouts = trainer_layouts(trainer);
-        let (root, decls, data_state, aux) = (root.clone(), decls.clone(), data.state(), aux.clone());
+        let data_state = share.saved_state(data.state(), &group, step, timeout)?;
+        let (root, decls, aux, processes) = (root.clone(), decls.clone(), aux.clone(), group.clone());
         if cfg.checkpoint.async_checkpointing {
             // As orbax's async save: the distinct shards are copied to the host now (the next step donates
             // the buffers) and written in the background.
@@ -167,7 +178,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 held.push(shards);
             }
             saves.pending = Some(std::thread::spawn(move || -> Result<Location> {
-                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &aux, &data_state, scan, |i, put| -> Result<()> {
+                save_train_state_sharded(&root, step, &decls, opt_type, &layouts, &aux, &data_state, scan, Some(&processes), |i, put| -> Result<()> {
                     for (o, bytes) in &held[i] {
                         put(o, bytes)?;
                     }
@@ -176,7 +187,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }));
         } else {
             // Leaf by leaf, shard by shard: one shard on the host at a time.
-            save_trainer_state(trainer, &root, step, &aux, &data_state, scan)?;
+            save_trainer_state(trainer, &root, step, &aux, &data_state, scan, Some(&processes))?;
             saves.committed()?;
         }
         Ok(())
@@ -186,7 +197,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let b = data.next_batch()?;
         let inputs: Vec<HostTensor> = BATCH_KEYS.iter().map(|k| b.host_tensor(k).expect("batch key")).collect();
         let t0 = Instant::now();
-        let out = trainer.step(&inputs)?;
+        let out = trainer.step_on_rows(&inputs, share.row0)?;
         let dt = t0.elapsed();
         metrics.write(&StepMetrics {
             step,
@@ -238,11 +249,85 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A run over several processes (a multi-host slice). Each process reads its own share of every global
-/// batch (MaxText's per-host split: process `i` of `n` takes rows `i*r..(i+1)*r`), which it reports with
-/// the first batch's opening tokens. The train step then spans every process's devices; that needs a
-/// plugin whose client sees the other processes' devices and runs collectives across them.
-fn run_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<()> {
+/// A run over several processes (a multi-host slice): every process runs this same loop over the global
+/// mesh of all their devices (partition `p` on the plugin's `p`-th device, as `jax.devices()` orders
+/// them), uploads and restores only the shards its own devices hold, reads only its share of each global
+/// batch (the rows its devices hold: [`DataShare`]), and writes only the shards it owns of every
+/// checkpoint, which process 0 merges and commits. Returns the config fitted to the global mesh.
+fn across_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<Config> {
+    let (count, local, known) = (group.count(), rt.client().addressable_devices().len(), rt.client().devices().len());
+    if known < local * count {
+        return stop_without_cross_process_client(rt, cfg, group);
+    }
+    if known != local * count {
+        bail!("the plugin sees {known} devices, but {count} processes with {local} each make {}: every process of the run needs the same number of devices", local * count);
+    }
+    if cfg.train.eval_interval > 0 {
+        bail!("eval_interval={} over {count} processes: evaluation during a multi-process run is not built yet; set eval_interval=-1", cfg.train.eval_interval);
+    }
+    eprintln!("process {} of {count}: {local} of the run's {known} devices are here", group.index());
+    cfg.with_num_devices(known).context("fitting the mesh to every process's devices")
+}
+
+/// Which share of every global batch this process reads: the rows `row0..row0 + rows` its devices hold,
+/// which is share `index` of `count` equal shares of [`DataIterator`] (processes whose devices hold the same
+/// rows read the same share). One process: all rows, share 0 of 1.
+struct DataShare {
+    index: usize,
+    count: usize,
+    row0: i64,
+    processes: usize,
+}
+
+impl DataShare {
+    fn of(trainer: &Trainer, cfg: &Config, group: &ProcessGroup) -> Result<DataShare> {
+        let global = cfg.batch.global_batch_size_to_train_on as i64;
+        let (lo, hi) = trainer.local_batch_rows().context("this process's devices hold rows of the batch that are not one block: the mesh's device order splits the batch across processes")?;
+        let rows = hi - lo;
+        if rows <= 0 || global % rows != 0 || lo % rows != 0 {
+            bail!("this process's devices hold rows {lo}..{hi} of a global batch of {global}: not one of equal shares");
+        }
+        if group.count() > 1 && cfg.batch.global_batch_size_to_load as i64 != global {
+            bail!("a multi-process run loads the batch it trains on: global_batch_size_to_load {} differs from {global}", cfg.batch.global_batch_size_to_load);
+        }
+        let share = DataShare { index: (lo / rows) as usize, count: (global / rows) as usize, row0: lo, processes: group.count() };
+        if share.processes > 1 {
+            eprintln!("data: process {} of {} reads rows {lo}..{hi} of each global batch of {global} rows (share {} of {})", group.index(), share.processes, share.index, share.count);
+        }
+        Ok(share)
+    }
+
+    /// This process's data-iterator position out of a checkpoint's: several processes save theirs as a
+    /// list in process order.
+    fn own_state(&self, saved: serde_json::Value, index: usize) -> Result<serde_json::Value> {
+        match saved {
+            serde_json::Value::Array(states) if self.processes > 1 => {
+                if states.len() != self.processes {
+                    bail!("the checkpoint holds the data positions of {} processes, but this run has {}", states.len(), self.processes);
+                }
+                Ok(states[index].clone())
+            }
+            serde_json::Value::Array(states) => bail!("the checkpoint was written by {} processes; resume it with as many", states.len()),
+            s => Ok(s),
+        }
+    }
+
+    /// What a checkpoint saves as the data position: this process's, or every process's in order.
+    fn saved_state(&self, own: serde_json::Value, group: &ProcessGroup, step: u64, timeout: std::time::Duration) -> Result<serde_json::Value> {
+        if self.processes == 1 {
+            return Ok(own);
+        }
+        let all = group.all_gather(&format!("data_state/{step}"), own.to_string().as_bytes(), timeout)?;
+        let states: Vec<serde_json::Value> = all.iter().map(|b| serde_json::from_slice(b)).collect::<Result<_, _>>().context("a process's data position")?;
+        Ok(serde_json::Value::Array(states))
+    }
+}
+
+/// Where a multi-process run stops on a plugin whose client sees only its own process's devices (the XLA
+/// CPU plugin): each process still reads its data share (reported with the first batch's opening
+/// tokens), then the train step over every process's devices is compiled through this client, which
+/// fails. Always an error, the one that says so.
+fn stop_without_cross_process_client(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<Config> {
     let (index, count) = (group.index(), group.count());
     let local = rt.client().addressable_devices().len();
     let known = rt.client().devices().len();
@@ -258,13 +343,6 @@ fn run_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<()> 
     }
     let timeout = std::time::Duration::from_secs(cfg.run.jax_distributed_initialization_timeout);
     group.barrier("train/first_batch", timeout)?;
-    if known >= local * count {
-        bail!(
-            "this plugin sees {known} devices over {count} processes, but the multi-host train loop (placing each \
-             process's shards of the state on its devices) is not built yet; `maxtext compile` checks the program \
-             for such a slice"
-        );
-    }
     // The train step over every process's devices, compiled through this process's client (the runtime's
     // own device check is bypassed on purpose): this is where a plugin without cross-process support stops.
     let tp = train_program(&cfg, cfg.batch.global_batch_size_to_train_on as i64, cfg.data.max_target_length as i64)?;

@@ -62,6 +62,19 @@ impl Sharding {
     pub fn is_replicated(&self) -> bool {
         self.dims.iter().all(|d| d.is_empty())
     }
+
+    /// This sharding with dim `from`'s mesh axes moved onto dim `onto`, when `onto` has none of its own
+    /// and their product divides `shape[onto]` (else unchanged). Each device then holds the same number
+    /// of elements, cut along another dim.
+    pub fn moved(&self, from: usize, onto: usize, shape: &[i64], mesh: &Mesh) -> Sharding {
+        let parts: i64 = self.dims[from].iter().map(|a| mesh.axis_size(a).unwrap_or(1)).product();
+        if self.dims[from].is_empty() || !self.dims[onto].is_empty() || shape[onto] % parts != 0 {
+            return self.clone();
+        }
+        let mut s = self.clone();
+        s.dims[onto] = std::mem::take(&mut s.dims[from]);
+        s
+    }
 }
 
 /// What a traced graph shards by: the device mesh and the resolved logical-axis rules.
@@ -75,6 +88,18 @@ impl ShardingContext {
     /// The sharding of a tensor with these logical dim names and shape.
     pub fn resolve(&self, logical_axes: &[&str], shape: &[i64]) -> Sharding {
         self.rules.resolve(logical_axes, shape, &self.mesh)
+    }
+
+    /// As [`resolve`](Self::resolve), then the mesh axes of logical dim `from` moved onto logical dim
+    /// `onto` ([`Sharding::moved`]). For weights that are gathered whole before every use, where the dim
+    /// the shards are cut along changes nothing but their on-chip layout (see `nn::moe`).
+    pub fn resolve_moved(&self, logical_axes: &[&str], shape: &[i64], (from, onto): (&str, &str)) -> Sharding {
+        let s = self.resolve(logical_axes, shape);
+        let at = |name: &str| logical_axes.iter().position(|a| *a == name);
+        match (at(from), at(onto)) {
+            (Some(f), Some(o)) => s.moved(f, o, shape, &self.mesh),
+            _ => s,
+        }
     }
 }
 
@@ -240,6 +265,23 @@ mod tests {
         assert_eq!(r.resolve(&["heads"], &[8], &m), s(&[&["tensor", "expert"]]));
         assert_eq!(r.resolve(&["heads"], &[2], &m), s(&[&["tensor"]]));
         assert_eq!(r.resolve(&["heads"], &[3], &m), s(&[&[]]));
+    }
+
+    #[test]
+    fn moved_shards_cut_the_experts_only_when_they_are_free_and_divide() {
+        let r = maxtext_rules();
+        let logical = ["exp", "mlp_moe", "embed_moe"];
+        let ctx = |axes: &[(&str, i64)]| ShardingContext { mesh: mesh(axes), rules: r.clone() };
+        let fsdp = ctx(&[("fsdp", 4)]);
+        assert_eq!(fsdp.resolve(&logical, &[8, 16, 32]), s(&[&[], &[], &["fsdp"]]));
+        assert_eq!(fsdp.resolve_moved(&logical, &[8, 16, 32], ("embed_moe", "exp")), s(&[&["fsdp"], &[], &[]]));
+        // 6 experts do not divide over 4: left where the rules put it.
+        assert_eq!(fsdp.resolve_moved(&logical, &[6, 16, 32], ("embed_moe", "exp")), s(&[&[], &[], &["fsdp"]]));
+        // Expert parallelism holds the expert dim already.
+        let ep = ctx(&[("fsdp", 2), ("expert", 2)]);
+        assert_eq!(ep.resolve_moved(&logical, &[8, 16, 32], ("embed_moe", "exp")), s(&[&["expert"], &[], &["fsdp"]]));
+        // Names the tensor does not have: unchanged.
+        assert_eq!(fsdp.resolve_moved(&["embed", "mlp"], &[8, 8], ("embed_moe", "exp")), fsdp.resolve(&["embed", "mlp"], &[8, 8]));
     }
 
     #[test]

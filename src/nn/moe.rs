@@ -3,10 +3,10 @@
 //! ([`MoeStrategy`]): densely over all experts (the combine weights are zero for unselected experts), with
 //! token dropping, or dropless over sorted copies (`moe_dispatch.rs`).
 
-use super::moe_dispatch::{dropless, dropping, ExpertWeights};
+use super::moe_dispatch::{dropless, dropping, ExpertWeights, EXPERT_SHARD_MOVE};
 use super::norm::silu;
 use super::params::{Init, ParamBuilder};
-use crate::config::{ModelConfig, MoeStrategy};
+use crate::config::{GroupedMatmul, ModelConfig, MoeStrategy};
 use crate::ir::{DType, Tensor};
 
 /// The router statistics a layer returns, in order (f32 [2]).
@@ -36,11 +36,18 @@ impl SparseMoe {
         pb.scope("mlp", |pb| {
             let (router, wi_0, wi_1, wo) = pb.scope("routed_experts", |pb| {
                 let router = pb.scope("gate", |pb| pb.param("kernel", &[e, x], &["embed", "exp"], &[Some("embed"), None], Init::Normal { stddev: std_e }));
+                // The ragged dot and the dense path take these weights whole: their shards move off `embed`
+                // (EXPERT_SHARD_MOVE).
+                let whole = matches!(pb.moe_strategy, MoeStrategy::Dense | MoeStrategy::Dropless { kernel: GroupedMatmul::RaggedDot { .. } });
+                let w = |pb: &mut ParamBuilder, name: &str, dims: &[i64], axes: &[&'static str], logical: &[Option<&'static str>], std: f64| {
+                    let init = Init::Normal { stddev: std };
+                    if whole { pb.param_moved(name, dims, axes, logical, init, EXPERT_SHARD_MOVE) } else { pb.param(name, dims, axes, logical, init) }
+                };
                 let w_in = [Some("exp"), Some("embed_moe"), Some("mlp_moe")];
-                let wi_0 = pb.param("wi_0", &[x, e, i], &["exp", "embed", "mlp_moe"], &w_in, Init::Normal { stddev: std_e });
-                let wi_1 = pb.param("wi_1", &[x, e, i], &["exp", "embed", "mlp_moe"], &w_in, Init::Normal { stddev: std_e });
+                let wi_0 = w(pb, "wi_0", &[x, e, i], &["exp", "embed", "mlp_moe"], &w_in, std_e);
+                let wi_1 = w(pb, "wi_1", &[x, e, i], &["exp", "embed", "mlp_moe"], &w_in, std_e);
                 let w_out = [Some("exp"), Some("mlp_moe"), Some("embed_moe")];
-                let wo = pb.param("wo", &[x, i, e], &["exp", "mlp_moe", "embed"], &w_out, Init::Normal { stddev: 1.0 / (i as f64).sqrt() });
+                let wo = w(pb, "wo", &[x, i, e], &["exp", "mlp_moe", "embed"], &w_out, 1.0 / (i as f64).sqrt());
                 (router, wi_0, wi_1, wo)
             });
             let (shared_wi_0, shared_wi_1, shared_wo) = pb.scope("shared_expert", |pb| {

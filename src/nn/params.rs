@@ -43,6 +43,9 @@ pub struct ParamDecl {
     pub init: Init,
     /// Number of leading scan axes inserted at position `min(1, rank)` (0 unscanned, 1 or 2).
     pub scan_axes: usize,
+    /// `(from, onto)`: the mesh axes the rules give logical dim `from` shard dim `onto` instead
+    /// ([`ShardingContext::resolve_moved`](crate::ir::ShardingContext::resolve_moved)).
+    pub shard_move: Option<(AxisName, AxisName)>,
 }
 
 impl ParamDecl {
@@ -183,8 +186,19 @@ impl ParamBuilder {
         self.param_stored_as(name, dims, axes, logical, init, dtype)
     }
 
+    /// As [`param`](Self::param), sharded with `shard_move` ([`ParamDecl::shard_move`]).
+    pub fn param_moved(&mut self, name: &str, dims: &[i64], axes: &[AxisName], logical: &[Option<AxisName>], init: Init, shard_move: (AxisName, AxisName)) -> Tensor {
+        let dtype = self.weight_dtype;
+        self.declare(name, dims, axes, logical, init, dtype, Some(shard_move))
+    }
+
     /// As [`param`](Self::param) with an explicit storage dtype (e.g. the f32 `shared_expert_gate`).
-    pub fn param_stored_as(
+    pub fn param_stored_as(&mut self, name: &str, dims: &[i64], axes: &[AxisName], logical: &[Option<AxisName>], init: Init, dtype: DType) -> Tensor {
+        self.declare(name, dims, axes, logical, init, dtype, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn declare(
         &mut self,
         name: &str,
         dims: &[i64],
@@ -192,6 +206,7 @@ impl ParamBuilder {
         logical: &[Option<AxisName>],
         init: Init,
         dtype: DType,
+        shard_move: Option<(AxisName, AxisName)>,
     ) -> Tensor {
         assert!(dims.len() == axes.len() && dims.len() == logical.len(), "param {name}: dims {dims:?} axes {axes:?} logical {logical:?}");
         let at = scan_position(dims.len());
@@ -211,6 +226,7 @@ impl ParamBuilder {
             dtype,
             init,
             scan_axes: self.stack.len(),
+            shard_move,
         };
         // A scan traced unrolled: this layer's slice is an argument of its own.
         let layer_index: Option<Vec<i64>> = self.stack.iter().map(|s| s.index.int_constant()).collect();

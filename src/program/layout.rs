@@ -10,8 +10,9 @@ use std::sync::{Mutex, OnceLock};
 /// MaxText's `input_data_sharding_logical_axes` for [batch, length] inputs.
 pub const INPUT_LOGICAL: [&str; 2] = ["activation_embed_and_logits_batch", "activation_norm_length"];
 
-/// Shardings of parameters from their logical axes. A dim whose rule names mesh axes that do not divide
-/// it is replicated instead (MaxText's behaviour for such dims), said once per parameter on stderr.
+/// Shardings of parameters from their logical axes (and their `shard_move`). A dim whose rule names mesh
+/// axes that do not divide it is replicated instead (MaxText's behaviour for such dims), said once per
+/// parameter on stderr.
 pub fn param_shardings(decls: &[ParamDecl], ctx: &ShardingContext) -> Vec<Sharding> {
     decls
         .iter()
@@ -19,7 +20,10 @@ pub fn param_shardings(decls: &[ParamDecl], ctx: &ShardingContext) -> Vec<Shardi
             let logical: Vec<&str> = d.logical.iter().map(|a| a.unwrap_or("")).collect();
             let s = ctx.resolve(&logical, &d.dims);
             report_replicated_dims(d, &logical, &s, ctx);
-            s
+            match d.shard_move {
+                Some(m) => ctx.resolve_moved(&logical, &d.dims, m),
+                None => s,
+            }
         })
         .collect()
 }

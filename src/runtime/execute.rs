@@ -4,6 +4,7 @@
 //! named groups ([`Outputs`]). [`Runtime::run`] is the simple whole-host-arrays path for one-shot programs
 //! (tests, tools).
 
+use super::state::LocalPartitions;
 use super::HostTensor;
 use crate::compile::{DiskCache, ExecutableCache};
 use crate::emit::emit_program;
@@ -89,55 +90,107 @@ impl Runtime {
         }
     }
 
-    /// Emits and compiles `program` (cached by module text and options).
+    /// Emits and compiles `program` (cached by module text and options). On a multi-process client (one
+    /// whose devices span several processes) a program spans either every device of the run, partition
+    /// `p` on the client's `p`-th device (JAX's `jax.devices()` order), or some of this process's own.
     pub fn compile(&self, program: &Program) -> Result<Arc<LoadedExecutable>> {
-        let needed = program.num_partitions();
-        if needed as usize > self.client.addressable_devices().len() {
-            return Err(RunError::Devices {
-                program: program.name.clone(),
-                needed,
-                mesh: program.mesh.as_ref().map(|m| m.axes.clone()).unwrap_or_default(),
-                available: self.client.addressable_devices().len(),
-            });
+        let needed = program.num_partitions() as usize;
+        let (all, local) = (self.client.devices(), self.client.addressable_devices());
+        let multi_process = all.len() > local.len();
+        let ids = |d: &[crate::pjrt::Device]| d.iter().take(needed).map(|d| d.id() as i64).collect::<Vec<_>>();
+        let assignment = match (multi_process, needed <= local.len()) {
+            (false, true) => None,
+            (true, true) => Some(ids(local)),
+            (true, false) if needed == all.len() => Some(ids(all)),
+            _ => {
+                return Err(RunError::Devices {
+                    program: program.name.clone(),
+                    needed: needed as i64,
+                    mesh: program.mesh.as_ref().map(|m| m.axes.clone()).unwrap_or_default(),
+                    available: if multi_process { all.len() } else { local.len() },
+                })
+            }
+        };
+        let mut options = Self::compile_options(program);
+        if let Some(ids) = assignment {
+            options = options.with_device_assignment(ids);
         }
+        options.xla_flags = self.xla_flags.clone();
         let text = {
             let _span = tracing::info_span!("emit", program = %program.name).entered();
             emit_program(program)
         };
-        let mut options = Self::compile_options(program);
-        options.xla_flags = self.xla_flags.clone();
         Ok(self.cache.get_or_compile(&self.client, &text, &options)?)
+    }
+
+    /// The mesh partition of each addressable device of `exe` (compiled from `program`), in their order:
+    /// 0, 1, ... when the program runs on this process's devices alone; for a program over every process's
+    /// devices, each device's place in the device assignment [`Runtime::compile`] gives.
+    pub fn local_partitions(&self, program: &Program, exe: &LoadedExecutable) -> LocalPartitions {
+        let (all, local) = (self.client.devices(), exe.addressable_devices());
+        if program.num_partitions() as usize <= local.len() {
+            return LocalPartitions::all(local.len());
+        }
+        let partitions = local.iter().map(|d| all.iter().position(|a| a.id() == d.id()).expect("an addressable device is one of the client's")).collect();
+        LocalPartitions { partitions, multi_process: true }
+    }
+
+    /// The ids of the devices holding partitions 0, 1, ... of a program compiled on `n` devices (for a
+    /// checkpoint's sharding record), as [`Runtime::compile`] assigns them.
+    pub fn partition_device_ids(&self, n: usize) -> Vec<i64> {
+        let local = self.client.addressable_devices();
+        let ids = if n <= local.len() { local } else { self.client.devices() };
+        ids.iter().take(n).map(|d| d.id() as i64).collect()
     }
 
     /// Uploads one host array as the per-device shards of argument `arg` of `program` (checked against the
     /// argument's type).
     pub fn upload_arg(&self, program: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor) -> Result<DeviceArray> {
+        self.upload_arg_rows(program, exe, arg, x, 0)
+    }
+
+    /// Uploads `x`, rows `row0..row0 + x.dims[0]` of argument `arg` of `program` (a process's share of a
+    /// global batch; all of it when the dims match): each of this process's devices gets its shard, which
+    /// must lie within those rows.
+    pub fn upload_arg_rows(&self, program: &Program, exe: &LoadedExecutable, arg: usize, x: &HostTensor, row0: i64) -> Result<DeviceArray> {
         let ty = &program.main.params[arg];
-        if x.dtype != ty.dtype || x.dims != ty.dims {
-            return Err(RunError::Input {
-                index: arg,
-                name: program.arg_names.get(arg).cloned().unwrap_or_default(),
-                expected: format!("{}{:?}", ty.dtype, ty.dims),
-                got: format!("{}{:?}", x.dtype, x.dims),
-            });
+        let name = || program.arg_names.get(arg).cloned().unwrap_or_default();
+        let rows_fit = !x.dims.is_empty() && x.dims[1..] == ty.dims[1..] && row0 >= 0 && row0 + x.dims[0] <= ty.dims[0];
+        if x.dtype != ty.dtype || !(x.dims == ty.dims || rows_fit) {
+            let got = format!("{}{:?}{}", x.dtype, x.dims, if row0 > 0 { format!(" at row {row0}") } else { String::new() });
+            return Err(RunError::Input { index: arg, name: name(), expected: format!("{}{:?}", ty.dtype, ty.dims), got });
         }
+        let elem = x.dtype.size_bytes();
         let devices = exe.addressable_devices();
-        let shards = shard_host(x, program.arg_shardings[arg].as_ref(), program.mesh.as_ref(), devices.len());
-        shards
-            .into_iter()
-            .enumerate()
-            .map(|(d, (bytes, dims))| Ok(self.client.buffer_from_bytes(&bytes, x.dtype, &dims, &devices[d])?))
-            .collect()
+        let local = self.local_partitions(program, exe);
+        crate::runtime::upload_sharded(&self.client, devices, &local, Self::arg_spec(program, arg), |o: &[i64], d: &[i64]| {
+            let mut at = o.to_vec();
+            if !at.is_empty() {
+                at[0] -= row0;
+            }
+            if !at.is_empty() && (at[0] < 0 || at[0] + d[0] > x.dims[0]) {
+                let got = format!("rows {row0}..{} of the batch", row0 + x.dims[0]);
+                let expected = format!("rows {}..{} on one of this process's devices", o[0], o[0] + d[0]);
+                return Err(RunError::Input { index: arg, name: name(), expected, got });
+            }
+            Ok(crate::sharding::extract_region(&x.data, &x.dims, &at, d, elem))
+        })
     }
 
     /// Uploads host arrays as argument group `group` of `program`, sharded as the program says.
     pub fn upload_group(&self, program: &Program, exe: &LoadedExecutable, group: &str, xs: &[HostTensor]) -> Result<Vec<DeviceArray>> {
+        self.upload_group_rows(program, exe, group, xs, 0)
+    }
+
+    /// As [`Runtime::upload_group`], each array holding rows `row0..` of its argument
+    /// ([`Runtime::upload_arg_rows`]).
+    pub fn upload_group_rows(&self, program: &Program, exe: &LoadedExecutable, group: &str, xs: &[HostTensor], row0: i64) -> Result<Vec<DeviceArray>> {
         let range = program.args(group);
         if range.len() != xs.len() {
             let problem = format!("takes {} arrays but {} were given", range.len(), xs.len());
             return Err(RunError::Binding { program: program.name.clone(), group: group.into(), problem });
         }
-        range.zip(xs).map(|(a, x)| self.upload_arg(program, exe, a, x)).collect()
+        range.zip(xs).map(|(a, x)| self.upload_arg_rows(program, exe, a, x, row0)).collect()
     }
 
     /// Runs `exe` (compiled from `program`) with every argument group bound by name.
@@ -172,11 +225,18 @@ impl Runtime {
         Ok(Outputs { groups: program.result_groups.clone(), arrays })
     }
 
-    /// Result `r` of `program` (its shards in `array`) as one whole host array.
+    /// Result `r` of `program` (its shards in `array`) as one whole host array. A replicated result comes
+    /// from the first device; a sharded one needs every shard on this process.
     pub fn download(&self, program: &Program, r: usize, array: &DeviceArray) -> Result<HostTensor> {
         let ty = program.main.value_type(program.main.results[r]).clone();
-        let shards: Vec<Vec<u8>> = array.iter().map(|b| b.to_bytes()).collect::<std::result::Result<_, _>>()?;
-        Ok(unshard_host(shards, &ty, program.result_shardings[r].as_ref(), program.mesh.as_ref()))
+        let sharding = program.result_shardings[r].as_ref().filter(|s| !s.is_replicated());
+        let needed = program.mesh.as_ref().filter(|_| sharding.is_some()).map_or(1, |m| m.num_devices());
+        if array.len() < needed as usize {
+            let mesh = program.mesh.as_ref().map(|m| m.axes.clone()).unwrap_or_default();
+            return Err(RunError::Devices { program: format!("{} (result {r} whole on one process)", program.name), needed, mesh, available: array.len() });
+        }
+        let shards: Vec<Vec<u8>> = array[..needed as usize].iter().map(|b| b.to_bytes()).collect::<std::result::Result<_, _>>()?;
+        Ok(unshard_host(shards, &ty, sharding, program.mesh.as_ref()))
     }
 
     /// Result group `group` of an execution as whole host arrays.

@@ -13,5 +13,5 @@ pub use execute::{shard_host, unshard_host, DeviceArray, Outputs, RunError, Runt
 pub use host::HostTensor;
 pub use generate::{prefill_bucket, GenerateError, Generation, Generator};
 pub use init::init_params;
-pub use state::{device_bytes, for_each_shard, upload_sharded, ShardBox, ShardSpec};
+pub use state::{device_bytes, for_each_shard, local_rows, upload_sharded, LocalPartitions, ShardBox, ShardSpec};
 pub use trainer::{fresh_train_state, state_args, state_entries, StepOutput, Trainer};

@@ -45,33 +45,79 @@ impl ShardSpec<'_> {
         }
     }
 
-    fn check_devices(&self, devices: usize) -> RunResult<()> {
-        if let Some(m) = self.mesh {
-            if m.num_devices() as usize != devices {
-                return Err(RunError::Devices {
-                    program: "sharded state".into(),
-                    needed: m.num_devices(),
-                    mesh: m.axes.clone(),
-                    available: devices,
-                });
-            }
+    /// The mesh's partition count (or `local` without a mesh: then every device holds the whole array).
+    fn partitions(&self, local: usize) -> usize {
+        self.mesh.map_or(local, |m| m.num_devices() as usize)
+    }
+
+    /// `partitions` (this process's devices' partitions) must be partitions of the mesh; on one process
+    /// they are all of them.
+    fn check_partitions(&self, partitions: &[usize], multi_process: bool) -> RunResult<()> {
+        let total = self.partitions(partitions.len());
+        let fits = partitions.iter().all(|&p| p < total) && (multi_process || partitions.len() == total);
+        if let (Some(m), false) = (self.mesh, fits) {
+            return Err(RunError::Devices { program: "sharded state".into(), needed: m.num_devices(), mesh: m.axes.clone(), available: partitions.len() });
         }
         Ok(())
     }
 }
 
-/// Uploads one array as per-device buffers (`devices[p]` gets partition `p`'s shard), reading each
-/// distinct shard once with `read(offsets, dims)` (row-major bytes of `spec.dtype`). At most one shard is
-/// on the host at a time.
+/// Where one process's devices sit in a program's mesh: `partitions[k]` is the partition held by the
+/// `k`-th of the executable's addressable devices ([`Runtime::local_partitions`]). On one process that
+/// is every partition, in order; on a multi-host slice each process holds some.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPartitions {
+    pub partitions: Vec<usize>,
+    /// Other processes hold the rest of the mesh.
+    pub multi_process: bool,
+}
+
+impl LocalPartitions {
+    /// One process holding `n` partitions, in order.
+    pub fn all(n: usize) -> LocalPartitions {
+        LocalPartitions { partitions: (0..n).collect(), multi_process: false }
+    }
+
+    /// The local devices (by index) that hold one of `partitions`.
+    fn holding(&self, partitions: &[usize]) -> Vec<usize> {
+        self.partitions.iter().enumerate().filter(|(_, p)| partitions.contains(p)).map(|(k, _)| k).collect()
+    }
+}
+
+/// The rows `lo..hi` (dim 0) of an array that the devices of `local` hold between them, when they are one
+/// contiguous block (on one process: all rows); `None` when they are scattered.
+pub fn local_rows(spec: ShardSpec, local: &LocalPartitions) -> Option<(i64, i64)> {
+    let mut rows: Vec<(i64, i64)> = spec
+        .boxes(spec.partitions(local.partitions.len()))
+        .into_iter()
+        .filter(|b| !local.holding(&b.partitions).is_empty())
+        .map(|b| (b.offsets[0], b.offsets[0] + b.dims[0]))
+        .collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let (lo, hi) = (rows.first()?.0, rows.last()?.1);
+    rows.windows(2).all(|w| w[0].1 == w[1].0).then_some((lo, hi))
+}
+
+/// Uploads one array as per-device buffers (`devices[k]` gets the shard of partition
+/// `local.partitions[k]`), reading each distinct shard these devices hold once with `read(offsets, dims)`
+/// (row-major bytes of `spec.dtype`); shards only other processes hold are never read. At most one shard
+/// is on the host at a time.
 pub fn upload_sharded<E: From<RunError>>(
     client: &Client,
     devices: &[Device],
+    local: &LocalPartitions,
     spec: ShardSpec,
     mut read: impl FnMut(&[i64], &[i64]) -> Result<Vec<u8>, E>,
 ) -> Result<Vec<Buffer>, E> {
-    spec.check_devices(devices.len())?;
+    spec.check_partitions(&local.partitions, local.multi_process)?;
+    assert_eq!(devices.len(), local.partitions.len(), "one partition per addressable device");
     let mut out: Vec<Option<Buffer>> = (0..devices.len()).map(|_| None).collect();
-    for b in spec.boxes(devices.len()) {
+    for b in spec.boxes(spec.partitions(devices.len())) {
+        let holders = local.holding(&b.partitions);
+        if holders.is_empty() {
+            continue;
+        }
         let bytes = read(&b.offsets, &b.dims)?;
         let want = b.dims.iter().product::<i64>() as usize * spec.dtype.size_bytes();
         if bytes.len() != want {
@@ -79,24 +125,27 @@ pub fn upload_sharded<E: From<RunError>>(
             let expected = format!("{}{:?} ({want} bytes)", spec.dtype, b.dims);
             return Err(RunError::Input { index: 0, name: "sharded upload".into(), expected, got }.into());
         }
-        for p in b.partitions {
-            let buf = client.buffer_from_bytes(&bytes, spec.dtype, &b.dims, &devices[p]).map_err(RunError::from)?;
-            out[p] = Some(buf);
+        for k in holders {
+            out[k] = Some(client.buffer_from_bytes(&bytes, spec.dtype, &b.dims, &devices[k]).map_err(RunError::from)?);
         }
     }
     Ok(out.into_iter().map(|b| b.expect("every partition holds a shard")).collect())
 }
 
-/// Hands each distinct shard of a device array (`buffers[p]` = partition `p`) to `f(offsets, dims, bytes)`,
-/// downloading one shard at a time from the first partition that holds it.
+/// Hands each distinct shard of a device array (`buffers[k]` = partition `local.partitions[k]`) that this
+/// process owns to `f(offsets, dims, bytes)`, one download at a time. A shard is owned by the process
+/// holding its first partition, so over all processes each shard is handed out exactly once (orbax's
+/// rule: replica 0 writes).
 pub fn for_each_shard<E: From<RunError>>(
     buffers: &[&Buffer],
+    local: &LocalPartitions,
     spec: ShardSpec,
     mut f: impl FnMut(&[i64], &[i64], Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
-    spec.check_devices(buffers.len())?;
-    for b in spec.boxes(buffers.len()) {
-        let bytes = buffers[b.partitions[0]].to_bytes().map_err(RunError::from)?;
+    spec.check_partitions(&local.partitions, local.multi_process)?;
+    for b in spec.boxes(spec.partitions(buffers.len())) {
+        let Some(k) = local.partitions.iter().position(|&p| p == b.partitions[0]) else { continue };
+        let bytes = buffers[k].to_bytes().map_err(RunError::from)?;
         f(&b.offsets, &b.dims, bytes)?;
     }
     Ok(())
@@ -148,6 +197,6 @@ impl Runtime {
         arg: usize,
         read: impl FnMut(&[i64], &[i64]) -> Result<Vec<u8>, E>,
     ) -> Result<Vec<Buffer>, E> {
-        upload_sharded(self.client(), exe.addressable_devices(), Self::arg_spec(program, arg), read)
+        upload_sharded(self.client(), exe.addressable_devices(), &self.local_partitions(program, exe), Self::arg_spec(program, arg), read)
     }
 }

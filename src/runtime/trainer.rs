@@ -6,7 +6,7 @@
 //! count, params…, mu…, nu… — which is also the checkpoint's leaf order.
 
 use super::execute::{DeviceArray, RunError, Runtime};
-use super::state::{device_bytes, for_each_shard, ShardSpec};
+use super::state::{device_bytes, for_each_shard, local_rows, ShardSpec};
 use super::HostTensor;
 use crate::ir::Program;
 use crate::pjrt::{Buffer, LoadedExecutable};
@@ -128,13 +128,21 @@ impl<'r> Trainer<'r> {
 
     /// The ids of the devices holding partition 0, 1, ... (for a checkpoint's sharding record).
     pub fn device_ids(&self) -> Vec<i64> {
-        self.exe.addressable_devices().iter().map(|d| d.id() as i64).collect()
+        self.rt.partition_device_ids(self.tp.program.num_partitions() as usize)
     }
 
-    /// Hands each distinct shard of state entry `i` to `f(offsets, dims, bytes)`, one download at a time.
+    /// Hands each distinct shard of state entry `i` that this process owns (all of them on one process;
+    /// see [`for_each_shard`]) to `f(offsets, dims, bytes)`, one download at a time.
     pub fn for_each_state_shard<E: From<RunError>>(&self, i: usize, f: impl FnMut(&[i64], &[i64], Vec<u8>) -> Result<(), E>) -> Result<(), E> {
         let bufs: Vec<&Buffer> = self.state[i].iter().collect();
-        for_each_shard(&bufs, self.state_spec(i), f)
+        for_each_shard(&bufs, &self.rt.local_partitions(&self.tp.program, &self.exe), self.state_spec(i), f)
+    }
+
+    /// The global rows `lo..hi` of the batch that this process's devices hold (all rows on one process),
+    /// or `None` when they are not one contiguous block.
+    pub fn local_batch_rows(&self) -> Option<(i64, i64)> {
+        let p = &self.tp.program;
+        local_rows(Runtime::arg_spec(p, p.args("batch").start), &self.rt.local_partitions(p, &self.exe))
     }
 
     /// Bytes the state's device buffers hold.
@@ -162,8 +170,14 @@ impl<'r> Trainer<'r> {
 
     /// One step on `batch` (the five batch arrays in `BATCH_KEYS` order).
     pub fn step(&mut self, batch: &[HostTensor]) -> Result<StepOutput, RunError> {
+        self.step_on_rows(batch, 0)
+    }
+
+    /// One step on this process's share of the global batch: `batch` holds its rows `row0..` (the whole
+    /// batch on one process). Every process of a run calls it with its own share.
+    pub fn step_on_rows(&mut self, batch: &[HostTensor], row0: i64) -> Result<StepOutput, RunError> {
         let p = &self.tp.program;
-        let batch = self.rt.upload_group(p, &self.exe, "batch", batch)?;
+        let batch = self.rt.upload_group_rows(p, &self.exe, "batch", batch, row0)?;
         let mut args = self.groups();
         args.push(("batch", &batch));
         let mut outs = self.rt.execute(p, &self.exe, &args)?;
