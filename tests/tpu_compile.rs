@@ -108,6 +108,9 @@ fn tiny_train_step_compiles_for_a_two_host_slice_and_two_slices() {
     assert!(ok, "compile failed:\n{out}\n{err}");
     assert!(out.contains("target v5p-16 (v5:2x2x2, 1 slice(s)): 8 TPU v5 devices on 2 host(s)"), "{out}");
     assert!(out.contains("devices=8 mesh fsdp=8"), "{out}");
+    // libtpu numbers the chips host by host: each host's chips hold one block of the batch, the rows a
+    // multi-host `train` has that host read.
+    assert!(out.contains("data: host h of 2 feeds rows 4h..4h+4 of each global batch of 8 (4 chips each)"), "{out}");
     let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("train.v5p-16.stats.json")).unwrap()).unwrap();
     assert!(stats["memory_per_chip"]["total_bytes"].as_i64().unwrap() > 0, "{stats}");
 
@@ -118,6 +121,7 @@ fn tiny_train_step_compiles_for_a_two_host_slice_and_two_slices() {
     assert!(ok, "two-slice compile failed:\n{out}\n{err}");
     assert!(out.contains("target v5p-8 (v5:2x2x1, 2 slice(s)): 8 TPU v5 devices"), "{out}");
     assert!(out.contains("devices=8 mesh data=2 fsdp=4"), "{out}");
+    assert!(out.contains("data: host h of 2 feeds rows 4h..4h+4 of each global batch of 8 (4 chips each)"), "{out}");
 }
 
 #[test]

@@ -11,8 +11,9 @@ use super::setup::{describe_mesh, load_config};
 use anyhow::{bail, Context, Result};
 use maxtext::config::{Config, TpuTopology};
 use maxtext::emit::emit_program;
-use maxtext::pjrt::{locate_plugin, parse_xla_flags, slice_options, tpu_chips_attached, Error as PjrtError, ErrorCode, Executable, Hardware, MemoryStats, Plugin, Topology};
-use maxtext::runtime::Runtime;
+use maxtext::ir::Program;
+use maxtext::pjrt::{locate_plugin, parse_xla_flags, slice_options, tpu_chips_attached, DeviceInfo, Error as PjrtError, ErrorCode, Executable, Hardware, MemoryStats, Plugin, Topology};
+use maxtext::runtime::{local_rows, LocalPartitions, Runtime};
 use std::time::Instant;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -82,6 +83,7 @@ pub fn run(args: &[String]) -> Result<()> {
         describe_mesh(&cfg),
         text.len() as f64 / 1e6
     );
+    report_host_rows(&program, &devices);
     let mut options = Runtime::compile_options(&program);
     options.xla_flags = parse_xla_flags(&cfg.run.compile_xla_flags)?;
     let n = program.num_partitions() as usize;
@@ -98,6 +100,39 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let compile_s = t1.elapsed().as_secs_f64();
     report(&cfg, &exe, name, &topo, hbm, compile_s, &out_dir)
+}
+
+/// On a multi-host slice: which rows of each global batch every host feeds, the block its chips hold with
+/// partition p on the topology's p-th device, as the runtime assigns them (a multi-host `train` reads and
+/// uploads exactly that share; it refuses a mesh that scatters a host's rows).
+fn report_host_rows(program: &Program, devices: &[DeviceInfo]) {
+    let Some(batch) = program.arg_groups.iter().find(|g| g.name == "batch") else { return };
+    let spec = Runtime::arg_spec(program, batch.range.start);
+    let n = (program.num_partitions() as usize).min(devices.len());
+    let hosts: std::collections::BTreeSet<i64> = devices[..n].iter().map(|d| d.process_index).collect();
+    if hosts.len() < 2 {
+        return;
+    }
+    let rows: Vec<(i64, usize, Option<(i64, i64)>)> = hosts
+        .into_iter()
+        .map(|h| {
+            let partitions: Vec<usize> = (0..n).filter(|&p| devices[p].process_index == h).collect();
+            let chips = partitions.len();
+            (h, chips, local_rows(spec, &LocalPartitions { partitions, multi_process: true }))
+        })
+        .collect();
+    let (count, global) = (rows.len() as i64, spec.dims[0]);
+    let r = global / count;
+    if rows.iter().enumerate().all(|(k, (_, _, got))| *got == Some((k as i64 * r, (k as i64 + 1) * r))) {
+        println!("data: host h of {count} feeds rows {r}h..{r}h+{r} of each global batch of {global} ({} chips each)", rows[0].1);
+        return;
+    }
+    for (h, chips, got) in rows {
+        match got {
+            Some((lo, hi)) => println!("data: host {h} ({chips} chips) feeds rows {lo}..{hi} of each global batch of {global}"),
+            None => println!("data: host {h}'s {chips} chips hold rows of the batch that are not one block: `train` over this slice refuses this mesh"),
+        }
+    }
 }
 
 fn default_out_dir(cfg: &Config) -> std::path::PathBuf {
