@@ -234,7 +234,7 @@ pub fn run(args: &[String]) -> Result<()> {
             save(&trainer, &data, step, &mut saves)?;
         }
         if let Some(ev) = evaluator.as_ref().filter(|_| step % t.eval_interval as u64 == 0) {
-            let summary = ev.run(&trainer)?;
+            let summary = ev.run(&trainer, step, &group, timeout)?;
             metrics.write_eval(step, &summary)?;
             // MaxText's StopTraining: no further steps and no final checkpoint.
             if t.target_eval_loss != 0.0 && summary.avg_loss() <= t.target_eval_loss {
@@ -261,9 +261,6 @@ fn across_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<C
     }
     if known != local * count {
         bail!("the plugin sees {known} devices, but {count} processes with {local} each make {}: every process of the run needs the same number of devices", local * count);
-    }
-    if cfg.train.eval_interval > 0 {
-        bail!("eval_interval={} over {count} processes: evaluation during a multi-process run is not built yet; set eval_interval=-1", cfg.train.eval_interval);
     }
     eprintln!("process {} of {count}: {local} of the run's {known} devices are here", group.index());
     cfg.with_num_devices(known).context("fitting the mesh to every process's devices")

@@ -191,7 +191,12 @@ impl<'r> Trainer<'r> {
     /// and `batch` (its `batch` group); returns its `metrics` group as f64 scalars. The program must lay
     /// its `params` out as the train step does.
     pub fn run_on_params(&self, program: &Program, exe: &LoadedExecutable, batch: &[HostTensor]) -> Result<Vec<f64>, RunError> {
-        let batch = self.rt.upload_group(program, exe, "batch", batch)?;
+        self.run_on_params_rows(program, exe, batch, 0)
+    }
+
+    /// As [`Trainer::run_on_params`] on this process's share of the batch, its rows `row0..`.
+    pub fn run_on_params_rows(&self, program: &Program, exe: &LoadedExecutable, batch: &[HostTensor], row0: i64) -> Result<Vec<f64>, RunError> {
+        let batch = self.rt.upload_group_rows(program, exe, "batch", batch, row0)?;
         let params = state_entries(&self.tp.program, "params");
         let outs = self.rt.execute(program, exe, &[("params", &self.state[params]), ("batch", &batch)])?;
         Ok(self.rt.download_group(program, &outs, "metrics")?.iter().map(|t| t.to_f64()[0]).collect())
