@@ -198,6 +198,12 @@ fn bad_process_setups_say_what_to_do() {
     };
     assert!(outs.iter().all(|o| !o.status.success()));
     assert!(outs.iter().any(|o| text(o).contains("taken") || text(o).contains("already")), "{}\n{}", text(&outs[0]), text(&outs[1]));
+    // Commands that run on one process's devices refuse the process keys rather than run once per host.
+    for (cmd, args) in [("decode", vec!["decode"]), ("check-logits", vec!["check-logits"]), ("serve", vec!["serve"]), ("eval", vec!["eval", "mmlu"])] {
+        let keys = ["configs/base.yml", "model_name=qwen3-next-tiny", "prompt=hi", "golden_logits_path=x", "num_processes=2", "process_id=0"];
+        let o = bin().args(&args).args(keys).output().unwrap();
+        assert!(!o.status.success() && text(&o).contains(&format!("`maxtext {cmd}` runs in one process")), "{cmd}: {}", text(&o));
+    }
 }
 
 /// A process that stops before finishing its part of a save tells the others: process 0 does not commit,

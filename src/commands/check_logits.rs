@@ -2,6 +2,7 @@
 //! a golden JSONL (`{"tokens": [...], "logits": [[...], ...]}` per line), run the forward pass on the
 //! tokens and compare every position: KL(P_golden || Q_ours) over the vocabulary, max |Δlogit|, top-1.
 
+use super::processes::one_process_only;
 use super::setup::{describe_mesh, load_config, open_runtime, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::program::{forward_program, ForwardProgram};
@@ -107,7 +108,9 @@ impl Figures {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (rt, cfg) = open_runtime(load_config(args)?)?;
+    let cfg = load_config(args)?;
+    one_process_only(&cfg, "check-logits")?;
+    let (rt, cfg) = open_runtime(cfg)?;
     let path = cfg.tools.golden_logits_path.clone().context("set golden_logits_path=FILE (a golden JSONL)")?;
     // MaxText's checker needs max_kl_div or atol; with neither, the KL bound defaults to 2e-4 here.
     let tolerance = cfg.tools.atol.map(|atol| (atol, cfg.tools.rtol));

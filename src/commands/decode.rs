@@ -3,6 +3,7 @@
 //! decode tokens/s; `decode_output_path=FILE` writes one JSON line per sequence.
 
 use super::check_logits::log_softmax;
+use super::processes::one_process_only;
 use super::setup::{has_weights, init_on_device, load_config, open_runtime, take_init, with_param_regions};
 use anyhow::{bail, Context, Result};
 use maxtext::config::Config;
@@ -42,7 +43,9 @@ pub(crate) fn tokenizer(cfg: &Config) -> Result<Option<Tokenizer>> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (rt, cfg) = open_runtime(load_config(args)?)?;
+    let cfg = load_config(args)?;
+    one_process_only(&cfg, "decode")?;
+    let (rt, cfg) = open_runtime(cfg)?;
     let tok = tokenizer(&cfg)?;
     let batch = cfg.batch.global_batch_size_to_load.max(1);
     let prompts: Vec<Vec<i64>> = if !cfg.decode.prompt_token_ids.is_empty() {

@@ -6,6 +6,7 @@
 //! `max_prefill_predict_length` lose tokens on the left, as lm-eval does with `max_length` one above it.
 
 use super::decode::tokenizer;
+use super::processes::one_process_only;
 use super::setup::{load_config, start_engine};
 use anyhow::{bail, Context, Result};
 use maxtext::serve::mmlu;
@@ -52,6 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let cfg = load_config(&cfg_args)?;
     let tok = tokenizer(&cfg)?.context("eval needs a tokenizer: set tokenizer_path")?;
+    one_process_only(&cfg, "eval")?;
     let (engine, _) = start_engine(cfg, 256)?;
     let max_len = engine.info.max_prefill.min(engine.info.max_len - 1);
     eprintln!("mmlu: {} questions in {} subjects from {}, 0-shot, prompts up to {max_len} tokens", questions.len(), subjects.len(), dir.display());

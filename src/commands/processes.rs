@@ -55,3 +55,18 @@ pub fn join_processes(cfg: &Config) -> Result<Arc<ProcessGroup>> {
     eprintln!("process {index} of {count}: all {count} processes joined");
     Ok(Arc::new(group))
 }
+
+/// Refuses a multi-process run of a command that runs on one process's devices only (`decode`, `serve`,
+/// `eval`, `check-logits`): started on every host with the process keys, each host would run the whole
+/// command on its own chips alone.
+pub fn one_process_only(cfg: &Config, command: &str) -> Result<()> {
+    let count = configured_count(cfg)?;
+    if count > 1 && !cfg.run.skip_jax_distributed_system {
+        bail!(
+            "`maxtext {command}` runs in one process, but num_processes={count} (or $NNODES) asks for {count}: only `train` and \
+             `convert` run across processes yet. Run {command} on a single-host slice (v5p-8) or one machine; \
+             `maxtext compile program=prefill|decode` checks the program for a larger slice"
+        );
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! Ctrl-C stops taking connections, finishes the requests in flight, and exits.
 
 use super::decode::tokenizer;
+use super::processes::one_process_only;
 use super::setup::{load_config, start_engine};
 use anyhow::{bail, Context, Result};
 use axum::serve::ListenerExt;
@@ -57,6 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if chat.is_none() {
         eprintln!("the tokenizer has no chat_template: /v1/chat/completions will answer 400");
     }
+    one_process_only(&cfg, "serve")?;
     let (engine, cfg) = start_engine(cfg, f.max_queue)?;
     let info = engine.info.clone();
     let model = if cfg.run.model_name.is_empty() { "maxtext".to_string() } else { cfg.run.model_name.clone() };
