@@ -357,3 +357,22 @@ fn stop_without_cross_process_client(rt: &Runtime, cfg: Config, group: &ProcessG
         local * count
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DataShare;
+    use serde_json::json;
+
+    #[test]
+    fn each_process_resumes_its_own_data_position() {
+        let two = DataShare { index: 1, count: 2, row0: 4, processes: 2 };
+        let saved = json!([{"batches": 3, "p": 0}, {"batches": 3, "p": 1}]);
+        assert_eq!(two.own_state(saved.clone(), 1).unwrap(), json!({"batches": 3, "p": 1}));
+        assert_eq!(two.own_state(json!(null), 0).unwrap(), json!(null), "a fresh run");
+        let three = DataShare { processes: 3, ..two };
+        assert!(three.own_state(saved.clone(), 2).unwrap_err().to_string().contains("data positions of 2 processes, but this run has 3"));
+        let one = DataShare { index: 0, count: 1, row0: 0, processes: 1 };
+        assert!(one.own_state(saved, 0).unwrap_err().to_string().contains("written by 2 processes"));
+        assert_eq!(one.own_state(json!({"batches": 3}), 0).unwrap(), json!({"batches": 3}));
+    }
+}
