@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::gcs::{shared_emulator, Emulator};
+use common::strings;
 use common::gcs_faults::{Fault, FaultProxy};
 use maxtext::checkpoint::orbax::{list_steps, OrbaxCheckpoint, OrbaxError};
 use maxtext::storage::Location;
@@ -31,10 +32,6 @@ fn maxtext(args: &[String]) -> (bool, String) {
         .output()
         .expect("running maxtext");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }
 
 fn work(name: &str) -> PathBuf {
@@ -142,17 +139,9 @@ fn two_processes_convert_into_one_bucket_checkpoint() {
 
 /// A tiny synthetic-data training run (run name `r`) under `base`, plus `extra` keys.
 fn train_args(base: &str, metrics: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a = strings(&[
-        "train",
-        "configs/base.yml",
-        "model_name=qwen3-next-tiny",
-        "override_model_config=true",
-        "vocab_size=1024",
-        "run_name=r",
+    let mut a = common::tiny_train_args(&[
         "dataset_type=synthetic",
         "per_device_batch_size=2",
-        "max_target_length=32",
-        "max_prefill_predict_length=32",
         "dtype=float32",
         "learning_rate=1e-3",
         "checkpoint_period=2",

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::gcs::{shared_emulator, Emulator};
+use common::strings;
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use maxtext::config::Config;
 use maxtext::data::{Corpus, DataIterator, Doc, FileFormat};
@@ -64,10 +65,6 @@ fn maxtext(args: &[String], env: &[(&str, &str)]) -> (bool, String) {
         .output()
         .unwrap();
     (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
-}
-
-fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }
 
 /// The documents: Hamlet's first non-empty lines as byte ids (all below the tiny vocabulary of 1024).
@@ -139,17 +136,9 @@ fn training_files(emu: &Emulator, bucket: &str, dir: &Path) {
 
 /// A 3-step train run of the tiny model on `hf_train_files`, writing under `out` (`metrics_file` in it).
 fn train_args(hf_path: &str, files: &str, out: &str) -> Vec<String> {
-    let mut a = strings(&[
-        "train",
-        "configs/base.yml",
-        "model_name=qwen3-next-tiny",
-        "override_model_config=true",
-        "vocab_size=1024",
-        "run_name=r",
+    let mut a = common::tiny_train_args(&[
         "steps=3",
         "per_device_batch_size=2",
-        "max_target_length=32",
-        "max_prefill_predict_length=32",
         "dtype=float32",
         "enable_checkpointing=false",
         "log_config=false",

@@ -10,6 +10,7 @@
 mod common;
 
 use common::orbax::{orbax_dump, orbax_python};
+use common::strings;
 use maxtext::checkpoint::orbax::OrbaxCheckpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,10 +19,6 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_maxtext"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
-}
-
-fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }
 
 /// A free loopback port for a coordinator.
@@ -124,18 +121,10 @@ fn marked_documents(dir: &Path) -> PathBuf {
 fn two_processes_train_on_disjoint_shares_and_stop_where_the_cpu_plugin_does() {
     let tmp = tempfile::tempdir().unwrap();
     let docs = marked_documents(tmp.path());
-    let mut a = strings(&[
-        "train",
-        "configs/base.yml",
-        "model_name=qwen3-next-tiny",
-        "override_model_config=true",
-        "vocab_size=1024",
-        "run_name=r",
+    let mut a = common::tiny_train_args(&[
         "steps=2",
         "per_device_batch_size=1",
         "cpu_device_count=2",
-        "max_target_length=32",
-        "max_prefill_predict_length=32",
         "enable_checkpointing=false",
         "log_config=false",
         "dataset_type=hf",

@@ -2,6 +2,8 @@
 //! the same losses on 4 devices (fsdp) as on 1, a NaN stop that keeps the last good checkpoint, metrics
 //! and TensorBoard files, and fine-tuning on real text with packing lowering the loss.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,24 +18,13 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A tiny synthetic-data run under `out` (run name `r`), plus `extra` keys.
 fn args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "train",
-        "configs/base.yml",
-        "model_name=qwen3-next-tiny",
-        "override_model_config=true",
-        "vocab_size=1024",
-        "run_name=r",
+    let mut a = common::tiny_train_args(&[
         "dataset_type=synthetic",
         "per_device_batch_size=2",
-        "max_target_length=32",
-        "max_prefill_predict_length=32",
         "dtype=float32",
         "learning_rate=1e-3",
         "checkpoint_period=2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     a.push(format!("base_output_directory={}", out.display()));
     a.push(format!("metrics_file={}", out.join("metrics.jsonl").display()));
     a.extend(extra.iter().map(|s| s.to_string()));

@@ -269,26 +269,33 @@ fn across_processes(rt: &Runtime, cfg: Config, group: &ProcessGroup) -> Result<C
 /// Which share of every global batch this process reads: the rows `row0..row0 + rows` its devices hold,
 /// which is share `index` of `count` equal shares of [`DataIterator`] (processes whose devices hold the same
 /// rows read the same share). One process: all rows, share 0 of 1.
-struct DataShare {
-    index: usize,
-    count: usize,
-    row0: i64,
+pub(super) struct DataShare {
+    pub index: usize,
+    pub count: usize,
+    pub row0: i64,
     processes: usize,
 }
 
 impl DataShare {
+    /// The share of a global batch of `global` rows whose rows `rows` this process's devices hold
+    /// ([`Runtime::local_batch_rows`]); `what` names the batch in errors.
+    pub fn of_rows(rows: Option<(i64, i64)>, global: i64, processes: usize, what: &str) -> Result<DataShare> {
+        let (lo, hi) = rows.with_context(|| format!("this process's devices hold rows of the {what} that are not one block: the mesh's device order splits it across processes"))?;
+        let n = hi - lo;
+        if n <= 0 || global % n != 0 || lo % n != 0 {
+            bail!("this process's devices hold rows {lo}..{hi} of a {what} of {global}: not one of equal shares");
+        }
+        Ok(DataShare { index: (lo / n) as usize, count: (global / n) as usize, row0: lo, processes })
+    }
+
     fn of(trainer: &Trainer, cfg: &Config, group: &ProcessGroup) -> Result<DataShare> {
         let global = cfg.batch.global_batch_size_to_train_on as i64;
-        let (lo, hi) = trainer.local_batch_rows().context("this process's devices hold rows of the batch that are not one block: the mesh's device order splits the batch across processes")?;
-        let rows = hi - lo;
-        if rows <= 0 || global % rows != 0 || lo % rows != 0 {
-            bail!("this process's devices hold rows {lo}..{hi} of a global batch of {global}: not one of equal shares");
-        }
+        let share = DataShare::of_rows(trainer.local_batch_rows(), global, group.count(), "global batch")?;
         if group.count() > 1 && cfg.batch.global_batch_size_to_load as i64 != global {
             bail!("a multi-process run loads the batch it trains on: global_batch_size_to_load {} differs from {global}", cfg.batch.global_batch_size_to_load);
         }
-        let share = DataShare { index: (lo / rows) as usize, count: (global / rows) as usize, row0: lo, processes: group.count() };
         if share.processes > 1 {
+            let (lo, hi) = (share.row0, share.row0 + global / share.count as i64);
             eprintln!("data: process {} of {} reads rows {lo}..{hi} of each global batch of {global} rows (share {} of {})", group.index(), share.processes, share.index, share.count);
         }
         Ok(share)

@@ -12,7 +12,8 @@ use maxtext::metrics::EvalSummary;
 use maxtext::pjrt::LoadedExecutable;
 use maxtext::program::{eval_program, BATCH_KEYS};
 use maxtext::distributed::ProcessGroup;
-use maxtext::runtime::{local_rows, HostTensor, Runtime, Trainer};
+use super::train::DataShare;
+use maxtext::runtime::{HostTensor, Runtime, Trainer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,8 @@ pub struct Evaluator {
     /// The config the eval data pipeline runs under (`eval_data_config`).
     data_cfg: Config,
     eval_steps: i64,
-    /// This process's share of each eval batch: (share index, share count, first row).
-    share: (usize, usize, i64),
+    /// This process's share of each eval batch.
+    share: DataShare,
 }
 
 impl Evaluator {
@@ -33,17 +34,15 @@ impl Evaluator {
         let rows = cfg.batch.global_batch_size_to_load_eval as i64;
         let ep = eval_program(cfg, rows, cfg.data.max_target_length as i64)?;
         let exe = rt.compile(&ep.program)?;
-        let spec = Runtime::arg_spec(&ep.program, ep.program.args("batch").start);
-        let (lo, hi) = local_rows(spec, &rt.local_partitions(&ep.program, &exe)).context("this process's devices hold scattered rows of the eval batch")?;
-        let share = ((lo / (hi - lo)) as usize, (rows / (hi - lo)) as usize, lo);
+        let share = DataShare::of_rows(rt.local_batch_rows(&ep.program, &exe), rows, 1, "eval batch")?;
         let data_cfg = eval_data_config(cfg);
-        DataIterator::new(&data_cfg, share.0, share.1).context("eval data (hf_eval_files)")?;
+        DataIterator::new(&data_cfg, share.index, share.count).context("eval data (hf_eval_files)")?;
         Ok(Evaluator { program: ep.program, exe, data_cfg, eval_steps: cfg.train.eval_steps, share })
     }
 
     /// The evaluation after train step `step` of `trainer`'s params, by every process of `group` together.
     pub fn run(&self, trainer: &Trainer, step: u64, group: &ProcessGroup, timeout: Duration) -> Result<EvalSummary> {
-        let mut data = DataIterator::new(&self.data_cfg, self.share.0, self.share.1).context("eval data (hf_eval_files)")?;
+        let mut data = DataIterator::new(&self.data_cfg, self.share.index, self.share.count).context("eval data (hf_eval_files)")?;
         let mut summary = EvalSummary::default();
         while self.eval_steps <= 0 || (summary.steps as i64) < self.eval_steps {
             let batch = match data.next_batch() {
@@ -60,7 +59,7 @@ impl Evaluator {
             }
             let Some(batch) = batch else { break };
             let inputs: Vec<HostTensor> = BATCH_KEYS.iter().map(|k| batch.host_tensor(k).expect("batch key")).collect();
-            let m = trainer.run_on_params_rows(&self.program, &self.exe, &inputs, self.share.2)?;
+            let m = trainer.run_on_params_rows(&self.program, &self.exe, &inputs, self.share.row0)?;
             summary.add_step(m[0], m[1], m[2], m[3]);
         }
         if summary.steps == 0 {

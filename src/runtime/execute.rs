@@ -135,6 +135,12 @@ impl Runtime {
         LocalPartitions { partitions, multi_process: true }
     }
 
+    /// The global rows `lo..hi` of `program`'s `batch` group that this process's devices hold (all rows on
+    /// one process), or `None` when they are not one contiguous block.
+    pub fn local_batch_rows(&self, program: &Program, exe: &LoadedExecutable) -> Option<(i64, i64)> {
+        super::state::local_rows(Self::arg_spec(program, program.args("batch").start), &self.local_partitions(program, exe))
+    }
+
     /// The ids of the devices holding partitions 0, 1, ... of a program compiled on `n` devices (for a
     /// checkpoint's sharding record), as [`Runtime::compile`] assigns them.
     pub fn partition_device_ids(&self, n: usize) -> Vec<i64> {

@@ -6,7 +6,7 @@
 //! count, params…, mu…, nu… — which is also the checkpoint's leaf order.
 
 use super::execute::{DeviceArray, RunError, Runtime};
-use super::state::{device_bytes, for_each_shard, local_rows, ShardSpec};
+use super::state::{device_bytes, for_each_shard, ShardSpec};
 use super::HostTensor;
 use crate::ir::Program;
 use crate::pjrt::{Buffer, LoadedExecutable};
@@ -141,8 +141,7 @@ impl<'r> Trainer<'r> {
     /// The global rows `lo..hi` of the batch that this process's devices hold (all rows on one process),
     /// or `None` when they are not one contiguous block.
     pub fn local_batch_rows(&self) -> Option<(i64, i64)> {
-        let p = &self.tp.program;
-        local_rows(Runtime::arg_spec(p, p.args("batch").start), &self.rt.local_partitions(p, &self.exe))
+        self.rt.local_batch_rows(&self.tp.program, &self.exe)
     }
 
     /// Bytes the state's device buffers hold.

@@ -14,6 +14,27 @@ mod references;
 #[allow(unused_imports)]
 pub use references::*;
 
+/// Owned copies of command-line arguments.
+pub fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// `maxtext train` of the tiny model (vocabulary 1024, rows of 32 tokens, run name `r`) followed by `keys`
+/// (later keys win): what every end-to-end train test starts from.
+pub fn tiny_train_args(keys: &[&str]) -> Vec<String> {
+    let opening = [
+        "train",
+        "configs/base.yml",
+        "model_name=qwen3-next-tiny",
+        "override_model_config=true",
+        "vocab_size=1024",
+        "run_name=r",
+        "max_target_length=32",
+        "max_prefill_predict_length=32",
+    ];
+    strings(&[&opening[..], keys].concat())
+}
+
 /// Comparison tolerance: `|got - want| <= atol + rtol * |want|`.
 #[derive(Clone, Copy, Debug)]
 pub struct Tol {
